@@ -18,10 +18,14 @@ class EmbeddingSettings:
     """`auto` (fp16 on CUDA, int8 on CPU), `fp32`, `fp16` or `int8`."""
 
     max_batch: int = 64
-    """Most texts encoded in one model run."""
+    """Most texts encoded in one model run. On a CPU a batch past ~64 short prompts buys no
+    throughput (the cores are already saturated) and only adds latency to its first text; on
+    a GPU raise it (256-1024) so that a burst is one kernel sequence instead of many."""
 
     max_wait_ms: float = 2.0
-    """How long the first text of a batch may wait for others to join it."""
+    """How long the first text of a batch may wait for others to join it, and only while the
+    model is still busy with the previous batch: an idle model takes what is queued at once,
+    so a lone request never pays this delay, while under load batches fill up."""
 
     max_queue: int = 1024
     """Texts waiting beyond this are refused (the proxy bypasses the semantic tier)."""
@@ -31,3 +35,17 @@ class EmbeddingSettings:
 
     threads: int = 0
     """Intra-op threads for the CPU session; 0 lets onnxruntime choose (all cores)."""
+
+    max_seq_len: int = 0
+    """Tokens per text past which it is truncated (and counted); 0 takes the model's own
+    limit (`max_seq_length` of its sentence-transformers config, 256 for MiniLM). Lower it
+    to bound the cost of one pathological prompt on a CPU."""
+
+    cpu_spinning: bool = False
+    """Let onnxruntime's CPU worker threads spin while waiting for work. Spinning shaves
+    a little latency off each run but burns the cores that the proxy's event loop and the
+    tokenizer share with it, so it is off by default on small machines."""
+
+    export_variants: tuple[str, ...] = ("fp32", "fp16", "int8")
+    """Variants exported on first start (all three by default, so that moving the data
+    directory between a CPU and a GPU machine needs no re-export)."""

@@ -1,0 +1,167 @@
+"""Encoders: synchronous, stateless-per-call stages `pre` (tokenise), `core` (run the graph)
+and `post` (finish the vectors). The batcher in service.py alone owns threads and queues.
+
+This module imports only onnxruntime, tokenizers and numpy: it is on the proxy's hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import EmbeddingError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What `pre` hands to `core`: model inputs plus how many texts were truncated."""
+
+    inputs: Any
+    size: int
+    truncated: int = 0
+
+
+class Encoder(Protocol):
+    """The interface the batcher drives; `core` may run on a GPU and must release the GIL."""
+
+    dim: int
+    max_seq_len: int
+
+    def pre(self, texts: list[str]) -> Batch: ...
+
+    def core(self, batch: Batch) -> Any: ...
+
+    def post(self, raw: Any) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+def normalise(vecs: np.ndarray) -> np.ndarray:
+    vecs = np.asarray(vecs, dtype=np.float32)
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return vecs / np.maximum(norms, 1e-12)
+
+
+def cuda_usable() -> bool:
+    """True when onnxruntime-gpu is installed and its CUDA libraries load."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            # Finds CUDA and cuDNN from their pip packages (nvidia-*-cu12/13 wheels).
+            preload()
+        except Exception as e:  # a broken CUDA install means: use the CPU
+            log.warning("onnxruntime.preload_dlls failed, using the CPU: %s", e)
+            return False
+    return True
+
+
+def pick_device_variant(device: str, variant: str) -> tuple[str, str]:
+    if device not in ("auto", "cuda", "cpu"):
+        raise EmbeddingError(f"embeddings.device: {device!r} is not auto, cuda or cpu")
+    if variant not in ("auto", "fp32", "fp16", "int8"):
+        raise EmbeddingError(f"embeddings.variant: {variant!r} is not auto, fp32, fp16 or int8")
+    if device == "auto":
+        device = "cuda" if cuda_usable() else "cpu"
+    elif device == "cuda" and not cuda_usable():
+        raise EmbeddingError("embeddings.device = 'cuda' but onnxruntime sees no usable GPU")
+    if variant == "auto":
+        variant = "fp16" if device == "cuda" else "int8"
+    if variant == "fp16" and device == "cpu":
+        # fp16 kernels on onnxruntime's CPU provider are slow fallbacks; never worth it.
+        log.warning("embeddings.variant fp16 on CPU is slow; consider int8 or fp32")
+    return device, variant
+
+
+class OnnxEncoder:
+    """The exported sentence encoder: tokenizers for `pre`, one onnxruntime session for `core`.
+
+    On CUDA `core` uses IO binding: inputs are copied once into device buffers and the output
+    is bound to host memory, so a run is one upload, the kernels, and one small download.
+    """
+
+    def __init__(self, model_dir: Path, *, device: str, variant: str, threads: int = 0,
+                 max_seq_len: int = 0, spinning: bool = False) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        manifest = json.loads((model_dir / "manifest.json").read_text())
+        if variant not in manifest["variants"]:
+            raise EmbeddingError(f"variant {variant} was not exported to {model_dir}")
+        self.model = manifest["model"]
+        self.variant = variant
+        self.device = device
+        self.dim = int(manifest["dim"])
+        limit = int(manifest["max_seq_len"])
+        self.max_seq_len = min(max_seq_len, limit) if max_seq_len > 0 else limit
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._tokenizer.enable_truncation(self.max_seq_len)
+        self._tokenizer.no_padding()  # we pad to the longest in the batch ourselves
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads > 0:
+            opts.intra_op_num_threads = threads
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device == "cuda":
+            providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        path = model_dir / manifest["variants"][variant]
+        self._session = ort.InferenceSession(str(path), opts, providers=providers)
+        self.provider = self._session.get_providers()[0]
+        self._cuda = self.provider == "CUDAExecutionProvider"
+
+    def pre(self, texts: list[str]) -> Batch:
+        # encode_batch_fast skips character offsets (unused here) and runs on rayon threads.
+        encs = self._tokenizer.encode_batch_fast(texts)
+        lengths = [len(e.ids) for e in encs]
+        longest = max(lengths)
+        ids = np.zeros((len(encs), longest), dtype=np.int64)
+        for row, enc in enumerate(encs):
+            ids[row, : lengths[row]] = enc.ids
+        mask = (np.arange(longest)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+        truncated = sum(1 for e in encs if e.overflowing)
+        return Batch(inputs=(ids, mask), size=len(texts), truncated=truncated)
+
+    def core(self, batch: Batch) -> np.ndarray:
+        ids, mask = batch.inputs
+        if not self._cuda:
+            return self._session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
+        binding = self._session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        binding.bind_cpu_input("attention_mask", mask)
+        binding.bind_output("embedding", "cpu")
+        self._session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def post(self, raw: np.ndarray) -> np.ndarray:
+        # The graph already normalises; renormalising in float32 removes fp16 rounding.
+        return normalise(raw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "variant": self.variant, "provider": self.provider,
+                "max_seq_len": self.max_seq_len, "dim": self.dim}
+
+    def close(self) -> None:
+        self._session = None  # type: ignore[assignment]
+
+
+def open_onnx_encoder(model_dir: Path, settings: Any) -> OnnxEncoder:
+    """Build the encoder named by settings (device/variant resolution included)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    device, variant = pick_device_variant(settings.device, settings.variant)
+    return OnnxEncoder(model_dir, device=device, variant=variant, threads=settings.threads,
+                       max_seq_len=settings.max_seq_len, spinning=settings.cpu_spinning)
