@@ -1,0 +1,232 @@
+"""The Redis store: entries, their exact-match keys, and the event stream replicas tail.
+
+Redis is the source of truth. One entry is one hash under `{prefix}e:{entry_id}` with a TTL.
+The entry id is a hash of the scope and the canonical query, so the exact tier is a single
+HGETALL and writing the same question twice in one scope replaces the entry instead of
+duplicating it. Every add and delete is also appended to the stream `{prefix}events`, from
+which each replica keeps its in-memory vector index current.
+
+Availability: every Redis failure becomes `StoreUnavailableError`, and after one the store
+refuses at once (no network wait) for `retry_after_s`, then lets the next call try Redis
+again. The proxy turns the error into a bypass, so a Redis outage costs each request
+nothing but the cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+T = TypeVar("T")
+
+STREAM_MAXLEN = 100_000
+"""Events kept in the stream; a replica that falls further behind rebuilds from the entries."""
+
+
+_RECORD_HIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'hits', 1)
+  redis.call('HSET', KEYS[1], 'last_hit', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreUnavailableError(StoreError):
+    """Redis is down, timing out, or recently failed; serve without the cache."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """One cached answer and everything needed to explain it and rebuild the index."""
+
+    id: str
+    """Hash of the scope and the canonical query (hex)."""
+    scope: str
+    """Hash of tenant, namespace, endpoint, model, parameters and conversation context."""
+    tenant: str
+    """Hash of the client's credential (or `shared`)."""
+    namespace: str
+    """The `X-Semcache-Namespace` the entry was written under ("" for none)."""
+    endpoint: str
+    """`chat` or `completions`."""
+    model: str
+    """The model the request named."""
+    query: str
+    """The text of the last user message (or the prompt), as the client sent it."""
+    response: bytes
+    """The upstream's complete 200 answer as non-streaming JSON."""
+    created: float
+    """Unix time the entry was written."""
+    ttl_s: int
+    """Lifetime it was written with."""
+    hits: int = 0
+    """How many requests it has answered."""
+    last_hit: float = 0.0
+    """Unix time of the latest hit (0 if none)."""
+    embedding: bytes = b""
+    """float32 vector of the query, empty where the entry is exact-only."""
+    upstream_s: float = 0.0
+    """How long the upstream took to produce the answer (what each hit saves)."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Other fields written by later stages (thresholds, feedback), kept as read."""
+
+    def age(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.created)
+
+    def to_mapping(self) -> dict[str, Any]:
+        return {
+            "scope": self.scope,
+            "tenant": self.tenant,
+            "namespace": self.namespace,
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "query": self.query,
+            "response": self.response,
+            "created": repr(self.created),
+            "ttl_s": str(self.ttl_s),
+            "hits": str(self.hits),
+            "last_hit": repr(self.last_hit),
+            "embedding": self.embedding,
+            "upstream_s": repr(self.upstream_s),
+            **self.extra,
+        }
+
+    @classmethod
+    def from_mapping(cls, entry_id: str, raw: dict[bytes, bytes]) -> Entry:
+        fields = {k.decode(): v for k, v in raw.items()}
+        known = {
+            "scope", "tenant", "namespace", "endpoint", "model", "query", "response", "created",
+            "ttl_s", "hits", "last_hit", "embedding", "upstream_s",
+        }
+        return cls(
+            id=entry_id,
+            scope=fields["scope"].decode(),
+            tenant=fields["tenant"].decode(),
+            namespace=fields["namespace"].decode(),
+            endpoint=fields["endpoint"].decode(),
+            model=fields["model"].decode(),
+            query=fields["query"].decode(),
+            response=fields["response"],
+            created=float(fields["created"]),
+            ttl_s=int(fields["ttl_s"]),
+            hits=int(fields.get("hits", b"0")),
+            last_hit=float(fields.get("last_hit", b"0")),
+            embedding=fields.get("embedding", b""),
+            upstream_s=float(fields.get("upstream_s", b"0")),
+            extra={k: v.decode() for k, v in fields.items() if k not in known},
+        )
+
+
+class Store:
+    """Entries in Redis, behind a gate that fails fast while Redis is unavailable."""
+
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str = "semcache:", retry_after_s: float = 1.0
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+        self.failures = 0
+        """Redis errors seen since start (a metric)."""
+        self._record_hit = client.register_script(_RECORD_HIT)
+
+    # keys -------------------------------------------------------------------------------
+
+    def entry_key(self, entry_id: str) -> str:
+        return f"{self.prefix}e:{entry_id}"
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self.prefix}events"
+
+    # availability gate ------------------------------------------------------------------
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    async def _call(self, op: Callable[[], Awaitable[T]]) -> T:
+        if not self.available:
+            raise StoreUnavailableError("redis recently failed; bypassing the cache")
+        try:
+            return await op()
+        except (RedisError, OSError) as e:
+            # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
+            # that fails below redis-py. Either way, stop asking for a while.
+            self.failures += 1
+            self._down_until = time.monotonic() + self.retry_after_s
+            raise StoreUnavailableError(f"redis: {type(e).__name__}") from e
+
+    async def ping(self) -> bool:
+        """True when Redis answers; also re-opens the gate early after an outage."""
+        try:
+            ok = bool(await self.client.ping())
+        except (RedisError, OSError):
+            return False
+        if ok:
+            self._down_until = 0.0
+        return ok
+
+    # entries ----------------------------------------------------------------------------
+
+    async def get(self, entry_id: str) -> Entry | None:
+        raw = await self._call(lambda: self.client.hgetall(self.entry_key(entry_id)))
+        if not raw or b"response" not in raw:
+            return None
+        return Entry.from_mapping(entry_id, raw)
+
+    async def put(self, entry: Entry) -> None:
+        """Write (or replace) an entry with its TTL and announce it on the stream."""
+        key = self.entry_key(entry.id)
+
+        async def op() -> None:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(key)
+            pipe.hset(key, mapping=entry.to_mapping())
+            pipe.expire(key, entry.ttl_s)
+            pipe.xadd(
+                self.stream_key,
+                {"op": "add", "id": entry.id, "scope": entry.scope},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+            await pipe.execute()
+
+        await self._call(op)
+
+    async def record_hit(self, entry_id: str, now: float | None = None) -> None:
+        # A script, because HINCRBY on an entry that expired a moment ago would create a
+        # stray hash without a TTL.
+        stamp = repr(time.time() if now is None else now)
+        await self._call(
+            lambda: self._record_hit(keys=[self.entry_key(entry_id)], args=[stamp])
+        )
+
+    async def delete(self, entry_id: str, scope: str = "") -> bool:
+        """Remove an entry and announce it; True if it existed."""
+
+        async def op() -> bool:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.delete(self.entry_key(entry_id))
+            pipe.xadd(
+                self.stream_key,
+                {"op": "del", "id": entry_id, "scope": scope},
+                maxlen=STREAM_MAXLEN,
+                approximate=True,
+            )
+            deleted, _ = await pipe.execute()
+            return bool(deleted)
+
+        return await self._call(op)

@@ -1,0 +1,198 @@
+"""The OpenAI request bodies the proxy caches: parsing and validation.
+
+Only what the cache depends on is validated strictly (model, messages or prompt, stream and
+the types of the common sampling parameters); everything else is passed to the upstream as
+the client sent it, and still fingerprinted into the scope.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from .errors import BadRequestError
+
+Endpoint = Literal["chat", "completions"]
+
+# Parameters that do not change the answer: they are left out of the scope fingerprint.
+# Everything else, known or not, is in it (fail closed on unknown parameters).
+NON_ANSWER_KEYS = frozenset(
+    {"model", "messages", "prompt", "stream", "stream_options", "user", "metadata", "store"}
+)
+
+_NUMBER_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INT_PARAMS = ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs", "best_of")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParsedRequest:
+    """A validated chat or completions request, split the way the cache needs it."""
+
+    endpoint: Endpoint
+    body: dict[str, Any]
+    """The body as the client sent it (forwarded unchanged)."""
+    model: str
+    stream: bool
+    include_usage: bool
+    """`stream_options.include_usage`: a replayed stream ends with a usage chunk."""
+    query: Any
+    """The last message (chat) or the prompt (completions), canonicalised, for the exact key."""
+    query_text: str | None
+    """The text to embed for the semantic tier: the last user message's text, else None."""
+    context: list[Any]
+    """Every message before the last one (chat); empty for completions."""
+    params: dict[str, Any]
+    """Every answer-changing parameter, canonicalised."""
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
+    if not isinstance(body, dict):
+        raise BadRequestError("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequestError("'model' is required and must be a non-empty string", param="model")
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise BadRequestError("'stream' must be a boolean", param="stream")
+    include_usage = _include_usage(body.get("stream_options"))
+    _check_params(body)
+    if endpoint == "chat":
+        query, query_text, context = _split_messages(body.get("messages"))
+    else:
+        query, query_text, context = _split_prompt(body.get("prompt")), None, []
+        if isinstance(query, str):
+            query_text = query
+    params = {k: canonical(v) for k, v in body.items() if k not in NON_ANSWER_KEYS}
+    return ParsedRequest(
+        endpoint=endpoint,
+        body=body,
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        query=query,
+        query_text=query_text if query_text and query_text.strip() else None,
+        context=[canonical(m) for m in context],
+        params=params,
+    )
+
+
+def _include_usage(options: Any) -> bool:
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise BadRequestError("'stream_options' must be an object", param="stream_options")
+    value = options.get("include_usage", False)
+    if not isinstance(value, bool):
+        raise BadRequestError(
+            "'stream_options.include_usage' must be a boolean", param="stream_options"
+        )
+    return value
+
+
+def _check_params(body: dict[str, Any]) -> None:
+    for key in _NUMBER_PARAMS:
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise BadRequestError(f"'{key}' must be a number", param=key)
+    for key in _INT_PARAMS:
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise BadRequestError(f"'{key}' must be an integer", param=key)
+    n = body.get("n")
+    if n is not None and n < 1:
+        raise BadRequestError("'n' must be at least 1", param="n")
+    stop = body.get("stop")
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
+    ):
+        raise BadRequestError("'stop' must be a string or a list of strings", param="stop")
+
+
+def _split_messages(messages: Any) -> tuple[Any, str | None, list[Any]]:
+    if not isinstance(messages, list) or not messages:
+        raise BadRequestError("'messages' is required and must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequestError(f"'messages[{i}]' must be an object", param="messages")
+        if not isinstance(message.get("role"), str):
+            raise BadRequestError(f"'messages[{i}].role' must be a string", param="messages")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise BadRequestError(
+                f"'messages[{i}].content' must be a string, an array or null", param="messages"
+            )
+        if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
+            raise BadRequestError(
+                f"'messages[{i}].content' parts must be objects", param="messages"
+            )
+    last = messages[-1]
+    text = message_text(last) if last["role"] == "user" else None
+    query = canonical({**last, "content": _canonical_content(last.get("content"))})
+    return query, text, messages[:-1]
+
+
+def _split_prompt(prompt: Any) -> Any:
+    if isinstance(prompt, str):
+        return normalise_text(prompt)
+    if isinstance(prompt, list) and prompt:
+        if len(prompt) == 1 and isinstance(prompt[0], str):
+            return normalise_text(prompt[0])
+        if all(isinstance(p, str) for p in prompt) or all(
+            isinstance(p, int) and not isinstance(p, bool) for p in prompt
+        ):
+            return canonical(prompt)
+        if all(isinstance(p, list) and all(isinstance(t, int) for t in p) for p in prompt):
+            return canonical(prompt)
+    raise BadRequestError(
+        "'prompt' is required: a string, an array of strings or an array of token ids",
+        param="prompt",
+    )
+
+
+def message_text(message: dict[str, Any]) -> str | None:
+    """The text of a message: its string content, or its text parts joined; None if none."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p.get("text") for p in content if p.get("type") == "text"]
+        texts = [t for t in texts if isinstance(t, str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
+def _canonical_content(content: Any) -> Any:
+    # A string and a list holding only that text part are the same question.
+    if isinstance(content, list) and content and all(p.get("type") == "text" for p in content):
+        return normalise_text("\n".join(str(p.get("text", "")) for p in content))
+    if isinstance(content, str):
+        return normalise_text(content)
+    return canonical(content)
+
+
+def normalise_text(text: str) -> str:
+    """Whitespace-insensitive form of a question for the exact tier."""
+    return " ".join(text.split())
+
+
+def canonical(value: Any) -> Any:
+    """A JSON value in one canonical form: 0.0 and 0 are the same temperature."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value

@@ -1,0 +1,53 @@
+"""Thin routes: each one only dispatches to the module that does the work."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from . import app as state
+from .passthrough import relay
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    return await request.app[state.SERVICE].handle(request, "chat")
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    return await request.app[state.SERVICE].handle(request, "completions")
+
+
+async def passthrough(request: web.Request) -> web.StreamResponse:
+    return await relay(request, request.app[state.UPSTREAM])
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    ready = app[state.READY].is_set()
+    body = {
+        "ready": ready,
+        "redis": app[state.STORE].available if state.STORE in app else False,
+    }
+    return web.Response(
+        status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[state.METRICS].render(),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_route("*", "/v1/{tail:.*}", passthrough)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

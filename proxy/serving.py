@@ -1,0 +1,349 @@
+"""The cache pipeline for /v1/chat/completions and /v1/completions.
+
+One request: parse and validate -> policy and scope -> exact tier -> (semantic tier) ->
+hit: replay | miss: forward, relay, write back off the response path -> metrics.
+
+Fail open: any failure of the cache itself (Redis, encoder, index) turns the request into a
+bypass that is forwarded to the upstream. Fail closed: a lookup only ever addresses entries
+of the request's own scope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from semcache.index.store import Entry, Store, StoreError
+
+from .config import Settings
+from .errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    UpstreamTimeoutError,
+    UpstreamUnreachableError,
+)
+from .metrics import Metrics
+from .policy import Directives, Scope, cacheable, entry_id, parse_directives, scope_of, tenant_of
+from .protocol import Endpoint, ParsedRequest, parse_json_body, parse_request
+from .sse import SSEParser, StreamAssembler, replay_chunks
+from .upstream import Upstream, response_headers
+
+log = logging.getLogger(__name__)
+
+SUBPATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
+ID_PREFIX: dict[Endpoint, str] = {"chat": "chatcmpl-", "completions": "cmpl-"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hit:
+    """Why a request was answered from the cache."""
+
+    entry: Entry
+    tier: str
+    """`exact` or `semantic`."""
+    similarity: float
+    threshold: float | None = None
+
+
+@dataclass(kw_only=True)
+class Lookup:
+    """Everything the pipeline decided about one cacheable request."""
+
+    req: ParsedRequest
+    directives: Directives
+    scope: Scope
+    entry_id: str
+    vector: Any = None
+    """The query's embedding, once computed (reused by the write-back)."""
+    bypass_reason: str | None = None
+
+
+class CacheService:
+    """Owns the pipeline's collaborators and the write-back tasks in flight."""
+
+    def __init__(
+        self, settings: Settings, store: Store, upstream: Upstream, metrics: Metrics
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        self.metrics = metrics
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # background work --------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for write-backs in flight (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+
+    # the pipeline -----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        started = time.perf_counter()
+        req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
+        directives = parse_directives(request.headers, self.settings.cache)
+        if not cacheable(req, self.settings.cache):
+            return await self._finish(request, req, None, started, "bypass", "not-cacheable")
+        tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
+        scope = scope_of(req, tenant, directives.namespace)
+        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req))
+        hit = None
+        if not directives.no_cache:
+            hit = await self.find(lookup)
+        if hit is not None:
+            return await self._serve_hit(request, lookup, hit, started)
+        outcome = "bypass" if lookup.bypass_reason else "miss"
+        return await self._finish(request, req, lookup, started, outcome, lookup.bypass_reason)
+
+    async def find(self, lookup: Lookup) -> Hit | None:
+        """The exact tier; None on a miss, and a bypass reason set if the cache failed."""
+        try:
+            entry = await self.store.get(lookup.entry_id)
+        except StoreError:
+            lookup.bypass_reason = "redis-unavailable"
+            return None
+        if entry is not None and entry.scope == lookup.scope.id and fresh(entry, lookup.directives):
+            return Hit(entry=entry, tier="exact", similarity=1.0)
+        return None
+
+    async def _finish(
+        self,
+        request: web.Request,
+        req: ParsedRequest,
+        lookup: Lookup | None,
+        started: float,
+        outcome: str,
+        reason: str | None,
+    ) -> web.StreamResponse:
+        headers = {"X-Semcache": outcome}
+        if reason:
+            headers["X-Semcache-Reason"] = reason
+            self.metrics.bypass_reasons.labels(reason).inc()
+        store = lookup is not None and outcome == "miss" and not lookup.directives.no_store
+        forward = self._forward_stream if req.stream else self._forward
+        response = await forward(request, req, lookup if store else None, headers)
+        self.metrics.requests.labels(req.endpoint, outcome).inc()
+        self.metrics.latency.labels(outcome).observe(time.perf_counter() - started)
+        return response
+
+    # hits -------------------------------------------------------------------------------
+
+    async def _serve_hit(
+        self, request: web.Request, lookup: Lookup, hit: Hit, started: float
+    ) -> web.StreamResponse:
+        req, entry = lookup.req, hit.entry
+        outcome = f"hit-{hit.tier}"
+        body = orjson.loads(entry.response)
+        body["id"] = ID_PREFIX[req.endpoint] + uuid.uuid4().hex
+        body["created"] = int(time.time())
+        headers = {
+            "X-Semcache": outcome,
+            "X-Semcache-Entry": entry.id,
+            "X-Semcache-Similarity": f"{hit.similarity:.4f}",
+            "Age": str(int(entry.age())),
+        }
+        if hit.threshold is not None:
+            headers["X-Semcache-Threshold"] = f"{hit.threshold:.4f}"
+        if req.stream:
+            response = web.StreamResponse(
+                headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            events = replay_chunks(body, req.endpoint, include_usage=req.include_usage)
+            try:
+                await response.write(b"".join(events))
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client left; nothing to clean up on a replay
+        else:
+            response = web.Response(body=orjson.dumps(body), content_type="application/json",
+                                    headers=headers)
+        self.spawn(self._record_hit(entry, hit))
+        self.metrics.requests.labels(req.endpoint, outcome).inc()
+        self.metrics.latency.labels(outcome).observe(time.perf_counter() - started)
+        return response
+
+    async def _record_hit(self, entry: Entry, hit: Hit) -> None:
+        self.metrics.similarity.labels(hit.tier).observe(hit.similarity)
+        self.metrics.latency_saved.inc(entry.upstream_s)
+        usage = orjson.loads(entry.response).get("usage") or {}
+        for kind in ("prompt_tokens", "completion_tokens"):
+            if isinstance(usage.get(kind), int):
+                self.metrics.tokens_saved.labels(kind.split("_")[0]).inc(usage[kind])
+        try:
+            await self.store.record_hit(entry.id)
+        except StoreError:
+            pass  # a lost hit count is not worth failing anything for
+
+    # misses -----------------------------------------------------------------------------
+
+    async def _forward(
+        self, request: web.Request, req: ParsedRequest, lookup: Lookup | None,
+        headers: dict[str, str],
+    ) -> web.Response:
+        sent = time.perf_counter()
+        upstream = await self._send(request, req)
+        try:
+            body = await upstream.read()
+        except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            raise UpstreamTimeoutError("the upstream did not answer in time") from e
+        except aiohttp.ClientError as e:
+            self.metrics.upstream_errors.labels("broken").inc()
+            raise UpstreamUnreachableError("the upstream connection broke") from e
+        finally:
+            upstream.release()
+        elapsed = time.perf_counter() - sent
+        self.metrics.upstream_latency.observe(elapsed)
+        if upstream.status != 200:
+            self.metrics.upstream_errors.labels(str(upstream.status)).inc()
+        elif lookup is not None:
+            self.spawn(self._write_back(lookup, body, elapsed))
+        out_headers = response_headers(upstream.headers)
+        out_headers.update(headers)
+        return web.Response(status=upstream.status, body=body, headers=out_headers)
+
+    async def _forward_stream(
+        self, request: web.Request, req: ParsedRequest, lookup: Lookup | None,
+        headers: dict[str, str],
+    ) -> web.StreamResponse:
+        sent = time.perf_counter()
+        upstream = await self._send(request, req)
+        is_sse = upstream.content_type == "text/event-stream"
+        if upstream.status != 200 or not is_sse:
+            # An error (or an upstream that ignored `stream`) is relayed whole, never stored.
+            upstream_headers = dict(upstream.headers)
+            try:
+                body = await upstream.read()
+            except (TimeoutError, aiohttp.ClientError) as e:
+                raise UpstreamUnreachableError("the upstream connection broke") from e
+            finally:
+                upstream.release()
+            self.metrics.upstream_errors.labels(str(upstream.status)).inc()
+            out_headers = response_headers(upstream_headers)
+            out_headers.update(headers)
+            return web.Response(status=upstream.status, body=body, headers=out_headers)
+        response = web.StreamResponse(status=200, headers={**response_headers(upstream.headers),
+                                                           **headers})
+        await response.prepare(request)
+        parser, assembler = SSEParser(), StreamAssembler(req.endpoint)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                for payload in parser.feed(chunk):
+                    assembler.feed(payload)
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client left: stop generating upstream (closing the connection cancels it
+            # on servers that watch for disconnects) and store nothing.
+            upstream.close()
+            self.metrics.writes.labels("client-disconnected").inc()
+            return response
+        except (TimeoutError, aiohttp.ClientError):
+            # The upstream broke mid-stream: the status is already sent, so cut the client's
+            # connection too; the partial answer is not stored.
+            upstream.close()
+            self.metrics.upstream_errors.labels("broken-stream").inc()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        finally:
+            upstream.release()
+        elapsed = time.perf_counter() - sent
+        self.metrics.upstream_latency.observe(elapsed)
+        result = assembler.result()
+        if lookup is not None and result is not None:
+            self.spawn(self._write_back(lookup, orjson.dumps(result), elapsed))
+        elif lookup is not None:
+            self.metrics.writes.labels("incomplete-stream").inc()
+        return response
+
+    async def _send(self, request: web.Request, req: ParsedRequest) -> aiohttp.ClientResponse:
+        try:
+            return await self.upstream.send(
+                "POST", SUBPATHS[req.endpoint], request.headers, orjson.dumps(req.body),
+                request.query_string,
+            )
+        except UpstreamTimeoutError:
+            self.metrics.upstream_errors.labels("timeout").inc()
+            raise
+        except UpstreamUnreachableError:
+            self.metrics.upstream_errors.labels("unreachable").inc()
+            raise
+
+    async def _write_back(self, lookup: Lookup, body: bytes, upstream_s: float) -> None:
+        if len(body) > self.settings.cache.max_entry_bytes:
+            self.metrics.writes.labels("too-large").inc()
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            self.metrics.writes.labels("not-json").inc()
+            return
+        if not isinstance(parsed, dict) or not parsed.get("choices"):
+            self.metrics.writes.labels("not-an-answer").inc()
+            return
+        entry = self.make_entry(lookup, body, upstream_s)
+        try:
+            await self.store.put(entry)
+        except StoreError:
+            self.metrics.writes.labels("failed").inc()
+            return
+        self.metrics.writes.labels("stored").inc()
+
+    def make_entry(self, lookup: Lookup, body: bytes, upstream_s: float) -> Entry:
+        req = lookup.req
+        vector = lookup.vector
+        return Entry(
+            id=lookup.entry_id,
+            scope=lookup.scope.id,
+            tenant=lookup.scope.tenant,
+            namespace=lookup.scope.namespace,
+            endpoint=req.endpoint,
+            model=req.model,
+            query=req.query_text or orjson.dumps(req.query).decode(),
+            response=body,
+            created=time.time(),
+            ttl_s=lookup.directives.ttl_s or self.settings.cache.ttl_s,
+            embedding=b"" if vector is None else vector.astype("float32").tobytes(),
+            upstream_s=upstream_s,
+        )
+
+
+def fresh(entry: Entry, directives: Directives) -> bool:
+    return directives.max_age is None or entry.age() <= directives.max_age
+
+
+async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None:
+        mime = content_type.split(";")[0].strip().lower()
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise UnsupportedMediaTypeError(
+                f"unsupported content type {mime!r}; send application/json",
+                code="unsupported_media_type",
+            )
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(
+            f"request body is {request.content_length} bytes; the limit is {limit}",
+            code="body_too_large",
+        )
+    raw = await request.read()  # bounded by the application's client_max_size
+    if not raw:
+        raise BadRequestError("request body is empty", code="invalid_json")
+    return parse_json_body(raw)

@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Redis server, a fake OpenAI upstream as a real HTTP server, and
+the proxy built against both."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+
+from semcache.index.redis_server import EmbeddedRedis
+from semcache.proxy.config import Settings, load_settings
+
+from fake_upstream import FakeUpstream
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One real redis-server for the whole run (the same manager `redis.url=embedded` uses)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    asyncio.run(server.start())
+    yield server
+    asyncio.run(server.stop())
+
+
+@pytest.fixture
+def redis_url(redis_process: EmbeddedRedis) -> Iterator[str]:
+    """The shared server, emptied before each test."""
+    if not redis_process.running:  # a test may have killed it
+        asyncio.run(redis_process.start())
+    client = redis.Redis.from_url(redis_process.url)
+    client.flushall()
+    client.close()
+    yield redis_process.url
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: Callable[..., object]) -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    server = await aiohttp_server(fake.app())  # type: ignore[operator]
+    fake.base_url = f"http://127.0.0.1:{server.port}/v1"  # type: ignore[attr-defined]
+    yield fake
+
+
+def make_settings(redis_url: str, upstream_url: str, data_dir: Path, **overrides: object) -> Settings:
+    base = load_settings(
+        environ={},
+        overrides={"redis.url": redis_url, "upstream.base_url": upstream_url, "data_dir": data_dir},
+    )
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        base = replace(base, **{section: replace(getattr(base, section), **{key: value})})
+    return base
+
+
+@pytest.fixture
+def settings(redis_url: str, upstream: FakeUpstream, tmp_path: Path) -> Settings:
+    return make_settings(redis_url, upstream.base_url, tmp_path)
+
+
+@pytest.fixture
+async def proxy(aiohttp_client: Callable[..., object], settings: Settings):  # type: ignore[no-untyped-def]
+    """A test client for the proxy, in front of the fake upstream and the real Redis."""
+    from semcache.proxy.app import build_app
+
+    return await aiohttp_client(build_app(settings))  # type: ignore[operator]
