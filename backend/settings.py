@@ -21,10 +21,38 @@ class BackendSettings:
     """`auto` (CUDA in bf16 when torch sees a GPU, else CPU in fp32), `cuda` or `cpu`."""
 
     max_batch: int = 32
-    """Most sequences decoded together in one step."""
+    """Most sequences decoded together in one step. Each one holds a slot of the static KV
+    cache (max_seq_len tokens), so memory grows with max_batch * max_seq_len."""
 
     max_queue: int = 256
-    """Requests waiting for a slot beyond this get 429."""
+    """Requests waiting for a slot beyond this get 429: a client is better served by a fast
+    refusal it can retry elsewhere than by an unbounded wait."""
 
     startup_timeout_s: float = 600.0
     """How long `semcache serve` waits for the backend's /healthz before giving up."""
+
+    data_dir: str = ".data"
+    """Where the dequantised packaged model is cached (under `backend/`), so that only the
+    first start pays the ~25 s GGUF conversion."""
+
+    max_seq_len: int = 2048
+    """Longest sequence (prompt plus completion) a slot holds. The KV cache is preallocated
+    for max_batch slots of this length, so it bounds memory; prompts that do not fit get 400."""
+
+    default_max_tokens: int = 512
+    """Completion length when a request gives no max_tokens (clipped to the slot's room)."""
+
+    max_prefill_tokens: int = 4096
+    """Most prompt tokens prefilled in one step. Prefill pauses the decoding of every other
+    sequence, so a bound keeps their inter-token latency bounded when many requests arrive."""
+
+    cuda_graphs: bool = True
+    """On CUDA, capture the decoding step as CUDA graphs (one per batch and length bucket):
+    a 135M model's step is otherwise all Python and kernel-launch overhead."""
+
+    threads: int = 0
+    """torch intra-op threads on CPU; 0 keeps torch's default (all cores)."""
+
+    model_name: str = ""
+    """Model id reported by /v1/models and in responses; empty: the model folder's name.
+    Requests may name any model: the backend serves one."""

@@ -1,0 +1,209 @@
+"""The backend's HTTP server: thin routes, the error middleware, and `semcache backend`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from . import protocol
+from .engine import Engine
+from .errors import BackendError, InvalidRequest
+from .serving import Completer
+from .settings import BackendSettings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", BackendSettings)
+ENGINE = web.AppKey("engine", Engine)
+COMPLETER = web.AppKey("completer", Completer)
+
+# How often a non-streaming request checks that its client is still connected.
+DISCONNECT_POLL_S = 0.25
+
+
+def _error(status: int, message: str, type_: str, code: str, param: str | None = None):
+    return web.json_response(protocol.error_body(message, type_, code, param), status=status)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error leaves in the OpenAI shape; unexpected ones without their details."""
+    try:
+        return await handler(request)
+    except BackendError as e:
+        param = getattr(e, "param", None)
+        return _error(e.status, str(e), e.type, e.code, param)
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        return _error(e.status, e.reason, "invalid_request_error", str(e.status))
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error serving %s", request.path)
+        return _error(500, "internal error in the inference backend", "server_error",
+                      "internal_error")
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidRequest("the request body is not valid JSON") from e
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    req = protocol.parse_request(await _body(request), chat=True)
+    return await _serve(request, req)
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    req = protocol.parse_request(await _body(request), chat=False)
+    return await _serve(request, req)
+
+
+async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.StreamResponse:
+    completer = request.app[COMPLETER]
+    if req.stream:
+        return await _stream(request, req, completer)
+    task = asyncio.ensure_future(completer.complete(req))
+    try:
+        # aiohttp does not cancel handlers when the client leaves, so watch the connection:
+        # a sequence nobody will read must free its slot.
+        while not task.done():
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if request.transport is None or request.transport.is_closing():
+                task.cancel()
+                raise ConnectionResetError("client disconnected")
+        return web.json_response(task.result())
+    finally:
+        task.cancel()
+
+
+async def _stream(request: web.Request, req: protocol.CompletionRequest,
+                  completer: Completer) -> web.StreamResponse:
+    opened = completer.open(req)  # 429/400 are still possible here, before any header
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-cache"})
+    events: AsyncIterator[dict] = completer.stream_events(req, opened)
+    try:
+        await response.prepare(request)
+        async for payload in events:
+            await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        log.debug("client left a stream; its sequences are cancelled")
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return response
+
+
+async def models(request: web.Request) -> web.Response:
+    name = request.app[COMPLETER].model_name
+    return web.json_response({"object": "list", "data": [
+        {"id": name, "object": "model", "created": int(time.time()), "owned_by": "semcache"}]})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    if not engine.healthy:
+        return web.json_response({"status": "unhealthy"}, status=503)
+    return web.json_response({"status": "ok", **engine.stats()})
+
+
+def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
+    """The backend app over an engine built from a loaded model (see `build_engine`).
+
+    The app starts the engine's worker on start-up and stops it on clean-up."""
+    app = web.Application(middlewares=[errors_middleware])
+    app[SETTINGS] = settings
+    app[ENGINE] = engine
+    app[COMPLETER] = Completer(engine, engine.tokenizer, engine.model_name,
+                               settings.default_max_tokens)
+
+    async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+
+    app.cleanup_ctx.append(engine_ctx)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def build_engine(model: Any, tokenizer: Any, settings: BackendSettings,
+                 name: str | None = None) -> Engine:
+    """An engine over an already loaded causal LM (tests pass a tiny one)."""
+    from .runner import ModelRunner
+
+    runner = ModelRunner(model, slots=settings.max_batch, max_seq_len=settings.max_seq_len,
+                         cuda_graphs=settings.cuda_graphs)
+    eos = _eos_ids(model, tokenizer)
+    return Engine(runner, eos_token_ids=eos, max_queue=settings.max_queue,
+                  max_prefill_tokens=settings.max_prefill_tokens, threads=settings.threads,
+                  tokenizer=tokenizer,
+                  model_name=settings.model_name or name or type(model).__name__)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None)
+        ids.update(value if isinstance(value, list) else [] if value is None else [value])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def parse_args(argv: list[str]) -> BackendSettings:
+    parser = argparse.ArgumentParser(prog="semcache backend",
+                                     description="the bundled OpenAI-compatible LLM server")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--data-dir", dest="data_dir")
+    parser.add_argument("--model", help="'packaged' or a local Hugging Face model folder")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-batch", dest="max_batch", type=int)
+    parser.add_argument("--max-queue", dest="max_queue", type=int)
+    parser.add_argument("--max-seq-len", dest="max_seq_len", type=int)
+    parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
+                        default=None)
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    return dataclasses.replace(BackendSettings(), **overrides)
+
+
+def main(argv: list[str]) -> int:
+    """`semcache backend [--host H] [--port N] [--data-dir DIR] [--model PATH] ...`"""
+    settings = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .model import load_model
+
+    try:
+        loaded = load_model(settings.model, settings.data_dir, settings.device)
+        engine = build_engine(loaded.model, loaded.tokenizer, settings, loaded.name)
+        log.info("warming up %s on %s", loaded.name, loaded.device)
+        engine.runner.warmup()
+    except BackendError as e:
+        log.error("%s", e)
+        return 1
+    app = build_app(settings, engine)
+    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True,
+                print=lambda _: log.info("serving %s on http://%s:%s", loaded.name,
+                                         settings.host, settings.port))
+    return 0
