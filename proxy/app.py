@@ -20,6 +20,7 @@ from . import routes
 from .bundled import BundledBackend
 from .config import Settings
 from .errors import error_middleware
+from .events import Observer
 from .metrics import Metrics
 from .serving import CacheService
 from .upstream import Upstream
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
+OBSERVER = web.AppKey("observer", Observer)
 STORE = web.AppKey("store", Store)
 UPSTREAM = web.AppKey("upstream", Upstream)
 SERVICE = web.AppKey("service", CacheService)
@@ -46,6 +48,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_upstream_ctx)
@@ -110,7 +113,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    service = CacheService(settings, app[STORE], app[UPSTREAM], app[METRICS])
+    service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER])
     app[SERVICE] = service
     app[READY].set()
     try:

@@ -27,10 +27,12 @@ from .config import Settings
 from .errors import (
     BadRequestError,
     PayloadTooLargeError,
+    ProxyError,
     UnsupportedMediaTypeError,
     UpstreamTimeoutError,
     UpstreamUnreachableError,
 )
+from .events import Observer, RequestEvent
 from .metrics import Metrics
 from .policy import Directives, Scope, cacheable, entry_id, parse_directives, scope_of, tenant_of
 from .protocol import Endpoint, ParsedRequest, parse_json_body, parse_request
@@ -62,21 +64,35 @@ class Lookup:
     directives: Directives
     scope: Scope
     entry_id: str
+    request_id: str
     vector: Any = None
     """The query's embedding, once computed (reused by the write-back)."""
     bypass_reason: str | None = None
+    best_similarity: float | None = None
+    """Closest candidate the semantic tier saw, hit or not (for explaining misses)."""
+    threshold: float | None = None
+
+    def event(self, outcome: str, started: float, **fields: Any) -> RequestEvent:
+        return RequestEvent(
+            request_id=self.request_id, endpoint=self.req.endpoint, model=self.req.model,
+            tenant=self.scope.tenant, outcome=outcome, stream=self.req.stream,
+            latency_s=time.perf_counter() - started, reason=self.bypass_reason,
+            similarity=self.best_similarity, threshold=self.threshold,
+            query=(self.req.query_text or "")[:200], **fields,
+        )
 
 
 class CacheService:
     """Owns the pipeline's collaborators and the write-back tasks in flight."""
 
     def __init__(
-        self, settings: Settings, store: Store, upstream: Upstream, metrics: Metrics
+        self, settings: Settings, store: Store, upstream: Upstream, observer: Observer
     ) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream
-        self.metrics = metrics
+        self.observer = observer
+        self.metrics: Metrics = observer.metrics
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # background work --------------------------------------------------------------------
@@ -97,18 +113,17 @@ class CacheService:
         started = time.perf_counter()
         req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
         directives = parse_directives(request.headers, self.settings.cache)
-        if not cacheable(req, self.settings.cache):
-            return await self._finish(request, req, None, started, "bypass", "not-cacheable")
         tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
         scope = scope_of(req, tenant, directives.namespace)
-        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req))
-        hit = None
-        if not directives.no_cache:
+        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
+                        request_id=request_id(request))
+        if not cacheable(req, self.settings.cache):
+            lookup.bypass_reason = "not-cacheable"
+        elif not directives.no_cache:
             hit = await self.find(lookup)
-        if hit is not None:
-            return await self._serve_hit(request, lookup, hit, started)
-        outcome = "bypass" if lookup.bypass_reason else "miss"
-        return await self._finish(request, req, lookup, started, outcome, lookup.bypass_reason)
+            if hit is not None:
+                return await self._serve_hit(request, lookup, hit, started)
+        return await self._finish(request, lookup, started)
 
     async def find(self, lookup: Lookup) -> Hit | None:
         """The exact tier; None on a miss, and a bypass reason set if the cache failed."""
@@ -121,24 +136,26 @@ class CacheService:
             return Hit(entry=entry, tier="exact", similarity=1.0)
         return None
 
-    async def _finish(
-        self,
-        request: web.Request,
-        req: ParsedRequest,
-        lookup: Lookup | None,
-        started: float,
-        outcome: str,
-        reason: str | None,
-    ) -> web.StreamResponse:
-        headers = {"X-Semcache": outcome}
-        if reason:
-            headers["X-Semcache-Reason"] = reason
-            self.metrics.bypass_reasons.labels(reason).inc()
-        store = lookup is not None and outcome == "miss" and not lookup.directives.no_store
+    async def _finish(self, request: web.Request, lookup: Lookup, started: float) -> web.StreamResponse:
+        """Forward a miss or a bypass; store the answer of a miss unless told not to."""
+        req = lookup.req
+        outcome = "bypass" if lookup.bypass_reason else "miss"
+        headers = {"X-Semcache": outcome, "X-Request-Id": lookup.request_id}
+        if lookup.bypass_reason:
+            headers["X-Semcache-Reason"] = lookup.bypass_reason
+        if lookup.best_similarity is not None:
+            headers["X-Semcache-Similarity"] = f"{lookup.best_similarity:.4f}"
+        store = outcome == "miss" and not lookup.directives.no_store
         forward = self._forward_stream if req.stream else self._forward
-        response = await forward(request, req, lookup if store else None, headers)
-        self.metrics.requests.labels(req.endpoint, outcome).inc()
-        self.metrics.latency.labels(outcome).observe(time.perf_counter() - started)
+        status = 502
+        try:
+            response = await forward(request, req, lookup if store else None, headers)
+            status = response.status
+        except ProxyError as e:
+            status = e.status
+            raise
+        finally:
+            self.observer.emit(lookup.event(outcome, started, status=status))
         return response
 
     # hits -------------------------------------------------------------------------------
@@ -153,6 +170,7 @@ class CacheService:
         body["created"] = int(time.time())
         headers = {
             "X-Semcache": outcome,
+            "X-Request-Id": lookup.request_id,
             "X-Semcache-Entry": entry.id,
             "X-Semcache-Similarity": f"{hit.similarity:.4f}",
             "Age": str(int(entry.age())),
@@ -173,18 +191,18 @@ class CacheService:
         else:
             response = web.Response(body=orjson.dumps(body), content_type="application/json",
                                     headers=headers)
-        self.spawn(self._record_hit(entry, hit))
-        self.metrics.requests.labels(req.endpoint, outcome).inc()
-        self.metrics.latency.labels(outcome).observe(time.perf_counter() - started)
+        self.spawn(self._record_hit(entry))
+        usage = body.get("usage") or {}
+        lookup.best_similarity, lookup.threshold = hit.similarity, hit.threshold
+        self.observer.emit(lookup.event(
+            outcome, started, entry_id=entry.id, age_s=entry.age(),
+            prompt_tokens_saved=_int(usage.get("prompt_tokens")),
+            completion_tokens_saved=_int(usage.get("completion_tokens")),
+            upstream_s_saved=entry.upstream_s,
+        ))
         return response
 
-    async def _record_hit(self, entry: Entry, hit: Hit) -> None:
-        self.metrics.similarity.labels(hit.tier).observe(hit.similarity)
-        self.metrics.latency_saved.inc(entry.upstream_s)
-        usage = orjson.loads(entry.response).get("usage") or {}
-        for kind in ("prompt_tokens", "completion_tokens"):
-            if isinstance(usage.get(kind), int):
-                self.metrics.tokens_saved.labels(kind.split("_")[0]).inc(usage[kind])
+    async def _record_hit(self, entry: Entry) -> None:
         try:
             await self.store.record_hit(entry.id)
         except StoreError:
@@ -323,6 +341,18 @@ class CacheService:
             embedding=b"" if vector is None else vector.astype("float32").tobytes(),
             upstream_s=upstream_s,
         )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def request_id(request: web.Request) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return "req-" + uuid.uuid4().hex
 
 
 def fresh(entry: Entry, directives: Directives) -> bool:
