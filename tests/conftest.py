@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from semcache.index.redis_server import EmbeddedRedis
+from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.config import Settings, load_settings
-
-from fake_upstream import FakeUpstream
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -6,8 +6,7 @@ from typing import Any
 
 import openai
 import pytest
-from fake_upstream import FakeUpstream
-
+from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE
 
 

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from fake_upstream import FakeUpstream
+from semcache.loadtest.fake_upstream import FakeUpstream
 
 CHAT = "/v1/chat/completions"
 
@@ -111,7 +111,9 @@ async def test_unsupported_content_type_is_415(proxy: Any, upstream: FakeUpstrea
         {"Cache-Control": "max-age=abc"},
     ],
 )
-async def test_invalid_cache_headers_are_400(proxy: Any, upstream: FakeUpstream, headers: dict[str, str]) -> None:
+async def test_invalid_cache_headers_are_400(
+    proxy: Any, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     resp = await proxy.post(CHAT, json=body, headers=headers)
     assert_openai_error(resp.status, await resp.read(), 400)

@@ -6,8 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-from fake_upstream import FakeUpstream
-
+from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE
 
 CHAT = "/v1/chat/completions"

@@ -1,0 +1,166 @@
+"""A fake OpenAI-compatible upstream: a real aiohttp app on a real port.
+
+Used by the tests (served on port 0) and by the load tests, which measure the proxy's own
+cost against it. Answers are deterministic ("answer to: <question>") so a caller can tell
+which question an answer belongs to. Behaviour is switched through attributes (status,
+delay, cutting a stream midway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class FakeUpstream:
+    base_url: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    headers_seen: list[dict[str, str]] = field(default_factory=list)
+    status: int = 200
+    """Status of chat/completions answers; non-200 answers carry an OpenAI error body."""
+    delay_s: float = 0.0
+    """Wait before answering (timeouts, in-flight requests)."""
+    chunk_delay_s: float = 0.0
+    """Wait between streamed chunks."""
+    cut_stream_after: int | None = None
+    """Stop a stream after this many chunks, without [DONE], closing the connection."""
+    words_per_answer: int = 0
+    """Extra filler words in each answer (long streams)."""
+    streams_finished: int = 0
+    streams_cancelled: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_route("*", "/v1/echo/{tail:.*}", self.echo)
+        app.router.add_get("/v1/sse", self.sse)
+        return app
+
+    # helpers ---------------------------------------------------------------------------
+
+    def answer_for(self, question: str) -> str:
+        filler = " ".join(f"w{i}" for i in range(self.words_per_answer))
+        return f"answer to: {question}" + (f" {filler}" if filler else "")
+
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        body = await request.json()
+        self.calls.append(body)
+        self.headers_seen.append(dict(request.headers))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return body
+
+    def _error(self) -> web.Response:
+        return web.json_response(
+            {"error": {"message": "upstream failure", "type": "server_error", "param": None,
+                       "code": None}},
+            status=self.status,
+        )
+
+    # routes ----------------------------------------------------------------------------
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if self.status != 200:
+            return self._error()
+        last = body["messages"][-1]
+        content = last.get("content")
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        text = self.answer_for(str(content))
+        usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()),
+                 "total_tokens": 10 + len(text.split())}
+        n = body.get("n", 1)
+        if body.get("stream"):
+            return await self._stream_chat(request, body, text, usage, n)
+        return web.json_response({
+            "id": "chatcmpl-upstream", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"],
+            "choices": [{"index": i, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": "stop"} for i in range(n)],
+            "usage": usage,
+        })
+
+    async def _stream_chat(
+        self, request: web.Request, body: dict[str, Any], text: str, usage: dict[str, int], n: int
+    ) -> web.StreamResponse:
+        head = {"id": "chatcmpl-upstream", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
+        chunks: list[dict[str, Any]] = []
+        for i in range(n):
+            chunks.append({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                "finish_reason": None}]})
+            for word in text.split(" "):
+                chunks.append({**head, "choices": [{"index": i, "delta": {"content": word + " "},
+                                                    "finish_reason": None}]})
+            chunks.append({**head, "choices": [{"index": i, "delta": {}, "finish_reason": "stop"}]})
+        # The trailing space of the last word is removed so the text matches the JSON answer.
+        last_word = chunks[-2]["choices"][0]["delta"]
+        last_word["content"] = last_word["content"].rstrip(" ")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**head, "choices": [], "usage": usage})
+        return await self._send_sse(request, chunks)
+
+    async def _send_sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+        import json
+
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for i, chunk in enumerate(chunks):
+                if self.cut_stream_after is not None and i >= self.cut_stream_after:
+                    assert request.transport is not None
+                    request.transport.close()  # an upstream dying mid-answer
+                    return response
+                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                if self.chunk_delay_s:
+                    await asyncio.sleep(self.chunk_delay_s)
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self.streams_finished += 1
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.streams_cancelled += 1
+            raise
+        return response
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body = await self._record(request)
+        if self.status != 200:
+            return self._error()
+        prompt = body["prompt"]
+        text = self.answer_for(prompt if isinstance(prompt, str) else str(prompt))
+        usage = {"prompt_tokens": 5, "completion_tokens": len(text.split()),
+                 "total_tokens": 5 + len(text.split())}
+        head = {"id": "cmpl-upstream", "object": "text_completion", "created": int(time.time()),
+                "model": body["model"]}
+        if body.get("stream"):
+            chunks = [{**head, "choices": [{"index": 0, "text": w + " ", "logprobs": None,
+                                            "finish_reason": None}]} for w in text.split(" ")]
+            chunks[-1]["choices"][0]["text"] = chunks[-1]["choices"][0]["text"].rstrip(" ")
+            chunks.append({**head, "choices": [{"index": 0, "text": "", "logprobs": None,
+                                                "finish_reason": "stop"}]})
+            return await self._send_sse(request, chunks)
+        return web.json_response({**head, "choices": [{"index": 0, "text": text, "logprobs": None,
+                                                       "finish_reason": "stop"}], "usage": usage})
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]},
+                                 headers={"X-Upstream": "yes"})
+
+    async def echo(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response(
+            {"method": request.method, "path": request.path, "query": request.query_string,
+             "headers": dict(request.headers), "body": body.decode(errors="replace")},
+            status=int(request.query.get("status", "200")),
+        )
+
+    async def sse(self, request: web.Request) -> web.StreamResponse:
+        return await self._send_sse(request, [{"n": i} for i in range(5)])
