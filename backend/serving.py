@@ -94,12 +94,12 @@ class Completer:
             async for event in stream:
                 if event.token is not None:
                     delta = text.push(event.token)
+                    if delta and out is not None:
+                        out.put_nowait((index, delta, None))
                     if text.stopped:
                         stream.cancel()  # free the slot now: the rest would be discarded
                         reason = "stop"
                         break
-                    if delta and out is not None:
-                        out.put_nowait((index, delta, None))
                 if event.finish_reason is not None:
                     reason = "stop" if event.finish_reason == "stop" else "length"
             delta = text.finish()

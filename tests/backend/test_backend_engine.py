@@ -1,0 +1,151 @@
+"""The scheduler and the runner on a tiny random Llama (CPU, fp32)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from semcache.backend.engine import Engine, SamplingParams
+from semcache.backend.errors import InvalidRequest, QueueFull
+
+from .conftest import until
+
+PROMPTS = [[5, 6, 7], [10, 20, 30, 40, 50, 60, 70], [9], [44, 45, 46, 47, 48] * 4,
+           [60, 61], [33, 34, 35, 36]]
+
+
+def greedy(n: int) -> SamplingParams:
+    return SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
+
+
+async def run(engine: Engine, prompt: list[int], params: SamplingParams,
+              started: asyncio.Event | None = None) -> tuple[list[int], str]:
+    tokens, reason = [], ""
+    async for event in engine.open_stream(prompt, params):
+        if event.token is not None:
+            tokens.append(event.token)
+            if started is not None:
+                started.set()
+        reason = event.finish_reason or reason
+    return tokens, reason
+
+
+async def alone(engine: Engine, prompts, params_for) -> list[list[int]]:
+    return [(await run(engine, p, params_for(i)))[0] for i, p in enumerate(prompts)]
+
+
+def test_runner_matches_transformers_generate(tiny) -> None:
+    from semcache.backend.runner import ModelRunner
+
+    model, _ = tiny
+    runner = ModelRunner(model, slots=2, max_seq_len=128, cuda_graphs=False)
+    prompt = PROMPTS[1]
+    expected = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt),
+                              dtype=torch.long), max_new_tokens=12, do_sample=False,
+                              eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    tokens = [int(runner.prefill(1, [prompt]).argmax())]  # slot 1: slots are independent
+    runner.move_slot(1, 0, len(prompt))
+    for i in range(11):
+        tokens.append(int(runner.decode([tokens[-1]], [len(prompt) + i]).argmax()))
+    assert tokens == expected
+
+
+async def test_batched_equals_alone_greedy(make_engine) -> None:
+    engine = make_engine()
+    engine.start()
+    lengths = [12, 20, 7, 16, 25, 3]
+    solo = await alone(engine, PROMPTS, lambda i: greedy(lengths[i]))
+    together = await asyncio.gather(*(run(engine, p, greedy(lengths[i]))
+                                      for i, p in enumerate(PROMPTS)))
+    assert [t for t, _ in together] == solo
+    assert all(reason == "length" for _, reason in together)
+    assert [len(t) for t in solo] == lengths
+    assert engine.stats()["peak_running"] == len(PROMPTS)
+
+
+async def test_joins_and_leaves_mid_generation(make_engine) -> None:
+    """Sequences join while others decode and leave at different steps (slots get
+    compacted under the survivors); every output still equals its solo run."""
+    engine = make_engine(max_batch=4)
+    engine.start()
+    lengths = [40, 5, 30, 9, 22, 14]
+    solo = await alone(engine, PROMPTS, lambda i: greedy(lengths[i]))
+    tasks = []
+    for i, prompt in enumerate(PROMPTS):
+        started = asyncio.Event()
+        tasks.append(asyncio.ensure_future(run(engine, prompt, greedy(lengths[i]), started)))
+        await started.wait()  # the next one joins a batch that is mid-generation
+    results = await asyncio.gather(*tasks)
+    assert [t for t, _ in results] == solo
+
+
+async def test_newcomer_does_not_wait_for_long_sequences(make_engine) -> None:
+    engine = make_engine(max_batch=8)
+    engine.start()
+    long_streams, started = [], asyncio.Event()
+    for prompt in PROMPTS[:4]:
+        long_streams.append(asyncio.ensure_future(run(engine, prompt, greedy(300), started)))
+    await started.wait()
+    stream = engine.open_stream(PROMPTS[4], greedy(5))
+    async for _ in stream:
+        pass
+    await asyncio.gather(*long_streams)
+    # The newcomer joined the running batch and left it long before the others ended.
+    assert stream.seq.admitted_step > 0
+    assert stream.seq.finished_step - stream.seq.admitted_step == 5
+    assert stream.seq.finished_step < 100 < min(s.result()[0].__len__() for s in long_streams)
+
+
+async def test_seeded_sampling_is_independent_of_the_batch(make_engine) -> None:
+    engine = make_engine()
+    engine.start()
+
+    def params(i: int) -> SamplingParams:
+        return SamplingParams(max_tokens=15, temperature=0.9, top_p=0.8, seed=100 + i,
+                              ignore_eos=True)
+
+    solo = await alone(engine, PROMPTS, params)
+    together = await asyncio.gather(*(run(engine, p, params(i)) for i, p in enumerate(PROMPTS)))
+    assert [t for t, _ in together] == solo
+    again = await run(engine, PROMPTS[0], params(1))  # another seed, another answer
+    assert again[0] != solo[0]
+
+
+async def test_cancel_frees_the_slot(make_engine) -> None:
+    engine = make_engine()
+    engine.start()
+    stream = engine.open_stream(PROMPTS[0], greedy(400))
+    async for _ in stream:
+        break
+    stream.cancel()
+    await until(lambda: engine.stats()["running"] == 0)
+    assert stream.seq.finish_reason == "cancelled"
+    assert len(stream.seq.generated) < 400
+
+
+async def test_queue_bound_and_prompt_limits(make_engine) -> None:
+    engine = make_engine(max_queue=2, max_seq_len=64)
+    engine.pause()
+    engine.start()
+    streams = [engine.open_stream(PROMPTS[0], greedy(3)) for _ in range(2)]
+    with pytest.raises(QueueFull):
+        engine.open_stream(PROMPTS[0], greedy(3))
+    with pytest.raises(InvalidRequest):
+        engine.open_stream(list(range(3, 70)), greedy(3))
+    engine.resume()
+    for stream in streams:
+        assert [e async for e in stream][-1].finish_reason == "length"
+
+
+async def test_eos_stops_and_context_limit_is_length(make_engine) -> None:
+    engine = make_engine(max_seq_len=16)
+    engine.start()
+    tokens, reason = await run(engine, PROMPTS[0], greedy(100))
+    assert reason == "length" and len(PROMPTS[0]) + len(tokens) == 16
+    eos_engine = make_engine()
+    eos_engine.eos_token_ids = {tokens[2]}
+    eos_engine.start()
+    tokens2, reason2 = await run(eos_engine, PROMPTS[0], SamplingParams(max_tokens=50,
+                                                                      temperature=0.0))
+    assert reason2 == "stop" and tokens2 == tokens[: tokens.index(tokens[2]) + 1]

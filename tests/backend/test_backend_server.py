@@ -1,0 +1,169 @@
+"""The HTTP surface of the backend on a tiny random Llama: OpenAI shapes, SSE, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from .conftest import until
+
+CHAT = {"messages": [{"role": "user", "content": "Tell me a story."}], "temperature": 0,
+        "max_tokens": 24, "ignore_eos": True}
+
+
+async def sse(response) -> list[dict | str]:
+    """Parse an SSE body strictly: only `data:` events separated by blank lines."""
+    body = (await response.read()).decode()
+    assert body.endswith("\n\n")
+    events: list[dict | str] = []
+    for block in body.strip("\n").split("\n\n"):
+        assert block.startswith("data: "), block
+        data = block[len("data: "):]
+        events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+async def test_chat_completion_shape(make_client) -> None:
+    client, _ = await make_client()
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["object"] == "chat.completion" and body["id"].startswith("chatcmpl-")
+    assert body["model"] == "tiny"
+    (choice,) = body["choices"]
+    assert choice["message"]["role"] == "assistant" and choice["message"]["content"]
+    assert choice["finish_reason"] == "length"
+    assert body["usage"]["completion_tokens"] == 24
+    assert body["usage"]["total_tokens"] == 24 + body["usage"]["prompt_tokens"]
+
+
+async def test_streaming_chunks_are_well_formed(make_client) -> None:
+    client, _ = await make_client()
+    whole = await (await client.post("/v1/chat/completions", json=CHAT)).json()
+    resp = await client.post("/v1/chat/completions", json={
+        **CHAT, "stream": True, "stream_options": {"include_usage": True}})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
+    events = await sse(resp)
+    assert events[-1] == "[DONE]" and "[DONE]" not in events[:-1]
+    chunks = [e for e in events[:-1] if isinstance(e, dict)]
+    assert len({c["id"] for c in chunks}) == 1
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    usage = chunks[-1]
+    assert usage["choices"] == [] and usage["usage"] == whole["usage"]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    assert text == whole["choices"][0]["message"]["content"]
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks[:-1]]
+    assert reasons[-1] == "length" and set(reasons[:-1]) == {None}
+
+
+async def test_completions_stream_and_max_tokens(make_client) -> None:
+    client, _ = await make_client()
+    body = {"prompt": "Once upon a time", "max_tokens": 7, "temperature": 0, "ignore_eos": True}
+    whole = await (await client.post("/v1/completions", json=body)).json()
+    assert whole["object"] == "text_completion"
+    assert whole["usage"]["completion_tokens"] == 7
+    assert whole["choices"][0]["finish_reason"] == "length"
+    events = await sse(await client.post("/v1/completions", json={**body, "stream": True}))
+    text = "".join(e["choices"][0]["text"] for e in events[:-1])
+    assert text == whole["choices"][0]["text"]
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+    assert "usage" not in events[-2]  # no usage chunk unless asked for
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_stop_sequence_truncates(make_client, stream: bool) -> None:
+    client, _ = await make_client()
+    full = (await (await client.post("/v1/chat/completions", json=CHAT)).json())
+    text = full["choices"][0]["message"]["content"]
+    stop = text[8:11]
+    cut = text[: text.index(stop)]
+    resp = await client.post("/v1/chat/completions", json={**CHAT, "stop": [stop, "\x00never"],
+                                                             "stream": stream})
+    if stream:
+        events = await sse(resp)
+        got = "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+        reason = events[-2]["choices"][0]["finish_reason"]
+    else:
+        body = await resp.json()
+        got, reason = body["choices"][0]["message"]["content"], body["choices"][0]["finish_reason"]
+        assert body["usage"]["completion_tokens"] < 24
+    assert got == cut and reason == "stop"
+
+
+async def test_n_choices_and_seed(make_client) -> None:
+    client, _ = await make_client()
+    body = {**CHAT, "temperature": 1.0, "seed": 7, "n": 3, "max_tokens": 10}
+    first = await (await client.post("/v1/chat/completions", json=body)).json()
+    second = await (await client.post("/v1/chat/completions", json=body)).json()
+    assert [c["index"] for c in first["choices"]] == [0, 1, 2]
+    assert first["choices"] == second["choices"]
+    assert first["usage"]["completion_tokens"] == 30
+    events = await sse(await client.post("/v1/chat/completions", json={**body, "stream": True}))
+    streamed = {i: "" for i in range(3)}
+    for e in events[:-1]:
+        streamed[e["choices"][0]["index"]] += e["choices"][0]["delta"].get("content") or ""
+    assert [streamed[i] for i in range(3)] == [c["message"]["content"] for c in first["choices"]]
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"content": "x"}]}, "messages[0]"),
+    ({**CHAT, "temperature": 3}, "temperature"),
+    ({**CHAT, "max_tokens": 0}, "max_tokens"),
+    ({**CHAT, "n": 100}, "n"),
+    ({**CHAT, "stop": 5}, "stop"),
+    ({**CHAT, "top_p": "high"}, "top_p"),
+    ({"messages": [{"role": "user", "content": "x" * 600}]}, "messages"),
+])
+async def test_bad_input_is_an_openai_400(make_client, body: dict, param: str) -> None:
+    client, _ = await make_client()
+    resp = await client.post("/v1/chat/completions", json=body)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["message"]
+
+
+async def test_malformed_json_and_unknown_routes(make_client) -> None:
+    client, _ = await make_client()
+    resp = await client.post("/v1/completions", data=b"{not json")
+    assert resp.status == 400 and "error" in await resp.json()
+    resp = await client.get("/v1/nothing")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "404"
+    resp = await client.get("/v1/models")
+    assert (await resp.json())["data"][0]["id"] == "tiny"
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_full_queue_is_429(make_client) -> None:
+    client, engine = await make_client(max_batch=1, max_queue=2)
+    engine.pause()
+    waiting = [asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT))
+               for _ in range(2)]
+    await until(lambda: engine.stats()["waiting"] == 2)
+    for stream in (False, True):
+        resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": stream})
+        assert resp.status == 429
+        assert (await resp.json())["error"]["code"] == "queue_full"
+    engine.resume()
+    assert [r.status for r in await asyncio.gather(*waiting)] == [200, 200]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_disconnect_cancels_the_sequence(make_client, stream: bool) -> None:
+    client, engine = await make_client(max_seq_len=512)
+    body = {**CHAT, "max_tokens": 480, "stream": stream}
+    if stream:
+        resp = await client.post("/v1/chat/completions", json=body)
+        await resp.content.readline()
+        resp.close()  # drop the connection mid-stream
+    else:
+        task = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
+        await until(lambda: engine.stats()["running"] == 1)
+        task.cancel()
+    before = engine.stats()["tokens_generated"]
+    await until(lambda: engine.stats()["running"] == 0)
+    assert engine.stats()["tokens_generated"] - before < 480
