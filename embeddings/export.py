@@ -30,7 +30,7 @@ from .errors import EmbeddingError
 log = logging.getLogger(__name__)
 
 # Bump when the graph or the quantisation recipe changes, so existing exports are redone.
-EXPORT_VERSION = 3
+EXPORT_VERSION = 4
 ALL_VARIANTS = ("fp32", "fp16", "int8")
 PACKAGED_NAME = "all-MiniLM-L6-v2"
 _SOURCE_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "tokenizer.json",
@@ -232,27 +232,35 @@ def _build_fp16(plain: Path, out: Path, hidden: int, heads: int) -> None:
 def _build_int8(plain: Path, out: Path, hidden: int, heads: int) -> None:
     """Dynamic int8 with per-channel weights and per-token activation scales.
 
+    Built from the fused CPU graph (Attention, SkipLayerNorm, BiasGelu kept in float; the
+    projections and the feed-forward MatMuls in int8): fewer kernels and better parity
+    (mean cosine 0.999 against 0.998 for the unfused graph on Quora questions).
     onnxruntime's dynamic quantisation computes one activation scale over the whole batch
-    tensor, so a text's vector would depend on its batch-mates and on padding. Rewriting
-    each DynamicQuantizeLinear into a per-token (last-axis) symmetric quantisation makes
-    every row's arithmetic independent of the rest of the batch.
+    tensor, so a text's vector would depend on its batch-mates and on padding (cosine down
+    to 0.98 measured). Rewriting each DynamicQuantizeLinear into a per-token (last-axis)
+    symmetric quantisation makes every row's arithmetic independent of the rest.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from .rowquant import per_token_activations
 
+    fused = out.with_name(out.stem + ".fused.onnx")
     staged = out.with_name(out.stem + ".dyn.onnx")
+    _fused(plain, fused, hidden, heads, gpu=False, fp16=False)
     # Only MatMuls with constant weights: quantising activation x activation products
-    # (Q.K^T, attention.V) would bring back batch-wide scales.
-    quantize_dynamic(str(plain), str(staged), per_channel=True, weight_type=QuantType.QInt8,
+    # (Q.K^T, attention.V) would bring back batch-wide scales. The fused Attention op is
+    # left in float for the same reason (QAttention quantises per tensor).
+    quantize_dynamic(str(fused), str(staged), per_channel=True, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul"],
-                     extra_options={"MatMulConstBOnly": True})
+                     extra_options={"MatMulConstBOnly": True,
+                                    "DefaultTensorType": onnx.TensorProto.FLOAT})
     model = onnx.load(str(staged))
     rewritten = per_token_activations(model)
     log.info("int8: %d activation quantisers made per-token", rewritten)
     onnx.save(model, str(out))
     staged.unlink()
+    fused.unlink()
 
 
 _BUILDERS = {"fp32": _build_fp32, "fp16": _build_fp16, "int8": _build_int8}

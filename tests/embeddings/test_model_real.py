@@ -45,7 +45,9 @@ def test_parity_with_sentence_transformers(exported_dir: Path, sentences: list[s
 @pytest.mark.parametrize("variant", ["fp32", "int8"])
 def test_same_text_same_vector_whatever_the_batch(exported_dir: Path, sentences: list[str],
                                                    variant: str) -> None:
-    enc = OnnxEncoder(model_dir(exported_dir, PACKAGED_NAME), device="cpu", variant=variant)
+    # Small chunks, so the batch is also split and reordered by length inside the encoder.
+    enc = OnnxEncoder(model_dir(exported_dir, PACKAGED_NAME), device="cpu", variant=variant,
+                      chunk_rows=8)
     probe = sentences[:16]
     alone = np.concatenate([_encode(enc, [t]) for t in probe])
     # Each probe text batched with long and short strangers (more padding, other scales).
@@ -63,7 +65,8 @@ def test_same_text_same_vector_whatever_the_batch(exported_dir: Path, sentences:
 def test_truncation_at_model_limit_is_counted(exported_dir: Path) -> None:
     enc = OnnxEncoder(model_dir(exported_dir, PACKAGED_NAME), device="cpu", variant="int8")
     batch = enc.pre(["word " * 600, "short text"])
-    assert batch.truncated == 1 and batch.inputs[0].shape[1] == enc.max_seq_len == 256
+    _order, chunks = batch.inputs
+    assert batch.truncated == 1 and chunks[-1][0].shape[1] == enc.max_seq_len == 256
     capped = OnnxEncoder(model_dir(exported_dir, PACKAGED_NAME), device="cpu", variant="int8",
                          max_seq_len=16)
     assert capped.pre(["word " * 20]).truncated == 1
