@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from semcache.embeddings.encoder import OnnxEncoder, pick_device_variant
-from semcache.embeddings.export import PACKAGED_NAME, ensure_exported, model_dir
+from semcache.embeddings.export import ensure_exported, model_dir, resolve_source
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 
@@ -130,6 +130,19 @@ def bench_pipelined(enc: OnnxEncoder, sentences: list[str], batch: int,
     return {"batch": batch, "sentences_per_s": done / wall, "seconds": wall, "texts": done}
 
 
+def check_accuracy(enc: OnnxEncoder, ref: OnnxEncoder, sentences: list[str]) -> dict[str, float]:
+    """Cosine against the fp32 CPU graph, and alone-vs-batched invariance, on this device."""
+    texts = sentences[:512]
+    ours = np.concatenate([enc.post(enc.core(enc.pre(texts[i:i + 128])))
+                           for i in range(0, 512, 128)])
+    base = ref.post(ref.core(ref.pre(texts)))
+    cos = (ours * base).sum(axis=1)
+    alone = np.concatenate([enc.post(enc.core(enc.pre([t]))) for t in texts[:32]])
+    inv = (alone * ours[:32]).sum(axis=1)
+    return {"cos_vs_fp32_cpu_mean": float(cos.mean()), "cos_vs_fp32_cpu_min": float(cos.min()),
+            "alone_vs_batched_min": float(inv.min())}
+
+
 def _summary(lat: list[float], batch: int) -> dict[str, Any]:
     lat_sorted = sorted(lat)
     return {"batch": batch, "runs": len(lat),
@@ -199,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--variants", default="", help="default: int8,fp32 (CPU) fp16,fp32 (CUDA)")
     ap.add_argument("--data-dir", type=Path, default=None, help="default: a temporary dir")
+    ap.add_argument("--model", default="packaged", help="packaged or a model folder")
     ap.add_argument("--sentences", default=None, help="qqp_dev_pairs.jsonl.gz")
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     ap.add_argument("--batches", default="1,8,32,128")
@@ -214,14 +228,19 @@ def main(argv: list[str] | None = None) -> int:
     sentences = load_sentences(args.sentences, 40000)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="semcache-bench-"))
     print(f"exporting/loading {variants} into {data_dir}", flush=True)
-    ensure_exported(data_dir, "packaged", variants)
-    mdir = model_dir(data_dir, PACKAGED_NAME)
+    ensure_exported(data_dir, args.model, variants)
+    mdir = model_dir(data_dir, resolve_source(args.model)[0])
     info = machine_info()
     result: dict[str, Any] = {"machine": info, "device": device, "variants": variants,
                               "sentences": len(sentences), "encoder": {}, "pipelined": {},
                               "service": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    ensure_exported(data_dir, args.model, ("fp32",))
+    ref = OnnxEncoder(mdir, device="cpu", variant="fp32")
+    result["accuracy"] = {}
     for variant in variants:
         enc = OnnxEncoder(mdir, device=device, variant=variant)
+        result["accuracy"][variant] = check_accuracy(enc, ref, sentences)
+        print(variant, "accuracy", json.dumps(result["accuracy"][variant]), flush=True)
         rows = []
         for b in (int(x) for x in args.batches.split(",")):
             rows.append(bench_encoder(enc, sentences, b, args.seconds))
@@ -235,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
             print(variant, "pipelined", json.dumps(row), flush=True)
         enc.close()
         max_batch = args.service_max_batch or (256 if device == "cuda" else 64)
-        settings = EmbeddingSettings(device=device, variant=variant, lru_size=0,
+        settings = EmbeddingSettings(model=args.model, device=device, variant=variant,
+                                     lru_size=0,
                                      max_batch=max_batch, export_variants=tuple(variants))
         srows = []
         for c in (int(x) for x in args.concurrency.split(",")):
