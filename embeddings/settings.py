@@ -48,7 +48,7 @@ class EmbeddingSettings:
 
     chunk_rows: int = 0
     """Rows per model run inside one batch: texts are sorted by length and cut into chunks
-    padded to their own longest, so one long prompt does not pad a whole batch. 0: 256 on
+    padded to their own longest, so one long prompt does not pad a whole batch. 0: 1024 on
     CUDA (fewer launches), 32 on a CPU (where bigger runs buy nothing)."""
 
     export_variants: tuple[str, ...] = ("fp32", "fp16", "int8")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from semcache.embeddings import export
 from semcache.embeddings.encoder import pick_device_variant
 from semcache.embeddings.errors import EmbeddingError

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from semcache.embeddings.encoder import OnnxEncoder
 from semcache.embeddings.export import PACKAGED_NAME, ensure_exported, model_dir, resolve_source
 from semcache.embeddings.service import EmbeddingService

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+
 from semcache.embeddings.encoder import Batch
 from semcache.embeddings.fake import HashEncoder
 from semcache.embeddings.service import (
