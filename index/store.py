@@ -32,6 +32,7 @@ _RECORD_HIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'hits', 1)
   redis.call('HSET', KEYS[1], 'last_hit', ARGV[1])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
   return 1
 end
 return 0
@@ -132,11 +133,19 @@ class Store:
     """Entries in Redis, behind a gate that fails fast while Redis is unavailable."""
 
     def __init__(
-        self, client: aioredis.Redis, *, prefix: str = "semcache:", retry_after_s: float = 1.0
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "semcache:",
+        retry_after_s: float = 1.0,
+        max_entries: int = 0,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.retry_after_s = retry_after_s
+        self.max_entries = max_entries
+        """Bound on the number of entries (0: none); least recently used ones go first."""
+        self.evicted = 0
         self._down_until = 0.0
         self.failures = 0
         """Redis errors seen since start (a metric)."""
@@ -150,6 +159,11 @@ class Store:
     @property
     def stream_key(self) -> str:
         return f"{self.prefix}events"
+
+    @property
+    def lru_key(self) -> str:
+        """Sorted set of entry ids by last use (write or hit), for `max_entries`."""
+        return f"{self.prefix}lru"
 
     # availability gate ------------------------------------------------------------------
 
@@ -202,16 +216,34 @@ class Store:
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )
-            await pipe.execute()
+            pipe.zadd(self.lru_key, {entry.id: entry.created})
+            pipe.zcard(self.lru_key)
+            results = await pipe.execute()
+            excess = results[-1] - self.max_entries if self.max_entries else 0
+            if excess > 0:
+                await self._evict(excess)
 
         await self._call(op)
+
+    async def _evict(self, count: int) -> None:
+        """Delete the `count` least recently used entries (and announce each deletion)."""
+        victims = await self.client.zpopmin(self.lru_key, count)
+        pipe = self.client.pipeline(transaction=False)
+        for member, _score in victims:
+            entry_id = member.decode()
+            pipe.delete(self.entry_key(entry_id))
+            pipe.xadd(self.stream_key, {"op": "del", "id": entry_id, "scope": ""},
+                      maxlen=STREAM_MAXLEN, approximate=True)
+        await pipe.execute()
+        self.evicted += len(victims)
 
     async def record_hit(self, entry_id: str, now: float | None = None) -> None:
         # A script, because HINCRBY on an entry that expired a moment ago would create a
         # stray hash without a TTL.
         stamp = repr(time.time() if now is None else now)
         await self._call(
-            lambda: self._record_hit(keys=[self.entry_key(entry_id)], args=[stamp])
+            lambda: self._record_hit(keys=[self.entry_key(entry_id), self.lru_key],
+                                     args=[stamp, entry_id])
         )
 
     async def delete(self, entry_id: str, scope: str = "") -> bool:
@@ -226,7 +258,8 @@ class Store:
                 maxlen=STREAM_MAXLEN,
                 approximate=True,
             )
-            deleted, _ = await pipe.execute()
+            pipe.zrem(self.lru_key, entry_id)
+            deleted, _, _ = await pipe.execute()
             return bool(deleted)
 
         return await self._call(op)

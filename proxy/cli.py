@@ -104,3 +104,7 @@ async def _serve(settings: Settings, app: web.Application) -> None:
     # runner.cleanup stops accepting, waits for in-flight handlers up to the grace period,
     # then runs the cleanup contexts (write-backs drained, Redis and backend stopped).
     await runner.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,6 +18,7 @@ from typing import Any
 
 from semcache.backend.settings import BackendSettings
 from semcache.embeddings.settings import EmbeddingSettings
+from semcache.index.vectors import IndexSettings
 
 ENV_PREFIX = "SEMCACHE__"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
@@ -97,6 +98,49 @@ class CacheSettings:
     max_entry_bytes: int = 1024 * 1024
     """Responses larger than this are not stored."""
 
+    semantic: bool = True
+    """Look up paraphrases too (embedding + vector index); false: exact tier only."""
+
+    threshold: float = 0.92
+    """Minimum cosine similarity of a semantic hit (X-Semcache-Threshold overrides it)."""
+
+    max_entries: int = 1_000_000
+    """Bound on the number of entries; the least recently used are evicted (0: no bound)."""
+
+    top_k: int = 4
+    """Candidates fetched from the index per lookup; the best one that passes every check
+    (threshold, freshness, still in Redis) is served."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostSettings:
+    """Prices used to turn the tokens a hit saved into money saved (dashboard and /metrics)."""
+
+    price_per_1k_prompt: dict[str, float] = field(default_factory=dict)
+    """USD per 1,000 prompt tokens, by model name; the key "*" prices every other model.
+    Empty: tokens saved are still counted, money saved stays 0."""
+
+    price_per_1k_completion: dict[str, float] = field(default_factory=dict)
+    """USD per 1,000 completion tokens, by model name; "*" as above."""
+
+    def __post_init__(self) -> None:
+        # Tables come from TOML or the environment (strings): check and coerce them here,
+        # once, so that pricing a hit on the request path never has to.
+        for name in ("price_per_1k_prompt", "price_per_1k_completion"):
+            table = getattr(self, name)
+            if not isinstance(table, dict):
+                raise ConfigError(f"costs.{name}: expected a table of model = price")
+            clean: dict[str, float] = {}
+            for model, price in table.items():
+                try:
+                    value = float(price)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(f"costs.{name}.{model}: expected a number, got {price!r}") from e
+                if value < 0:
+                    raise ConfigError(f"costs.{name}.{model}: must be >= 0, got {value!r}")
+                clean[str(model)] = value
+            object.__setattr__(self, name, clean)
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -107,7 +151,9 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    costs: CostSettings = field(default_factory=CostSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
     backend: BackendSettings = field(default_factory=BackendSettings)
 
 
@@ -220,12 +266,15 @@ def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
         "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
-        "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes",
+        "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
+        "hnsw_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
     }
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if f.name in positive and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
+    if isinstance(settings, CacheSettings) and not 0.0 <= settings.threshold <= 1.0:
+        raise ConfigError(f"{where}threshold: must be between 0 and 1, got {settings.threshold!r}")
     if isinstance(settings, RedisSettings) and not (
         settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
     ):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from . import admin
 from . import app as state
 from .passthrough import relay
 
@@ -27,10 +28,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     app = request.app
-    ready = app[state.READY].is_set()
+    settings = app[state.SETTINGS]
+    semantic_wanted = settings.cache.enabled and settings.cache.semantic
+    semantic = app[state.SEMANTIC]
+    semantic_ready = semantic.ready.is_set()
+    # Not ready until the semantic tier has loaded: a replica that could only forward
+    # would take its share of traffic and answer none of it from the cache.
+    ready = app[state.READY].is_set() and (semantic_ready or not semantic_wanted)
     body = {
         "ready": ready,
         "redis": app[state.STORE].available if state.STORE in app else False,
+        "semantic": semantic_ready,
+        "encoder_healthy": semantic.embeddings.healthy if semantic.embeddings else None,
     }
     return web.Response(
         status=200 if ready else 503, body=orjson.dumps(body), content_type="application/json"
@@ -51,3 +60,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    admin.add_routes(app)

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+
+from semcache.embeddings.service import EmbeddingError, QueueFullError
 from semcache.index.store import Entry, Store, StoreError
 
 from .config import Settings
@@ -36,6 +38,7 @@ from .events import Observer, RequestEvent
 from .metrics import Metrics
 from .policy import Directives, Scope, cacheable, entry_id, parse_directives, scope_of, tenant_of
 from .protocol import Endpoint, ParsedRequest, parse_json_body, parse_request
+from .semantic import WRITE_WAIT_S, SemanticTier
 from .sse import SSEParser, StreamAssembler, replay_chunks
 from .upstream import Upstream, response_headers
 
@@ -93,6 +96,10 @@ class CacheService:
         self.upstream = upstream
         self.observer = observer
         self.metrics: Metrics = observer.metrics
+        self.semantic: SemanticTier | None = None
+        """Set once the semantic tier has loaded; None: exact tier only."""
+        self.runtime_threshold: float | None = None
+        """Threshold set at run time through the admin API (shared by replicas via Redis)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # background work --------------------------------------------------------------------
@@ -126,7 +133,8 @@ class CacheService:
         return await self._finish(request, lookup, started)
 
     async def find(self, lookup: Lookup) -> Hit | None:
-        """The exact tier; None on a miss, and a bypass reason set if the cache failed."""
+        """Exact tier, then semantic tier; None on a miss, with a bypass reason set if the
+        cache itself failed."""
         try:
             entry = await self.store.get(lookup.entry_id)
         except StoreError:
@@ -134,6 +142,43 @@ class CacheService:
             return None
         if entry is not None and entry.scope == lookup.scope.id and fresh(entry, lookup.directives):
             return Hit(entry=entry, tier="exact", similarity=1.0)
+        semantic = self.semantic
+        if semantic is None or lookup.req.query_text is None:
+            return None  # images-only questions and a warming tier: exact tier alone
+        try:
+            lookup.vector = await semantic.embed(lookup.req.query_text)
+        except EmbeddingError as e:
+            lookup.bypass_reason = "encoder-busy" if isinstance(e, QueueFullError) else "encoder-unavailable"
+            return None
+        return await self._semantic_hit(semantic, lookup)
+
+    def threshold_for(self, lookup: Lookup) -> float:
+        # 0 is a valid threshold (serve the nearest entry), so only fall back on None.
+        if lookup.directives.threshold is not None:
+            return lookup.directives.threshold
+        if self.runtime_threshold is not None:
+            return self.runtime_threshold
+        return self.settings.cache.threshold
+
+    async def _semantic_hit(self, semantic: SemanticTier, lookup: Lookup) -> Hit | None:
+        threshold = lookup.threshold = self.threshold_for(lookup)
+        candidates = await semantic.search(lookup.scope.id, lookup.vector, self.settings.cache.top_k)
+        for candidate, similarity in candidates:  # best first
+            if lookup.best_similarity is None:
+                lookup.best_similarity = similarity
+            if similarity < threshold:
+                break
+            try:
+                entry = await self.store.get(candidate)
+            except StoreError:
+                lookup.bypass_reason = "redis-unavailable"
+                return None
+            if entry is None:
+                semantic.index.remove(candidate)  # expired or evicted: its vector goes too
+                continue
+            if entry.scope != lookup.scope.id or not fresh(entry, lookup.directives):
+                continue
+            return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold)
         return None
 
     async def _finish(self, request: web.Request, lookup: Lookup, started: float) -> web.StreamResponse:
@@ -316,6 +361,7 @@ class CacheService:
         if not isinstance(parsed, dict) or not parsed.get("choices"):
             self.metrics.writes.labels("not-an-answer").inc()
             return
+        await self._ensure_vector(lookup)
         entry = self.make_entry(lookup, body, upstream_s)
         try:
             await self.store.put(entry)
@@ -323,6 +369,23 @@ class CacheService:
             self.metrics.writes.labels("failed").inc()
             return
         self.metrics.writes.labels("stored").inc()
+
+    async def _ensure_vector(self, lookup: Lookup) -> None:
+        """Embed the question if the lookup did not (no-cache, or the tier was warming)."""
+        if lookup.vector is not None or lookup.req.query_text is None:
+            return
+        if not (self.settings.cache.semantic and self.settings.cache.enabled):
+            return
+        for _ in range(int(WRITE_WAIT_S * 10)):
+            if self.semantic is not None:
+                break
+            await asyncio.sleep(0.1)
+        if self.semantic is None:
+            return  # stored exact-only; still served by the exact tier
+        try:
+            lookup.vector = await self.semantic.embed(lookup.req.query_text)
+        except EmbeddingError:
+            self.metrics.writes.labels("no-vector").inc()
 
     def make_entry(self, lookup: Lookup, body: bytes, upstream_s: float) -> Entry:
         req = lookup.req

@@ -28,6 +28,17 @@ def redis_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embedded
     asyncio.run(server.stop())
 
 
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with the packaged encoder exported once per test session."""
+    from semcache.embeddings.export import ensure_exported
+    from semcache.embeddings.settings import EmbeddingSettings
+
+    data_dir = tmp_path_factory.mktemp("models")
+    ensure_exported(data_dir, "packaged", EmbeddingSettings().export_variants)
+    return data_dir
+
+
 @pytest.fixture
 def redis_url(redis_process: EmbeddedRedis) -> Iterator[str]:
     """The shared server, emptied before each test."""
@@ -48,6 +59,8 @@ async def upstream(aiohttp_server: Callable[..., object]) -> AsyncIterator[FakeU
 
 
 def make_settings(redis_url: str, upstream_url: str, data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test proxy; semantic tier off unless overridden (`cache__semantic=True`)."""
+    overrides = {"cache__semantic": False, **overrides}
     base = load_settings(
         environ={},
         overrides={"redis.url": redis_url, "upstream.base_url": upstream_url, "data_dir": data_dir},

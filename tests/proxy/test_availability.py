@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 from conftest import make_settings
+
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE, build_app

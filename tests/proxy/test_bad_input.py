@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from semcache.loadtest.fake_upstream import FakeUpstream
 
 CHAT = "/v1/chat/completions"

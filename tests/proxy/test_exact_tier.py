@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+from sse_helpers import stream_text
+
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE
 
@@ -26,23 +28,6 @@ async def post(proxy: Any, body: dict[str, Any], path: str = CHAT, **headers: st
     data = await resp.read()
     await settle(proxy)
     return resp, data
-
-
-def sse_payloads(raw: bytes) -> list[str]:
-    events = [e for e in raw.decode().split("\n\n") if e.strip()]
-    assert all(e.startswith("data: ") for e in events), events
-    return [e[len("data: "):] for e in events]
-
-
-def stream_text(raw: bytes) -> tuple[str, list[dict[str, Any]]]:
-    payloads = sse_payloads(raw)
-    assert payloads[-1] == "[DONE]"
-    chunks = [json.loads(p) for p in payloads[:-1]]
-    text = "".join(
-        (c["choices"][0].get("delta") or {}).get("content") or c["choices"][0].get("text") or ""
-        for c in chunks if c["choices"]
-    )
-    return text, chunks
 
 
 async def test_miss_then_exact_hit(proxy: Any, upstream: FakeUpstream) -> None:

@@ -1,0 +1,220 @@
+"""The semantic tier with real Redis and the real encoder (int8 on the CPU)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import make_settings
+from sse_helpers import stream_text
+
+from semcache.index.redis_server import free_port
+from semcache.loadtest.fake_upstream import FakeUpstream
+from semcache.proxy.app import SEMANTIC, SERVICE, STORE, build_app
+
+CHAT = "/v1/chat/completions"
+PARAPHRASES = ("How do I learn Python quickly?", "How can I learn Python fast?")  # cosine 0.96
+
+
+def chat(q: str, **extra: Any) -> dict[str, Any]:
+    return {"model": "fake-model", "messages": [{"role": "user", "content": q}], **extra}
+
+
+async def start_proxy(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path,
+                      **overrides: object) -> Any:
+    settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True, **overrides)
+    client = await aiohttp_client(build_app(settings))
+    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+    return client
+
+
+async def ask(client: Any, body: dict[str, Any], **headers: str) -> tuple[Any, dict[str, Any]]:
+    resp = await client.post(CHAT, json=body, headers=headers)
+    data = await resp.json()
+    await client.app[SERVICE].drain(10)
+    return resp, data
+
+
+@pytest.fixture
+async def proxy(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path) -> Any:
+    return await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+
+
+async def test_paraphrase_hits_and_unrelated_misses(proxy: Any, upstream: FakeUpstream) -> None:
+    await ask(proxy, chat(PARAPHRASES[0]))
+    resp, data = await ask(proxy, chat(PARAPHRASES[1]))
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    assert data["choices"][0]["message"]["content"] == f"answer to: {PARAPHRASES[0]}"
+    similarity = float(resp.headers["X-Semcache-Similarity"])
+    assert 0.92 <= similarity < 1.0
+    assert float(resp.headers["X-Semcache-Threshold"]) == pytest.approx(0.92)
+    assert resp.headers["X-Semcache-Entry"] and int(resp.headers["Age"]) >= 0
+    resp, _ = await ask(proxy, chat("How do I bake sourdough bread?"))
+    assert resp.headers["X-Semcache"] == "miss"
+    assert len(upstream.calls) == 2
+
+
+async def test_threshold_header_and_streaming_hit(proxy: Any, upstream: FakeUpstream) -> None:
+    await ask(proxy, chat(PARAPHRASES[0]))
+    resp, _ = await ask(proxy, chat(PARAPHRASES[1]),
+                        **{"X-Semcache-Threshold": "0.99", "Cache-Control": "no-store"})
+    assert resp.headers["X-Semcache"] == "miss"  # 0.96 < 0.99
+    stream = await proxy.post(CHAT, json=chat("how can i learn python fast", stream=True))
+    raw = await stream.read()
+    assert stream.headers["X-Semcache"] == "hit-semantic"
+    assert stream_text(raw)[0] == f"answer to: {PARAPHRASES[0]}"
+
+
+async def test_other_scopes_never_hit_even_at_threshold_zero(proxy: Any, upstream: FakeUpstream) -> None:
+    await ask(proxy, chat(PARAPHRASES[0]), Authorization="Bearer tenant-a")
+    anything = {"X-Semcache-Threshold": "0"}
+    variants = [
+        (chat(PARAPHRASES[1]), {"Authorization": "Bearer tenant-b"}),
+        ({**chat(PARAPHRASES[1]), "model": "other"}, {"Authorization": "Bearer tenant-a"}),
+        (chat(PARAPHRASES[1], temperature=0.7), {"Authorization": "Bearer tenant-a"}),
+        (chat(PARAPHRASES[1]), {"Authorization": "Bearer tenant-a", "X-Semcache-Namespace": "n2"}),
+        ({"model": "fake-model", "messages": [{"role": "system", "content": "Answer in French."},
+                                              {"role": "user", "content": PARAPHRASES[1]}]},
+         {"Authorization": "Bearer tenant-a"}),
+    ]
+    for body, headers in variants:
+        resp, _ = await ask(proxy, body, **headers, **anything)
+        assert resp.headers["X-Semcache"] == "miss", (body, headers)
+    # in its own scope, threshold 0 serves the nearest entry to any question not opposite to it
+    resp, _ = await ask(proxy, chat("Which programming book should I read first?"),
+                        Authorization="Bearer tenant-a", **anything)
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+
+
+async def test_follow_up_questions_stay_in_their_conversation(proxy: Any, upstream: FakeUpstream) -> None:
+    def convo(topic: str, follow_up: str) -> dict[str, Any]:
+        return {"model": "fake-model", "messages": [
+            {"role": "user", "content": f"Tell me about {topic}"},
+            {"role": "assistant", "content": f"{topic} is a broad subject."},
+            {"role": "user", "content": follow_up}]}
+
+    await ask(proxy, convo("inflation", "What are its types?"))
+    resp, _ = await ask(proxy, convo("diabetes", "What are its types?"))
+    assert resp.headers["X-Semcache"] == "miss"
+    resp, data = await ask(proxy, convo("inflation", "What are its different types?"))  # 0.945
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    assert data["choices"][0]["message"]["content"] == "answer to: What are its types?"
+
+
+async def test_image_only_question_uses_exact_tier(proxy: Any, upstream: FakeUpstream) -> None:
+    image = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": image}]}
+    await ask(proxy, body)
+    resp, _ = await ask(proxy, body)
+    assert resp.headers["X-Semcache"] == "hit-exact"
+    assert len(proxy.app[SEMANTIC].index) == 0  # no vector was written for it
+
+
+async def test_ttl_expiry_and_deletion_remove_hits(proxy: Any, upstream: FakeUpstream) -> None:
+    await ask(proxy, chat(PARAPHRASES[0]), **{"X-Semcache-TTL": "1"})
+    resp, _ = await ask(proxy, chat(PARAPHRASES[1]))
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    entry_id = resp.headers["X-Semcache-Entry"]
+    await asyncio.sleep(2.1)
+    resp, _ = await ask(proxy, chat(PARAPHRASES[1]))
+    assert resp.headers["X-Semcache"] == "miss"
+    assert entry_id not in proxy.app[SEMANTIC].index  # the expired entry's vector was dropped
+    # deletion (the admin API's path) removes the hit at once
+    await ask(proxy, chat("What is the capital of France?"))
+    resp, _ = await ask(proxy, chat("What's the capital city of France?"))
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    victim = resp.headers["X-Semcache-Entry"]
+    assert await proxy.app[STORE].delete(victim)
+    for _ in range(50):
+        if victim not in proxy.app[SEMANTIC].index:
+            break
+        await asyncio.sleep(0.02)
+    assert victim not in proxy.app[SEMANTIC].index
+    resp, _ = await ask(proxy, chat("What's the capital city of France?",),
+                        **{"Cache-Control": "no-store"})
+    assert resp.headers["X-Semcache"] == "miss"
+
+
+async def test_max_entries_evicts_least_recently_used(aiohttp_client: Any, redis_url: str,
+                                                      upstream: FakeUpstream, model_dir: Path) -> None:
+    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir, cache__max_entries=2)
+    await ask(proxy, chat("first question about volcanoes"))
+    await ask(proxy, chat("second question about glaciers"))
+    await ask(proxy, chat("first question about volcanoes"))  # a hit makes it recently used
+    await ask(proxy, chat("third question about deserts"))
+    resp, _ = await ask(proxy, chat("second question about glaciers"), **{"Cache-Control": "no-store"})
+    assert resp.headers["X-Semcache"] == "miss"  # evicted
+    resp, _ = await ask(proxy, chat("first question about volcanoes"))
+    assert resp.headers["X-Semcache"] == "hit-exact"
+
+
+async def test_restarted_proxy_serves_earlier_entries(aiohttp_client: Any, redis_url: str,
+                                                      upstream: FakeUpstream, model_dir: Path) -> None:
+    first = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+    await ask(first, chat(PARAPHRASES[0]))
+    await first.close()
+    second = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+    assert len(second.app[SEMANTIC].index) == 1  # rebuilt from Redis
+    resp, _ = await ask(second, chat(PARAPHRASES[1]))
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    assert len(upstream.calls) == 1
+
+
+async def test_two_replicas_share_one_cache(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream,
+                                            model_dir: Path) -> None:
+    """A second proxy *process* on the same Redis sees writes and deletes within 100 ms."""
+    port = free_port()
+    env = {**os.environ, "SEMCACHE__CACHE__THRESHOLD": "0.92", "HF_HUB_OFFLINE": "1"}
+    replica = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
+        [sys.executable, "-m", "semcache.proxy", "serve", "--port", str(port), "--redis", redis_url,
+         "--upstream", upstream.base_url, "--data-dir", str(model_dir), "--device", "cpu"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            await wait_ready(session, url, replica)
+            local = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+            await ask(local, chat(PARAPHRASES[0]))  # written through this replica
+            written = time.monotonic()
+            while True:
+                async with session.post(url + CHAT, json=chat(PARAPHRASES[1]),
+                                        headers={"Cache-Control": "no-store"}) as resp:
+                    outcome = resp.headers["X-Semcache"]
+                    entry_id = resp.headers.get("X-Semcache-Entry")
+                if outcome == "hit-semantic" or time.monotonic() - written > 0.1:
+                    break
+            assert outcome == "hit-semantic", "not visible on the other replica within 100 ms"
+            assert entry_id is not None
+            await local.app[STORE].delete(entry_id)  # deleted through this replica
+            deleted = time.monotonic()
+            while True:
+                async with session.post(url + CHAT, json=chat(PARAPHRASES[1]),
+                                        headers={"Cache-Control": "no-store"}) as resp:
+                    outcome = resp.headers["X-Semcache"]
+                if outcome == "miss" or time.monotonic() - deleted > 0.1:
+                    break
+            assert outcome == "miss", "deletion not honoured by the other replica within 100 ms"
+    finally:
+        replica.terminate()
+        replica.wait(15)
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        assert proc.poll() is None, "replica exited"
+        try:
+            async with session.get(url + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("replica never became ready")
