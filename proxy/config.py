@@ -224,6 +224,12 @@ def _coerce(hint: Any, value: Any, dotted: str) -> Any:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     if isinstance(value, _EnvString):
         value = _parse_env(hint, str(value), dotted)
+    if typing.get_origin(hint) is tuple:
+        # TOML arrays (and comma-separated environment values) of strings.
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, list | tuple) and all(isinstance(i, str) for i in items):
+            return tuple(i.strip() for i in items)
+        raise ConfigError(f"{dotted}: expected a list of strings, got {value!r}")
     if hint is Path:
         if isinstance(value, str | Path):
             return Path(value)
