@@ -157,10 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-hnsw", type=int, default=1_000_000,
                         help="largest size for which the HNSW graph is built")
     parser.add_argument("--data-dir", type=Path, help="data dir with the exported encoder")
+    parser.add_argument("--centres", type=Path,
+                        help=".npy of cluster centres (written by --save-centres), instead of --data-dir")
+    parser.add_argument("--save-centres", type=Path, help="write the centres used to this .npy")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     rng = np.random.default_rng(7)
-    centres, centre_kind = real_centres(args.data_dir, rng)
+    if args.centres is not None:
+        centres, centre_kind = np.load(args.centres), f"loaded from {args.centres.name}"
+    else:
+        centres, centre_kind = real_centres(args.data_dir, rng)
+    if args.save_centres is not None:
+        np.save(args.save_centres, centres)
     results = {"benchmark": "index", "machine": machine_info(("numpy", "faiss-cpu", "torch")),
                "centres": centre_kind, "dim": DIM, "sizes": []}
     for n in (int(s) for s in args.sizes.split(",")):
