@@ -101,10 +101,18 @@ class ModelRunner:
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         keys, values, mask = store(idx, k, v)
-        out = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, scale=self.scale,
-            enable_gqa=self.kv_heads != self.heads,
-        )
+        groups = self.heads // self.kv_heads
+        if q_len == 1 and groups > 1:
+            # Decoding with grouped-query attention: fold each KV head's query heads into
+            # the query axis, so attention reads each cached key once instead of expanding
+            # the cache `groups` times (query head h uses KV head h // groups).
+            q = q.reshape(rows, self.kv_heads, groups, self.head_dim)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                 scale=self.scale)
+            out = out.reshape(rows, self.heads, 1, self.head_dim)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                                 scale=self.scale, enable_gqa=groups > 1)
         return attn.o_proj(out.transpose(1, 2).reshape(rows, q_len, -1))
 
     def _layers(self, ids: torch.Tensor, positions: torch.Tensor, store: Any) -> torch.Tensor:
@@ -177,9 +185,9 @@ class ModelRunner:
             # Padding rows read slot-local position 0 of free slots: harmless, since a
             # sequence that later takes such a slot prefills over it.
             pad = [0] * (batch - rows)
-            self._tokens[:batch].copy_(torch.tensor(tokens + pad), non_blocking=True)
-            self._positions[:batch].copy_(torch.tensor(positions + pad), non_blocking=True)
-            graph, out = self._graph(batch, kv_len)
+            graph, out = self._graph(batch, kv_len)  # before filling the inputs it uses
+            self._tokens[:batch].copy_(torch.tensor(tokens + pad))
+            self._positions[:batch].copy_(torch.tensor(positions + pad))
             graph.replay()
             return out[:rows]
         self._tokens[:rows] = torch.tensor(tokens)
@@ -192,6 +200,9 @@ class ModelRunner:
     def _graph(self, batch: int, kv_len: int) -> tuple[Any, torch.Tensor]:
         key = (batch, kv_len)
         if key not in self._graphs:
+            # The warm-up runs below really write K/V at position 0 of slots 0..batch-1,
+            # which may belong to live sequences when a graph is captured mid-service.
+            saved = (self.k_cache[:, :batch, :, 0].clone(), self.v_cache[:, :batch, :, 0].clone())
             self._positions[:batch].zero_()
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -205,6 +216,7 @@ class ModelRunner:
             with torch.cuda.graph(graph, pool=self._pool):
                 out = self._decode_rows(batch, kv_len)
             self._graphs[key] = (graph, out)
+            self.k_cache[:, :batch, :, 0], self.v_cache[:, :batch, :, 0] = saved
         return self._graphs[key]
 
     @torch.inference_mode()

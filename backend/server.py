@@ -203,7 +203,10 @@ def main(argv: list[str]) -> int:
         log.error("%s", e)
         return 1
     app = build_app(settings, engine)
+    # No access log: at thousands of streamed tokens a second the backend's one line per
+    # request is noise next to the proxy's own log and metrics.
     web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True,
+                access_log=None,
                 print=lambda _: log.info("serving %s on http://%s:%s", loaded.name,
                                          settings.host, settings.port))
     return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+
 from semcache.backend.engine import Engine
 from semcache.backend.server import build_app, build_engine
 from semcache.backend.settings import BackendSettings

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import torch
+
 from semcache.backend.engine import Engine, SamplingParams
 from semcache.backend.errors import InvalidRequest, QueueFull
 

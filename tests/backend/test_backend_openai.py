@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+
 from semcache.backend.server import build_app, build_engine
 
 from .conftest import TINY_SETTINGS
