@@ -164,3 +164,32 @@ class FakeUpstream:
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         return await self._send_sse(request, [{"n": i} for i in range(5)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m semcache.loadtest.fake_upstream --port N`: the fake in its own process, so
+    a benchmark's load generator does not share its event loop (or its core)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m semcache.loadtest.fake_upstream")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args(argv)
+    fake = FakeUpstream(delay_s=args.delay)
+    # The calls are not recorded in a long-running process: they would grow without bound.
+    fake.calls = _Discard()
+    fake.headers_seen = _Discard()
+    web.run_app(fake.app(), host=args.host, port=args.port, access_log=None, print=None)
+    return 0
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    """A list that keeps nothing (`FakeUpstream` appends every call to one)."""
+
+    def append(self, item: object) -> None:
+        pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
