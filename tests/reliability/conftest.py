@@ -1,0 +1,71 @@
+"""Helpers of the reliability suite: a real `semcache serve` subprocess, leak counters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from semcache.index.redis_server import free_port
+from semcache.loadtest.bench_proxy import process, proxy_command
+from semcache.proxy.app import SERVICE, UPSTREAM
+
+
+@dataclass
+class ServedProxy:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+
+@contextlib.asynccontextmanager
+async def served_proxy(upstream_url: str, redis_url: str, data_dir: Path,
+                       **settings: str) -> AsyncIterator[ServedProxy]:
+    """`semcache serve` as a child process; `settings` are SEMCACHE__ variables
+    (`server__shutdown_grace_s="10"`). The semantic tier is off unless asked for: these tests
+    are about the proxy's plumbing, and the encoder's load would dominate their time."""
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEMCACHE__CACHE__SEMANTIC": "false"}
+    env.update({f"SEMCACHE__{k.upper()}": v for k, v in settings.items()})
+    log = data_dir / "proxy.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = proxy_command(port, upstream_url, redis_url, data_dir)
+    url = f"http://127.0.0.1:{port}"
+    async with process(cmd, log, f"{url}/readyz", env) as proc:
+        yield ServedProxy(proc, url, log)
+
+
+def busy_upstream_connections(app: web.Application) -> int:
+    """Connections of the proxy's upstream pool that are checked out (not idle in the pool).
+    Test-only introspection of aiohttp's connector: there is no public counter."""
+    session = app[UPSTREAM]._session
+    assert session is not None
+    connector: Any = session.connector
+    return len(connector._acquired)
+
+
+def working_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks of this loop other than idle keep-alive connection handlers (aiohttp's
+    `RequestHandler.start`, one per open connection of the test's own servers, bounded by
+    their keep-alive timeout): what a leak would add to."""
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") != "RequestHandler.start"]
+
+
+async def settle(app: web.Application, baseline_tasks: int, timeout_s: float = 5.0) -> int:
+    """Wait for write-backs and stray tasks to finish; the number of working tasks left over
+    the baseline (0 when nothing leaked)."""
+    await app[SERVICE].drain(timeout_s)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        extra = len(working_tasks()) - baseline_tasks
+        if extra <= 0 or loop.time() > deadline:
+            return extra
+        await asyncio.sleep(0.05)
