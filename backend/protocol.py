@@ -131,7 +131,7 @@ def parse_request(body: Any, *, chat: bool) -> CompletionRequest:
         prompts=[] if chat else _prompts(body),
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(body, "top_p", 1.0, 0.0, 1.0) or 1.0,
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         n=_integer(body, "n", 1, MAX_N) or 1,
         stop=_stop(body),
         seed=_integer(body, "seed", -(2**63)),

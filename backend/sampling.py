@@ -32,8 +32,9 @@ def sample(
         probs, order = probs.sort(dim=-1, descending=True)
         cumulative = probs.cumsum(dim=-1)
         top = torch.tensor(tops, device=device, dtype=probs.dtype)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        probs = probs.masked_fill(cumulative - probs >= top[:, None], 0.0)
+        # Keep the smallest prefix whose mass reaches top_p; the most likely token always
+        # stays (its preceding mass is 0), so top_p = 0 is greedy.
+        probs = probs.masked_fill(cumulative - probs > top[:, None], 0.0)
     else:
         order = None
     cumulative = probs.cumsum(dim=-1)

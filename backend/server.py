@@ -181,11 +181,16 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--max-batch", dest="max_batch", type=int)
     parser.add_argument("--max-queue", dest="max_queue", type=int)
     parser.add_argument("--max-seq-len", dest="max_seq_len", type=int)
+    parser.add_argument("--threads", type=int, help="torch threads on CPU (0: all cores)")
+    parser.add_argument("--model-name", dest="model_name", help="model id to report")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
-    return dataclasses.replace(BackendSettings(), **overrides)
+    try:
+        return dataclasses.replace(BackendSettings(), **overrides)
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def main(argv: list[str]) -> int:

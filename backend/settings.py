@@ -56,3 +56,16 @@ class BackendSettings:
     model_name: str = ""
     """Model id reported by /v1/models and in responses; empty: the model folder's name.
     Requests may name any model: the backend serves one."""
+
+    def __post_init__(self) -> None:
+        # Bad values stop start-up with one line naming the key, not a traceback mid-load.
+        for name in ("max_batch", "max_queue", "max_seq_len", "default_max_tokens",
+                     "max_prefill_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"backend.{name} must be at least 1, not {getattr(self, name)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"backend.port must be a port number, not {self.port}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"backend.device must be auto, cpu or cuda, not {self.device!r}")
+        if self.threads < 0:
+            raise ValueError(f"backend.threads must be 0 or more, not {self.threads}")

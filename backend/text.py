@@ -26,7 +26,10 @@ class TextStream:
         self.tokens = 0  # tokens consumed, the completion's token count
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True)
+        # No clean-up of "tokenization spaces": it deletes real spaces before punctuation
+        # in byte-level BPE output, and would make streamed and whole answers differ.
+        return self._tokenizer.decode(ids, skip_special_tokens=True,
+                                      clean_up_tokenization_spaces=False)
 
     def push(self, token: int) -> str:
         """Add a token; returns the text that may be shown now (maybe empty)."""

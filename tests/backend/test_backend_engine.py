@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from semcache.backend.engine import Engine, SamplingParams
-from semcache.backend.errors import InvalidRequest, QueueFull
+from semcache.backend.errors import EngineStopped, InvalidRequest, QueueFull
 
 from .conftest import until
 
@@ -150,3 +150,35 @@ async def test_eos_stops_and_context_limit_is_length(make_engine) -> None:
     tokens2, reason2 = await run(eos_engine, PROMPTS[0], SamplingParams(max_tokens=50,
                                                                       temperature=0.0))
     assert reason2 == "stop" and tokens2 == tokens[: tokens.index(tokens[2]) + 1]
+
+
+async def test_top_p_zero_is_greedy(make_engine) -> None:
+    engine = make_engine()
+    engine.start()
+    tokens, _ = await run(engine, PROMPTS[1], greedy(12))
+    nucleus = SamplingParams(max_tokens=12, temperature=1.5, top_p=0.0, ignore_eos=True)
+    assert (await run(engine, PROMPTS[1], nucleus))[0] == tokens
+
+
+async def test_a_failing_worker_fails_its_requests(make_engine) -> None:
+    engine = make_engine()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("device lost")
+
+    engine.runner.decode = broken  # type: ignore[method-assign]
+    engine.start()
+    with pytest.raises(EngineStopped):
+        await run(engine, PROMPTS[0], greedy(5))
+    assert not engine.healthy
+    with pytest.raises(EngineStopped):
+        engine.open_stream(PROMPTS[0], greedy(5))
+
+
+def test_settings_refuse_bad_values() -> None:
+    from semcache.backend.settings import BackendSettings
+
+    with pytest.raises(ValueError, match="backend.max_batch"):
+        BackendSettings(max_batch=0)
+    with pytest.raises(ValueError, match="backend.device"):
+        BackendSettings(device="tpu")

@@ -167,3 +167,14 @@ async def test_disconnect_cancels_the_sequence(make_client, stream: bool) -> Non
     before = engine.stats()["tokens_generated"]
     await until(lambda: engine.stats()["running"] == 0)
     assert engine.stats()["tokens_generated"] - before < 480
+
+
+async def test_dead_engine_answers_503(make_client) -> None:
+    client, engine = await make_client()
+    engine.runner.prefill = None  # the worker's next prefill raises TypeError
+    resp = await client.post("/v1/chat/completions", json=CHAT)
+    assert resp.status == 503
+    assert (await resp.json())["error"]["type"] == "server_error"
+    assert (await client.get("/healthz")).status == 503
+    resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+    assert resp.status == 503
