@@ -131,5 +131,6 @@ def load_model(model: str, data_dir: str | Path, device: str = "auto") -> Loaded
         lm = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     except Exception as e:
         raise ModelLoadError(f"could not load the model in {folder}: {e}") from e
-    lm.to(dev).eval()
+    # transformers' decorated `.to` confuses mypy; it is nn.Module.to.
+    lm = lm.to(dev).eval()  # type: ignore[arg-type]
     return LoadedModel(model=lm, tokenizer=tokenizer, name=folder.name, device=dev, dtype=dtype)
