@@ -82,20 +82,24 @@ async def test_joins_and_leaves_mid_generation(make_engine) -> None:
 
 
 async def test_newcomer_does_not_wait_for_long_sequences(make_engine) -> None:
-    engine = make_engine(max_batch=8)
+    """A request arriving while 31 others generate joins them at the next step."""
+    engine = make_engine(max_batch=32, max_queue=64)
     engine.start()
-    long_streams, started = [], asyncio.Event()
-    for prompt in PROMPTS[:4]:
-        long_streams.append(asyncio.ensure_future(run(engine, prompt, greedy(300), started)))
+    started = asyncio.Event()
+    long_runs = [asyncio.ensure_future(run(engine, PROMPTS[i % len(PROMPTS)], greedy(200),
+                                           started)) for i in range(31)]
     await started.wait()
     stream = engine.open_stream(PROMPTS[4], greedy(5))
     async for _ in stream:
         pass
-    await asyncio.gather(*long_streams)
-    # The newcomer joined the running batch and left it long before the others ended.
+    await asyncio.gather(*long_runs)
+    # It was admitted mid-generation and left after its own 5 tokens, while the others,
+    # which need 200 steps, were still generating.
     assert stream.seq.admitted_step > 0
     assert stream.seq.finished_step - stream.seq.admitted_step == 5
-    assert stream.seq.finished_step < 100 < min(s.result()[0].__len__() for s in long_streams)
+    assert stream.seq.finished_step < 200
+    assert engine.stats()["peak_running"] == 32
+    assert all(len(r.result()[0]) == 200 for r in long_runs)
 
 
 async def test_seeded_sampling_is_independent_of_the_batch(make_engine) -> None:
