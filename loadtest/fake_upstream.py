@@ -31,6 +31,9 @@ class FakeUpstream:
     """Stop a stream after this many chunks, without [DONE], closing the connection."""
     words_per_answer: int = 0
     """Extra filler words in each answer (long streams)."""
+    tag_answers_with_key: bool = False
+    """Append the request's Authorization header to each answer, so a test can tell whose
+    answer a client got (tenant isolation with identical prompts)."""
     streams_finished: int = 0
     streams_cancelled: int = 0
 
@@ -57,6 +60,11 @@ class FakeUpstream:
             await asyncio.sleep(self.delay_s)
         return body
 
+    def _tag(self, text: str, request: web.Request) -> str:
+        if not self.tag_answers_with_key:
+            return text
+        return f"{text} [for {request.headers.get('Authorization', 'nobody')}]"
+
     def _error(self) -> web.Response:
         return web.json_response(
             {"error": {"message": "upstream failure", "type": "server_error", "param": None,
@@ -74,7 +82,7 @@ class FakeUpstream:
         content = last.get("content")
         if isinstance(content, list):
             content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
-        text = self.answer_for(str(content))
+        text = self._tag(self.answer_for(str(content)), request)
         usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()),
                  "total_tokens": 10 + len(text.split())}
         n = body.get("n", 1)
@@ -135,7 +143,7 @@ class FakeUpstream:
         if self.status != 200:
             return self._error()
         prompt = body["prompt"]
-        text = self.answer_for(prompt if isinstance(prompt, str) else str(prompt))
+        text = self._tag(self.answer_for(prompt if isinstance(prompt, str) else str(prompt)), request)
         usage = {"prompt_tokens": 5, "completion_tokens": len(text.split()),
                  "total_tokens": 5 + len(text.split())}
         head = {"id": "cmpl-upstream", "object": "text_completion", "created": int(time.time()),

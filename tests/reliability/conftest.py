@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from semcache.index.redis_server import free_port
 from semcache.loadtest.bench_proxy import process, proxy_command
 from semcache.proxy.app import SERVICE, UPSTREAM
@@ -34,7 +35,7 @@ async def served_proxy(upstream_url: str, redis_url: str, data_dir: Path,
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEMCACHE__CACHE__SEMANTIC": "false"}
     env.update({f"SEMCACHE__{k.upper()}": v for k, v in settings.items()})
     log = data_dir / "proxy.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local directory, once)
     cmd = proxy_command(port, upstream_url, redis_url, data_dir)
     url = f"http://127.0.0.1:{port}"
     async with process(cmd, log, f"{url}/readyz", env) as proc:

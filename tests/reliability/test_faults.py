@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import make_settings
+
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.loadtest.loadgen import WorkItem, run_load
@@ -115,7 +116,7 @@ async def test_upstream_faults_relayed_nothing_cached_nothing_leaked(
     expected = {"status-500": 500, "timeout": 504, "reset-mid-stream": -1}[fault]
     assert set(statuses) <= {expected, 200} and statuses[expected] > 0, statuses
     if fault != "reset-mid-stream":
-        for status, raw in results:
+        for _status, raw in results:
             assert json.loads(raw)["error"]["message"], raw  # relayed / OpenAI-shaped
     upstream.status, upstream.delay_s, upstream.cut_stream_after = 200, 0.0, None
     await asyncio.sleep(0.1)

@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.loadtest.loadgen import Sample, WorkItem, run_load
 from semcache.loadtest.workload import Workload, WorkloadSpec, load_pairs

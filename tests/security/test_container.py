@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from semcache.proxy.config import ConfigError, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
