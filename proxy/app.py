@@ -16,12 +16,13 @@ from aiohttp import web
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.index.store import Store
 
-from . import routes
+from . import admin, routes
 from .bundled import BundledBackend
 from .config import Settings
 from .errors import error_middleware
 from .events import Observer
 from .metrics import Metrics
+from .runtime import RuntimeState
 from .serving import CacheService
 from .upstream import Upstream
 
@@ -35,6 +36,8 @@ UPSTREAM = web.AppKey("upstream", Upstream)
 SERVICE = web.AppKey("service", CacheService)
 READY = web.AppKey("ready", asyncio.Event)
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+RUNTIME = web.AppKey("runtime", RuntimeState)
+"""Settings changed at run time (the semantic threshold), shared by replicas through Redis."""
 
 REDIS_PROBE_S = 1.0
 """How often Redis is pinged to update the gauge and re-open the cache after an outage."""
@@ -51,6 +54,7 @@ def build_app(settings: Settings) -> web.Application:
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_service_ctx)
     routes.add_routes(app)
