@@ -36,17 +36,18 @@ def plot_run(payload: dict[str, Any], png: Path) -> None:
     ax_lat.legend(fontsize=8, ncol=3)
     ax_lat.grid(alpha=0.3)
     hits = [(t, v) for t, v in zip(ts["t"], ts["hit_rate"], strict=True) if v is not None]
+    lines = []
     if hits:
         xs, ys = zip(*hits, strict=True)
-        ax_hit.plot(xs, ys, color="C2", label="hit rate")
+        lines += ax_hit.plot(xs, ys, color="C2", label="hit rate")
     ax_rps = ax_hit.twinx()
-    ax_rps.plot(ts["t"], ts["rps"], color="C7", alpha=0.6, label="requests/s")
+    lines += ax_rps.plot(ts["t"], ts["rps"], color="C7", alpha=0.6, label="requests/s")
     ax_hit.set_ylim(0, 1)
     ax_hit.set_ylabel("hit rate")
     ax_rps.set_ylabel("requests/s")
     ax_hit.set_xlabel("seconds into the run")
     ax_hit.grid(alpha=0.3)
-    fig.legend(loc="lower right", fontsize=8)
+    ax_hit.legend(handles=lines, loc="lower right", fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110)
