@@ -18,13 +18,14 @@ Only the engine's worker thread calls a runner.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from .errors import ModelLoadError
+
+SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -52,16 +53,19 @@ class ModelRunner:
         self, model: Any, *, slots: int, max_seq_len: int, cuda_graphs: bool = True
     ) -> None:
         self.model = model
-        inner = getattr(model, "model", None)
-        if inner is None or not hasattr(inner, "layers") or not hasattr(model, "lm_head"):
-            raise ModelLoadError(f"unsupported architecture {type(model).__name__}: the backend "
-                                 "serves Llama-family causal LMs (model.layers, lm_head)")
-        self.layers = list(inner.layers)
-        attn = self.layers[0].self_attn
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            if not hasattr(attn, name):
-                raise ModelLoadError(f"unsupported attention module {type(attn).__name__}")
         cfg = model.config
+        # The forward pass below is exactly these architectures' (pre-norm decoder, RoPE,
+        # gated MLP, no embedding scaling or logit soft-capping); others that share their
+        # module names (Gemma, Granite, ...) differ in small ways that would go unnoticed.
+        if getattr(cfg, "model_type", None) not in SUPPORTED_MODEL_TYPES:
+            raise ModelLoadError(
+                f"unsupported architecture {getattr(cfg, 'model_type', type(model).__name__)!r}:"
+                f" the backend serves {', '.join(sorted(SUPPORTED_MODEL_TYPES))} models")
+        inner = model.model
+        self.layers = list(inner.layers)
+        if getattr(inner, "rotary_emb", None) is None:
+            raise ModelLoadError("this transformers version keeps rotary embeddings per layer;"
+                                 " the backend needs transformers >= 4.45")
         window = getattr(cfg, "sliding_window", None)
         if window and getattr(cfg, "use_sliding_window", True) and window < max_seq_len:
             raise ModelLoadError(f"sliding-window attention ({window}) is not supported; "
@@ -71,7 +75,7 @@ class ModelRunner:
         self.heads = cfg.num_attention_heads
         self.kv_heads = getattr(cfg, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
-        self.scale = getattr(attn, "scaling", None) or 1.0 / math.sqrt(self.head_dim)
+        self.scale = getattr(self.layers[0].self_attn, "scaling", None) or self.head_dim**-0.5
         self.slots, self.max_seq_len = slots, max_seq_len
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype

@@ -186,3 +186,14 @@ def test_settings_refuse_bad_values() -> None:
         BackendSettings(max_batch=0)
     with pytest.raises(ValueError, match="backend.device"):
         BackendSettings(device="tpu")
+
+
+def test_unsupported_architectures_are_refused() -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from semcache.backend.errors import ModelLoadError
+    from semcache.backend.runner import ModelRunner
+
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=99))
+    with pytest.raises(ModelLoadError, match="gpt2"):
+        ModelRunner(gpt2, slots=2, max_seq_len=64)
