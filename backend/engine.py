@@ -211,12 +211,16 @@ class Engine:
 
     def _take_waiting(self) -> list[Sequence]:
         taken: list[Sequence] = []
-        budget = self.max_prefill_tokens
+        width = 0
         while self.waiting and len(self.running) + len(taken) < self.max_batch:
             seq = self.waiting[0]
-            if taken and len(seq.prompt) > budget:
+            # Prompts are prefilled right-padded to the longest, so the cost of a prefill
+            # is rows * longest, not the sum of the lengths: bound that (the first prompt is
+            # always taken, or a long one could never start).
+            cost = (len(taken) + 1) * max(width, len(seq.prompt))
+            if taken and cost > self.max_prefill_tokens:
                 break
-            budget -= len(seq.prompt)
+            width = max(width, len(seq.prompt))
             taken.append(self.waiting.popleft())
         return taken
 

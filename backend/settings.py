@@ -43,8 +43,9 @@ class BackendSettings:
     """Completion length when a request gives no max_tokens (clipped to the slot's room)."""
 
     max_prefill_tokens: int = 4096
-    """Most prompt tokens prefilled in one step. Prefill pauses the decoding of every other
-    sequence, so a bound keeps their inter-token latency bounded when many requests arrive."""
+    """Most prompt tokens (rows times the longest prompt, padding included) prefilled in one
+    step. Prefill pauses the decoding of every other sequence, so a bound keeps their
+    inter-token latency bounded when many requests arrive at once."""
 
     cuda_graphs: bool = True
     """On CUDA, capture the decoding step as CUDA graphs (one per batch and length bucket):

@@ -197,3 +197,19 @@ def test_unsupported_architectures_are_refused() -> None:
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=99))
     with pytest.raises(ModelLoadError, match="gpt2"):
         ModelRunner(gpt2, slots=2, max_seq_len=64)
+
+
+async def test_prefill_budget_splits_admission(make_engine) -> None:
+    """With a budget of 40 padded tokens, a 30-token prompt is prefilled alone and short
+    ones after it in a later step; greedy outputs are unchanged."""
+    prompts = [list(range(3, 33)), [5, 6], [7, 8, 9], [10, 11]]
+    engine = make_engine(max_prefill_tokens=40)
+    engine.start()
+    solo = await alone(engine, prompts, lambda i: greedy(6))
+    engine.pause()
+    streams = [engine.open_stream(p, greedy(6)) for p in prompts]
+    engine.resume()
+    results = [[e.token async for e in s] for s in streams]
+    assert results == solo
+    steps = [s.seq.admitted_step for s in streams]
+    assert steps[0] < steps[1] == steps[2] == steps[3]
