@@ -85,7 +85,7 @@ class FakeUpstream:
         text = self._tag(self.answer_for(str(content)), request)
         usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()),
                  "total_tokens": 10 + len(text.split())}
-        n = body.get("n", 1)
+        n = body.get("n") or 1  # null is valid (the default), as in the OpenAI API
         if body.get("stream"):
             return await self._stream_chat(request, body, text, usage, n)
         return web.json_response({

@@ -120,3 +120,10 @@ def test_still_alive_after_fuzzing(live: LiveProxy) -> None:
                                       "messages": [{"role": "user", "content": "still there?"}]}).encode(),
                           {"Content-Type": "application/json"})
     assert status == 200, raw
+
+
+def test_null_n_is_relayed(live: LiveProxy) -> None:
+    """Found by the fuzzer: `"n": null` is valid (the default) and must not break anything."""
+    status, headers, raw = send(live, "/v1/chat/completions",
+                                b'{"model":" ","messages":[{"role":"","":""}],"n":null}', {})
+    check(status, headers, raw)

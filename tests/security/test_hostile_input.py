@@ -120,7 +120,7 @@ def test_oversized_body_without_content_length(live: LiveProxy) -> None:
 def test_oversized_content_length_is_refused_before_reading(live: LiveProxy) -> None:
     head = (f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             "Content-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n").encode()
-    status, _, answer = raw_request(live, head + b"{}", timeout=5)
+    status, _, answer = raw_request(live, head + b"{}", timeout=2)
     assert status == 413, answer[:200]
 
 
