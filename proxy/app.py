@@ -1,7 +1,9 @@
 """The aiohttp application: typed state under AppKeys, opened and closed in cleanup contexts.
 
 Start-up order: metrics -> Redis (embedded or external) -> upstream (bundled or a URL) ->
-the cache service. Nothing here touches the network at import time.
+the cache service -> the semantic tier, which loads in the background (encoder, index
+rebuild) while the exact tier already serves. Nothing here touches the network at import
+time.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from aiohttp import web
+
+from semcache.embeddings.service import EmbeddingService
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.index.store import Store
+from semcache.index.sync import IndexSync
+from semcache.index.vectors import VectorIndex
 
 from . import admin, routes
 from .bundled import BundledBackend
@@ -22,11 +29,24 @@ from .config import Settings
 from .errors import error_middleware
 from .events import Observer
 from .metrics import Metrics
-from .runtime import RuntimeState
+from .runtime import Periodic, RuntimeState
+from .semantic import SemanticTier
 from .serving import CacheService
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+@dataclass
+class SemanticState:
+    """The semantic tier's parts, filled in once they have loaded (after the app started)."""
+
+    given_embeddings: EmbeddingService | None = None
+    """An encoder passed to build_app (tests); not closed by the app."""
+    embeddings: EmbeddingService | None = None
+    index: VectorIndex | None = None
+    tier: SemanticTier | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
 
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
@@ -38,12 +58,17 @@ READY = web.AppKey("ready", asyncio.Event)
 EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
 RUNTIME = web.AppKey("runtime", RuntimeState)
 """Settings changed at run time (the semantic threshold), shared by replicas through Redis."""
+REDIS_URL = web.AppKey("redis_url", str)
+SEMANTIC = web.AppKey("semantic", SemanticState)
+
+
 
 REDIS_PROBE_S = 1.0
 """How often Redis is pinged to update the gauge and re-open the cache after an outage."""
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None) -> web.Application:
+    """The proxy. `embeddings` replaces the configured encoder (tests pass a fake one)."""
     app = web.Application(
         middlewares=[error_middleware],
         # One byte over the limit lets read_json tell "too large" from "exactly the limit".
@@ -53,10 +78,12 @@ def build_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
+    app[SEMANTIC] = SemanticState(given_embeddings=embeddings)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
     app.cleanup_ctx.append(_upstream_ctx)
     app.cleanup_ctx.append(_service_ctx)
+    app.cleanup_ctx.append(_semantic_ctx)
     routes.add_routes(app)
     return app
 
@@ -70,30 +97,30 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         await embedded.start()
         app[EMBEDDED_REDIS] = embedded
         url = embedded.url
+    app[REDIS_URL] = url
     client = aioredis.Redis.from_url(
         url,
         socket_timeout=settings.redis.timeout_s,
         socket_connect_timeout=settings.redis.timeout_s,
         max_connections=512,
     )
-    store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s)
+    store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
+                  max_entries=settings.cache.max_entries)
     app[STORE] = store
-    probe = asyncio.create_task(_probe_redis(store, app[METRICS]))
+    metrics = app[METRICS]
+
+    async def probe() -> None:
+        metrics.redis_up.set(1 if await store.ping() else 0)
+
+    prober = Periodic(REDIS_PROBE_S, probe)
+    prober.start()
     try:
         yield
     finally:
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
+        await prober.stop()
         await client.aclose()
         if embedded is not None:
             await embedded.stop()
-
-
-async def _probe_redis(store: Store, metrics: Metrics) -> None:
-    while True:
-        metrics.redis_up.set(1 if await store.ping() else 0)
-        await asyncio.sleep(REDIS_PROBE_S)
 
 
 async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -117,7 +144,7 @@ async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER])
+    service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER], app.get(RUNTIME))
     app[SERVICE] = service
     app[READY].set()
     try:
@@ -125,3 +152,56 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         app[READY].clear()
         await service.drain(settings.server.shutdown_grace_s)
+
+
+async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not (settings.cache.enabled and settings.cache.semantic):
+        yield
+        return
+    loader = asyncio.create_task(_start_semantic(app))
+    try:
+        yield
+    finally:
+        loader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await loader
+        app[SERVICE].semantic = None
+        state = app[SEMANTIC]
+        if state.tier is not None:
+            await state.tier.stop()
+            await state.tier.sync.tail_client.aclose()
+        if state.embeddings is not None and state.given_embeddings is None:
+            await state.embeddings.close()
+
+
+async def _start_semantic(app: web.Application) -> None:
+    """Load the encoder and rebuild the index; retried until it works (fail open meanwhile)."""
+    settings, state = app[SETTINGS], app[SEMANTIC]
+    delay = 1.0
+    while True:
+        try:
+            if state.embeddings is None:
+                state.embeddings = state.given_embeddings or await EmbeddingService.open(
+                    settings.embeddings, settings.data_dir
+                )
+            embeddings = state.embeddings
+            index = VectorIndex(embeddings.dim, settings.index)
+            tail_client = aioredis.Redis.from_url(app[REDIS_URL], socket_timeout=5.0,
+                                                  socket_connect_timeout=2.0)
+            tier = SemanticTier(embeddings, index, IndexSync(app[STORE], index, tail_client),
+                                offload_min_entries=settings.index.offload_min_entries)
+            await tier.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("semantic tier not available yet (%s: %s); retrying in %.0f s",
+                        type(e).__name__, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+            continue
+        state.index, state.tier = index, tier
+        app[SERVICE].semantic = tier
+        state.ready.set()
+        log.info("semantic tier ready: %s, %d vectors", embeddings.describe(), len(index))
+        return

@@ -38,6 +38,7 @@ from .events import Observer, RequestEvent
 from .metrics import Metrics
 from .policy import Directives, Scope, cacheable, entry_id, parse_directives, scope_of, tenant_of
 from .protocol import Endpoint, ParsedRequest, parse_json_body, parse_request
+from .runtime import RuntimeState
 from .semantic import WRITE_WAIT_S, SemanticTier
 from .sse import SSEParser, StreamAssembler, replay_chunks
 from .upstream import Upstream, response_headers
@@ -89,7 +90,8 @@ class CacheService:
     """Owns the pipeline's collaborators and the write-back tasks in flight."""
 
     def __init__(
-        self, settings: Settings, store: Store, upstream: Upstream, observer: Observer
+        self, settings: Settings, store: Store, upstream: Upstream, observer: Observer,
+        runtime: RuntimeState | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -98,8 +100,8 @@ class CacheService:
         self.metrics: Metrics = observer.metrics
         self.semantic: SemanticTier | None = None
         """Set once the semantic tier has loaded; None: exact tier only."""
-        self.runtime_threshold: float | None = None
-        """Threshold set at run time through the admin API (shared by replicas via Redis)."""
+        self.runtime = runtime
+        """Settings changed at run time through the admin API (shared by replicas via Redis)."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # background work --------------------------------------------------------------------
@@ -156,8 +158,8 @@ class CacheService:
         # 0 is a valid threshold (serve the nearest entry), so only fall back on None.
         if lookup.directives.threshold is not None:
             return lookup.directives.threshold
-        if self.runtime_threshold is not None:
-            return self.runtime_threshold
+        if self.runtime is not None and self.runtime.threshold is not None:
+            return self.runtime.threshold
         return self.settings.cache.threshold
 
     async def _semantic_hit(self, semantic: SemanticTier, lookup: Lookup) -> Hit | None:
