@@ -30,7 +30,7 @@ STREAM_MAXLEN = 100_000
 
 _RECORD_HIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'hits', 1)
+  redis.call('HINCRBY', KEYS[1], 'hits', ARGV[3])
   redis.call('HSET', KEYS[1], 'last_hit', ARGV[1])
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
   return 1
@@ -237,14 +237,23 @@ class Store:
         await pipe.execute()
         self.evicted += len(victims)
 
-    async def record_hit(self, entry_id: str, now: float | None = None) -> None:
-        # A script, because HINCRBY on an entry that expired a moment ago would create a
-        # stray hash without a TTL.
-        stamp = repr(time.time() if now is None else now)
-        await self._call(
-            lambda: self._record_hit(keys=[self.entry_key(entry_id), self.lru_key],
-                                     args=[stamp, entry_id])
-        )
+    async def record_hits(self, hits: dict[str, tuple[int, float]]) -> None:
+        """Add hit counts and last-hit times ({entry id: (count, unix time)}) in one round trip.
+
+        A script, because HINCRBY on an entry that expired a moment ago would create a stray
+        hash without a TTL.
+        """
+        if not hits:
+            return
+
+        async def op() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id, (count, stamp) in hits.items():
+                await self._record_hit(keys=[self.entry_key(entry_id), self.lru_key],
+                                       args=[repr(stamp), entry_id, count], client=pipe)
+            await pipe.execute()
+
+        await self._call(op)
 
     async def delete(self, entry_id: str, scope: str = "") -> bool:
         """Remove an entry and announce it; True if it existed."""

@@ -315,7 +315,7 @@ STAGES = {
     ("serving.py", "find"): "exact lookup (Redis HGETALL, await included)",
     ("store.py", "get"): "Store.get",
     ("serving.py", "_serve_hit"): "build and send the hit",
-    ("serving.py", "_record_hit"): "hit counter write-back (a 2nd Redis command)",
+    ("serving.py", "flush_hits"): "hit counts written to Redis in batches",
     ("events.py", "emit"): "observer: metrics and recent events",
     ("client.py", "execute_command"): "redis-py: one command (all)",
     ("web_protocol.py", "finish_response"): "aiohttp: write the response",

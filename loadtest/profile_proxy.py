@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -31,14 +32,16 @@ from semcache.proxy.cli import settings_from_args
 
 async def serve(args: argparse.Namespace, ours: argparse.Namespace) -> None:
     settings = settings_from_args(args)
-    extra = {"access_log": None} if ours.no_access_log else {}
+    # Like `semcache serve`: aiohttp's access log only when server.access_log is on.
+    on = settings.server.access_log and not ours.no_access_log
+    extra = {"access_log": logging.getLogger("aiohttp.access") if on else None}
     if ours.no_hit_count:
         from semcache.proxy.serving import CacheService
 
-        async def no_count(self: CacheService, entry: object) -> None:
+        def no_count(self: CacheService, entry: object) -> None:
             return None
 
-        CacheService._record_hit = no_count  # type: ignore[method-assign,assignment]
+        CacheService._note_hit = no_count  # type: ignore[method-assign,assignment]
     runner = web.AppRunner(build_app(settings), shutdown_timeout=settings.server.shutdown_grace_s,
                            **extra)
     await runner.setup()

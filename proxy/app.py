@@ -31,7 +31,7 @@ from .events import Observer
 from .metrics import Metrics
 from .runtime import Periodic, RuntimeState
 from .semantic import SemanticTier
-from .serving import CacheService
+from .serving import HIT_FLUSH_S, CacheService
 from .upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -146,12 +146,15 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER], app.get(RUNTIME))
     app[SERVICE] = service
+    hit_flusher = Periodic(HIT_FLUSH_S, service.flush_hits)
+    hit_flusher.start()
     app[READY].set()
     try:
         yield
     finally:
         app[READY].clear()
-        await service.drain(settings.server.shutdown_grace_s)
+        await hit_flusher.stop()
+        await service.drain(settings.server.shutdown_grace_s)  # flushes the last hit counts
 
 
 async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:

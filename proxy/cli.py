@@ -88,7 +88,11 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, app: web.Application) -> None:
-    runner = web.AppRunner(app, shutdown_timeout=settings.server.shutdown_grace_s)
+    runner = web.AppRunner(
+        app,
+        shutdown_timeout=settings.server.shutdown_grace_s,
+        access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port)
     await site.start()

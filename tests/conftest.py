@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.config import Settings, load_settings

@@ -6,6 +6,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE
 
