@@ -218,3 +218,26 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("replica never became ready")
+
+
+async def test_feedback_removes_a_wrong_hit_from_every_replica(
+    aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path
+) -> None:
+    one = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+    two = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
+    await ask(one, chat(PARAPHRASES[0]))
+    resp, _ = await ask(two, chat(PARAPHRASES[1]), **{"Cache-Control": "no-store"})
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+    entry_id = resp.headers["X-Semcache-Entry"]
+    report = await two.post("/admin/api/feedback", json={"entry_id": entry_id, "reason": "wrong"})
+    assert report.status == 200 and (await report.json())["removed"] is True
+    for _ in range(50):
+        if entry_id not in one.app[SEMANTIC].index and entry_id not in two.app[SEMANTIC].index:
+            break
+        await asyncio.sleep(0.02)
+    assert entry_id not in one.app[SEMANTIC].index and entry_id not in two.app[SEMANTIC].index
+    for replica in (one, two):
+        resp, _ = await ask(replica, chat(PARAPHRASES[1]), **{"Cache-Control": "no-store"})
+        assert resp.headers["X-Semcache"] == "miss"
+        resp, _ = await ask(replica, chat(PARAPHRASES[0]), **{"Cache-Control": "no-store"})
+        assert resp.headers["X-Semcache"] == "miss"  # both tiers
