@@ -181,6 +181,8 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--max-batch", dest="max_batch", type=int)
     parser.add_argument("--max-queue", dest="max_queue", type=int)
     parser.add_argument("--max-seq-len", dest="max_seq_len", type=int)
+    parser.add_argument("--default-max-tokens", dest="default_max_tokens", type=int)
+    parser.add_argument("--max-prefill-tokens", dest="max_prefill_tokens", type=int)
     parser.add_argument("--threads", type=int, help="torch threads on CPU (0: all cores)")
     parser.add_argument("--model-name", dest="model_name", help="model id to report")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",

@@ -178,3 +178,15 @@ async def test_dead_engine_answers_503(make_client) -> None:
     assert (await client.get("/healthz")).status == 503
     resp = await client.post("/v1/chat/completions", json={**CHAT, "stream": True})
     assert resp.status == 503
+
+
+def test_command_line_flags_override_settings() -> None:
+    from semcache.backend.server import parse_args
+
+    settings = parse_args(["--port", "9000", "--max-batch", "4", "--device", "cpu",
+                           "--data-dir", "/tmp/x", "--no-cuda-graphs"])
+    assert (settings.port, settings.max_batch, settings.device) == (9000, 4, "cpu")
+    assert settings.data_dir == "/tmp/x" and settings.cuda_graphs is False
+    assert parse_args([]).cuda_graphs is True
+    with pytest.raises(SystemExit):
+        parse_args(["--max-batch", "0"])
