@@ -25,20 +25,10 @@ import numpy as np
 
 from semcache.index.vectors import GpuSearch, IndexSettings, ScopeIndex
 
-from .machine import gpu_name, machine_info
+from .machine import machine_info, machine_slug
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DIM = 384
-
-
-def machine_slug() -> str:
-    import os
-    import re
-
-    gpu = gpu_name()
-    if gpu:
-        return re.sub(r"[^a-z0-9]+", "-", gpu.lower()).strip("-")
-    return f"cpu-{os.cpu_count()}core"
 
 
 def make_vectors(n: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -169,12 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         centres, centre_kind = real_centres(args.data_dir, rng)
     if args.save_centres is not None:
         np.save(args.save_centres, centres)
-    results = {"benchmark": "index", "machine": machine_info(("numpy", "faiss-cpu", "torch")),
+    machine = machine_info(("numpy", "faiss-cpu", "torch"))
+    results = {"benchmark": "index", "machine": machine,
                "centres": centre_kind, "dim": DIM, "sizes": []}
     for n in (int(s) for s in args.sizes.split(",")):
         print(f"scope of {n:,} entries", file=sys.stderr)
         results["sizes"].append(run_size(n, centres, args, rng))
-    out = args.out or RESULTS / f"index_{machine_slug()}.json"
+    out = args.out or RESULTS / f"index_{machine_slug(machine)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}", file=sys.stderr)

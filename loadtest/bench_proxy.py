@@ -55,10 +55,11 @@ def semcache_script() -> str:
 
 def proxy_command(port: int, upstream_url: str, redis_url: str, data_dir: Path,
                   profile_out: Path | None = None) -> list[str]:
-    prefix = [sys.executable]
-    if profile_out is not None:
-        prefix += ["-m", "cProfile", "-o", str(profile_out)]
-    return prefix + [semcache_script(), "serve", "--host", "127.0.0.1", "--port", str(port),
+    if profile_out is None:
+        prefix = [sys.executable, "-m", "semcache.proxy"]  # no installed script needed
+    else:
+        prefix = [sys.executable, "-m", "cProfile", "-o", str(profile_out), semcache_script()]
+    return prefix + ["serve", "--host", "127.0.0.1", "--port", str(port),
                      "--upstream", upstream_url, "--redis", redis_url, "--data-dir", str(data_dir)]
 
 

@@ -94,7 +94,8 @@ async def _serve(settings: Settings, app: web.Application) -> None:
         access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    site = web.TCPSite(runner, settings.server.host, settings.server.port,
+                       reuse_port=settings.server.reuse_port or None)
     await site.start()
     log.info("semcache listening on http://%s:%d (upstream %s)", settings.server.host,
              settings.server.port, settings.upstream.base_url)

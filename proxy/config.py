@@ -45,6 +45,10 @@ class ServerSettings:
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
 
+    reuse_port: bool = False
+    """Listen with SO_REUSEPORT, so several `semcache serve` processes on one host share the
+    port and the kernel spreads connections over them (one Python process uses one core)."""
+
     access_log: bool = False
     """One log line per request. Off by default: on the exact-hit path it cost 15% of the
     throughput (loadtest/results/proxy_cpu-2core.json); /metrics and the admin API count

@@ -1,0 +1,143 @@
+"""End-to-end semantic hits through the proxy: latency and throughput at concurrency 1, 16, 64.
+
+    python -m semcache.loadtest.bench_semantic [--data-dir DIR] [--pool 500] [--duration 10]
+
+Starts the fake upstream and the proxy as their own processes (real Redis, the real encoder
+with its default variant: int8 on a CPU, fp16 on CUDA), stores `pool` Quora questions, then
+asks variants of them that must go through the whole semantic path: each request's text is
+new to the exact tier and to the encoder's LRU (the stored question with the case of one
+letter flipped: the exact tier is case-sensitive, and hits never write), yet tokenises like
+the stored question (the encoder is uncased), so every answer is a semantic hit that embeds,
+searches the scope and reads the entry from Redis.
+
+Writes loadtest/results/semantic_<machine>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from semcache.index.redis_server import EmbeddedRedis, free_port
+
+from .bench_proxy import process, proxy_command
+from .loadgen import WorkItem, run_load, write_json
+from .machine import machine_info, machine_slug
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PAIRS = Path(__file__).resolve().parents[2] / "shared" / "data" / "qqp_dev_pairs.jsonl.gz"
+CHAT = "/v1/chat/completions"
+TARGETS = {"cpu_p50_ms_at_1": 6.0, "gpu_hits_per_s": 3000.0}
+
+
+def questions(n: int, path: Path = PAIRS) -> list[str]:
+    seen: dict[str, None] = {}
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            text = " ".join(json.loads(line)["a"].split())
+            if 10 < len(text) < 200 and sum(c.isalpha() for c in text) >= 20:
+                seen.setdefault(text, None)
+            if len(seen) >= n:
+                break
+    return list(seen)
+
+
+def item(text: str, kind: str) -> WorkItem:
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": text}], "max_tokens": 64}
+    return WorkItem(path=CHAT, body=orjson.dumps(body),
+                    headers={"Authorization": "Bearer bench", "Content-Type": "application/json"},
+                    kind=kind)
+
+
+def flip_case(text: str, k: int) -> str:
+    letters = [i for i, c in enumerate(text) if c.isalpha()]
+    i = letters[k % len(letters)]
+    return text[:i] + text[i].swapcase() + text[i + 1:]
+
+
+def variants(pool: list[str]) -> Iterator[WorkItem]:
+    k = 0
+    while True:
+        k += 1
+        for text in pool:
+            yield item(flip_case(text, k), "variant")
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    pool = questions(args.pool, args.pairs)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        data_dir = args.data_dir or tmp_dir / "data"
+        redis = EmbeddedRedis(tmp_dir / "redis")
+        await redis.start()
+        up_port, proxy_port = free_port(), free_port()
+        up_url, proxy_url = f"http://127.0.0.1:{up_port}", f"http://127.0.0.1:{proxy_port}"
+        upstream_cmd = [sys.executable, "-m", "semcache.loadtest.fake_upstream", "--port", str(up_port)]
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(
+                    process(upstream_cmd, tmp_dir / "upstream.log", up_url + "/v1/models"))
+                # Several replicas share the port through SO_REUSEPORT; each is started once
+                # the previous one is ready, so every process has loaded its encoder.
+                env = {**os.environ, "SEMCACHE__SERVER__REUSE_PORT": "true"}
+                for i in range(args.replicas):
+                    await stack.enter_async_context(
+                        process(proxy_command(proxy_port, up_url + "/v1", redis.url, data_dir),
+                                tmp_dir / f"proxy{i}.log", proxy_url + "/readyz", env=env))
+                    await asyncio.sleep(3.0 if args.replicas > 1 else 0.0)
+                warm = await run_load(proxy_url, (item(t, "store") for t in pool), concurrency=8,
+                                      max_requests=len(pool), duration_s=300, progress=None)
+                await asyncio.sleep(1.0)  # write-backs (with their vectors) run off the response path
+                levels = {}
+                source = variants(pool)
+                for concurrency in args.levels:
+                    print(f"concurrency {concurrency}", file=sys.stderr)
+                    result = await run_load(proxy_url, source, concurrency=concurrency,
+                                            max_requests=args.max_requests, duration_s=args.duration)
+                    levels[str(concurrency)] = result.summary()
+        finally:
+            await redis.stop()
+    return {"warm": warm.summary()["by_outcome"], "levels": levels}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, help="data dir holding (or to hold) the exported encoder")
+    parser.add_argument("--pool", type=int, default=500)
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="proxy processes sharing the port (SO_REUSEPORT) and one Redis")
+    parser.add_argument("--pairs", type=Path, default=PAIRS, help="qqp_dev_pairs.jsonl.gz")
+    parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    machine = machine_info(("aiohttp", "redis", "onnxruntime", "onnxruntime-gpu", "numpy"))
+    result = {"benchmark": "semantic_hits", "machine": machine, "targets": TARGETS,
+              "pool": args.pool, "replicas": args.replicas,
+              "workload": "stored Quora questions asked again with one letter's case flipped: new to "
+              "the exact tier and the LRU, so each request embeds and searches",
+              **asyncio.run(bench(args))}
+    for level, summary in result["levels"].items():
+        hit = summary["by_outcome"].get("hit-semantic", {})
+        print(f"c={level}: {hit.get('count', 0)} semantic hits, p50 {hit.get('p50_ms', 0):.2f} ms, "
+              f"{hit.get('rps', 0):.0f}/s; outcomes {list(summary['by_outcome'])}", file=sys.stderr)
+    out = args.out or RESULTS / f"semantic_{machine_slug(machine)}.json"
+    write_json(out, result)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
