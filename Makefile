@@ -9,12 +9,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 PYTEST_ARGS ?=
 
-# torch is pinned to the CPU wheel on machines without an NVIDIA driver, so that pip does
-# not pull several GB of CUDA wheels; with a GPU, pip's default (CUDA) wheel is right.
-TORCH_SPEC := $(if $(wildcard /proc/driver/nvidia/version),torch>=2.4$(comma)<2.15,torch==2.13.0)
-comma := ,
-
-.PHONY: serve test test-all test-fast lint bench install system-deps clean
+.PHONY: serve test test-all lint install system-deps clean
 
 # scripts/prepare does the whole set-up (venv, dependencies, models) and skips what is done
 # already; the Dockerfile runs the same script, so the image is built the way we test.
