@@ -23,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
         from semcache.backend.server import main as backend_main
 
         return backend_main(argv[1:])
+    if argv[:1] == ["eval"]:
+        from .evaluate import main as eval_main
+
+        return eval_main(argv[1:])
     if argv[:2] == ["model", "export"]:
         from semcache.embeddings.export import main as export_main
 

@@ -120,6 +120,20 @@ class CacheSettings:
     """Candidates fetched from the index per lookup; the best one that passes every check
     (threshold, freshness, still in Redis) is served."""
 
+    checks: tuple[str, ...] = ("numbers", "negation", "entities", "order", "antonyms",
+                               "languages", "format", "dates", "units")
+    """Cheap near-miss checks a semantic candidate must pass (proxy/checks.py; `scope` also
+    exists but is off: on Quora duplicates it fired as often as on non-duplicates)."""
+
+    verifier: bool = False
+    """Ask the cross-encoder verifier about candidates in [threshold, verify_below)."""
+
+    verify_below: float = 1.0
+    """Candidates at or above this similarity skip the verifier (1.0: all are verified)."""
+
+    verifier_min: float = 0.5
+    """Verifier probability a candidate needs to be served."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostSettings:
@@ -288,6 +302,12 @@ def _validate(settings: Any, where: str) -> None:
         value = getattr(settings, f.name)
         if f.name in positive and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
+    if isinstance(settings, CacheSettings):
+        from .checks import ALL_CHECKS
+
+        unknown = set(settings.checks) - set(ALL_CHECKS)
+        if unknown:
+            raise ConfigError(f"{where}checks: unknown {sorted(unknown)}; choose from {ALL_CHECKS}")
     if isinstance(settings, CacheSettings) and not 0.0 <= settings.threshold <= 1.0:
         raise ConfigError(f"{where}threshold: must be between 0 and 1, got {settings.threshold!r}")
     if isinstance(settings, RedisSettings) and not (

@@ -25,7 +25,9 @@ from aiohttp import web
 from semcache.embeddings.service import EmbeddingError, QueueFullError
 from semcache.index.store import Entry, Store, StoreError
 
+from .checks import run_checks
 from .config import Settings
+from .decision import decide
 from .errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -183,6 +185,12 @@ class CacheService:
                 semantic.index.remove(candidate)  # expired or evicted: its vector goes too
                 continue
             if entry.scope != lookup.scope.id or not fresh(entry, lookup.directives):
+                continue
+            # The same decision `semcache eval` measures (proxy/decision.py). A request that
+            # names its own X-Semcache-Threshold takes the similarity alone (0: the nearest).
+            checks = self.settings.cache.checks if lookup.directives.threshold is None else ()
+            fired = run_checks(lookup.req.query_text or "", entry.query, checks)
+            if not decide(similarity, threshold, None, fired):
                 continue
             return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold)
         return None

@@ -1,0 +1,284 @@
+"""`semcache eval PAIRS.jsonl[.gz]`: how right the hit decision is, measured on labelled pairs.
+
+Each line is {"a": prompt, "b": prompt, "label": 1 if one answer serves both else 0,
+"kind": optional category}. Side `a` plays the cached entry and `b` the incoming request.
+Both sides are embedded with the real encoder (the CPU variant the proxy uses by default),
+then `decision.decide` - the function the proxy calls - is swept over thresholds for each
+stage: the static threshold alone, with the cheap checks, with the verifier, and with both.
+Reported per threshold: precision, recall, F1 and the wrong-hit rate (the fraction of label-0
+pairs that would be served). The operating point is the lowest threshold whose precision
+reaches --target-precision. Writes loadtest/results/eval_<name>.json and .png.
+
+`--split dev|test` keeps one side of a fixed hash split of the pairs (20% test): training
+and threshold choices use dev; test is held out for the final figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .checks import run_checks
+from .config import ConfigError, Settings, load_settings
+from .decision import decide, needs_verifier
+
+log = logging.getLogger(__name__)
+
+TEST_SHARE = 5
+"""One pair in TEST_SHARE (by hash) is held out as `test`."""
+THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.005), 3)
+STAGES = ("static", "checks", "verifier", "checks+verifier")
+
+
+def split_of(a: str, b: str) -> str:
+    """`test` or `dev`, fixed by the pair's text (order-independent), not by file position."""
+    key = "\x00".join(sorted((a, b))).encode()
+    return "test" if int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % TEST_SHARE == 0 else "dev"
+
+
+def read_pairs(path: Path, split: str = "all", limit: int = 0) -> list[dict[str, Any]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows: list[dict[str, Any]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if split == "all" or split_of(row["a"], row["b"]) == split:
+                rows.append(row)
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+def progress(items: Sequence[Any], label: str, every: int = 1) -> Iterator[Any]:
+    """A plain progress bar on stderr (no dependency; silent when stderr is not a TTY
+    except for the final line)."""
+    total, started, tty = len(items), time.monotonic(), sys.stderr.isatty()
+    for i, item in enumerate(items, 1):
+        yield item
+        if (tty and i % every == 0) or i == total:
+            done = int(30 * i / max(total, 1))
+            rate = i / max(time.monotonic() - started, 1e-9)
+            sys.stderr.write(f"\r{label:<10} [{'#' * done}{'.' * (30 - done)}] {i}/{total} "
+                             f"{rate:,.0f}/s")
+            if i == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+async def embed_all(settings: Settings, texts: list[str]) -> np.ndarray:
+    """Unit vectors of `texts`, in chunks that fit the service's queue."""
+    from semcache.embeddings.service import EmbeddingService
+
+    service = await EmbeddingService.open(settings.embeddings, settings.data_dir)
+    try:
+        chunk = min(256, settings.embeddings.max_queue)
+        parts = []
+        for start in progress(range(0, len(texts), chunk), "embedding"):
+            parts.append(await service.embed_many(texts[start:start + chunk]))
+        return np.concatenate(parts) if parts else np.zeros((0, service.dim), np.float32)
+    finally:
+        await service.close()
+
+
+def metrics(served: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    tp = int(np.sum(served & (labels == 1)))
+    fp = int(np.sum(served & (labels == 0)))
+    pos, neg = int(np.sum(labels == 1)), int(np.sum(labels == 0))
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / pos if pos else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
+            "wrong_hit_rate": round(fp / neg, 4) if neg else 0.0, "served": tp + fp}
+
+
+def served_at(threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
+              scores: np.ndarray | None, stage: str, *, verify_below: float,
+              verifier_min: float) -> np.ndarray:
+    """Run decide() on every pair for one stage at one threshold."""
+    use_checks = "checks" in stage
+    use_verifier = "verifier" in stage and scores is not None
+    out = np.zeros(len(sims), dtype=bool)
+    for i, sim in enumerate(sims):
+        score = None
+        if use_verifier and needs_verifier(float(sim), threshold, verify_below):
+            score = float(scores[i])
+        out[i] = decide(float(sim), threshold, score, fired[i] if use_checks else (),
+                        verifier_min=verifier_min)
+    return out
+
+
+def sweep(sims: np.ndarray, labels: np.ndarray, fired: list[tuple[str, ...]],
+          scores: np.ndarray | None, *, verify_below: float, verifier_min: float,
+          stages: Sequence[str] = STAGES) -> dict[str, list[dict[str, float]]]:
+    curves: dict[str, list[dict[str, float]]] = {}
+    for stage in stages:
+        if "verifier" in stage and scores is None:
+            continue
+        curves[stage] = [
+            {"threshold": float(t), **metrics(served_at(
+                float(t), sims, fired, scores, stage, verify_below=verify_below,
+                verifier_min=verifier_min), labels)}
+            for t in THRESHOLDS
+        ]
+    return curves
+
+
+def operating_point(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
+    """Highest-recall point whose precision reaches the target (None: never reached)."""
+    ok = [p for p in curve if p["precision"] >= target and p["served"] > 0]
+    return max(ok, key=lambda p: (p["recall"], -p["threshold"])) if ok else None
+
+
+def at_threshold(curve: list[dict[str, float]], threshold: float) -> dict[str, float]:
+    return min(curve, key=lambda p: abs(p["threshold"] - threshold))
+
+
+def by_kind(rows: list[dict[str, Any]], served: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per kind: the fraction served (recall for label-1 kinds, wrong-hit rate for label 0)."""
+    out: dict[str, dict[str, float]] = {}
+    for kind in sorted({r.get("kind", "") for r in rows} - {""}):
+        idx = [i for i, r in enumerate(rows) if r.get("kind") == kind]
+        out[kind] = {"label": rows[idx[0]]["label"], "pairs": len(idx),
+                     "served": round(float(np.mean(served[idx])), 3)}
+    return out
+
+
+def plot(curves: dict[str, list[dict[str, float]]], title: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for stage, curve in curves.items():
+        pts = [p for p in curve if p["served"] > 0]
+        ax.plot([p["recall"] for p in pts], [p["precision"] for p in pts], label=stage)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0.4, 1.01)
+    ax.axhline(0.95, color="grey", lw=0.6, ls="--")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semcache eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("pairs", type=Path, help="labelled pairs, .jsonl or .jsonl.gz")
+    p.add_argument("--split", choices=["all", "dev", "test"], default="all")
+    p.add_argument("--limit", type=int, default=0, help="first N pairs of the split (0: all)")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--config", type=Path, help="config.toml (default: the bundled one)")
+    p.add_argument("--data-dir", type=Path, help="data directory holding the exported models")
+    p.add_argument("--no-verifier", action="store_true", help="skip the verifier stages")
+    p.add_argument("--name", help="results name (default: from the file and split)")
+    p.add_argument("--out", type=Path, default=Path("loadtest/results"))
+    return p
+
+
+def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
+             verifier: Callable[[list[tuple[str, str]]], np.ndarray] | None,
+             target: float) -> dict[str, Any]:
+    """Everything the command reports, for pairs already read (deterministic)."""
+    cache = settings.cache
+    vectors = asyncio.run(embed_all(settings, [r["a"] for r in rows] + [r["b"] for r in rows]))
+    n = len(rows)
+    sims = np.round(np.sum(vectors[:n] * vectors[n:], axis=1).astype(np.float64), 5)
+    labels = np.array([int(r["label"]) for r in rows])
+    fired = [run_checks(r["a"], r["b"], cache.checks) for r in progress(rows, "checks", 500)]
+    scores = None
+    if verifier is not None:
+        band = [i for i in range(n) if sims[i] >= float(THRESHOLDS[0]) and sims[i] < cache.verify_below]
+        scores = np.ones(n)
+        pairs = [(rows[i]["a"], rows[i]["b"]) for i in band]
+        if pairs:
+            scores[band] = verifier(pairs)
+    curves = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
+                   verifier_min=cache.verifier_min)
+    result: dict[str, Any] = {"pairs": n, "positives": int(labels.sum()),
+                              "target_precision": target, "stages": {}}
+    for stage, curve in curves.items():
+        point = operating_point(curve, target)
+        configured = at_threshold(curve, cache.threshold)
+        served = served_at(cache.threshold, sims, fired, scores, stage,
+                           verify_below=cache.verify_below, verifier_min=cache.verifier_min)
+        result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
+                                   "by_kind": by_kind(rows, served), "curve": curve}
+    result["check_fired"] = {  # [on label-0 pairs, on label-1 pairs]
+        name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
+               for k in (0, 1)] for name in cache.checks}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    try:
+        settings = load_settings(args.config, overrides={"data_dir": args.data_dir})
+    except ConfigError as e:
+        print(f"semcache eval: {e}", file=sys.stderr)
+        return 2
+    # The proxy's default on a CPU-only host: the int8 encoder on the CPU.
+    settings = replace(settings, embeddings=replace(settings.embeddings, device="cpu"))
+    rows = read_pairs(args.pairs, args.split, args.limit)
+    if not rows:
+        print("semcache eval: no pairs", file=sys.stderr)
+        return 2
+    verifier = None
+    if not args.no_verifier and settings.cache.verifier:
+        from .verifier import load_scorer
+
+        verifier = load_scorer(settings)
+    started = time.monotonic()
+    result = evaluate(rows, settings, verifier=verifier, target=args.target_precision)
+    stem = args.pairs.name.split(".")[0]
+    name = args.name or (stem if args.split == "all" else f"{stem}_{args.split}")
+    from semcache.loadtest.machine import machine_info
+
+    result = {"name": name, "file": str(args.pairs), "split": args.split, "limit": args.limit,
+              "threshold": settings.cache.threshold, "checks": list(settings.cache.checks),
+              "verify_below": settings.cache.verify_below,
+              "verifier_min": settings.cache.verifier_min,
+              "seconds": round(time.monotonic() - started, 1), "machine": machine_info(), **result}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
+    plot({k: v["curve"] for k, v in result["stages"].items()},
+         f"{name}: {result['pairs']} pairs ({result['positives']} positive)",
+         args.out / f"eval_{name}.png")
+    report(result)
+    return 0
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"{result['name']}: {result['pairs']} pairs, {result['positives']} positive")
+    print(f"{'stage':<17}{'at threshold':>14}{'P':>7}{'R':>7}{'wrong':>7}   operating point "
+          f"(precision >= {result['target_precision']})")
+    for stage, s in result["stages"].items():
+        c, p = s["at_configured_threshold"], s["operating_point"]
+        op = (f"t={p['threshold']:.3f} P={p['precision']:.3f} R={p['recall']:.3f} "
+              f"wrong={p['wrong_hit_rate']:.3f}") if p else "not reached"
+        print(f"{stage:<17}{c['threshold']:>14.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}"
+              f"{c['wrong_hit_rate']:>7.3f}   {op}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,54 @@
+"""`semcache eval`: the split, the sweep and the whole command's determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.proxy.evaluate import main, metrics, operating_point, split_of, sweep
+
+
+def test_split_is_fixed_by_text_and_holds_out_a_fifth() -> None:
+    assert split_of("a?", "b?") == split_of("b?", "a?")
+    splits = [split_of(f"question {i}", f"other {i}") for i in range(5000)]
+    assert 0.17 < splits.count("test") / len(splits) < 0.23
+
+
+def test_metrics_and_operating_point() -> None:
+    labels = np.array([1, 1, 0, 0])
+    m = metrics(np.array([True, False, True, False]), labels)
+    assert (m["precision"], m["recall"], m["wrong_hit_rate"]) == (0.5, 0.5, 0.5)
+    sims = np.array([0.99, 0.95, 0.93, 0.60])
+    curves = sweep(sims, labels, [(), (), (), ()], None, verify_below=1.0, verifier_min=0.5)
+    assert set(curves) == {"static", "checks"}
+    point = operating_point(curves["static"], 0.95)
+    assert point is not None and point["recall"] == 1.0 and 0.93 < point["threshold"] <= 0.95
+    # The checks stage drops a pair whose checks fired, whatever its similarity.
+    curves = sweep(sims, labels, [(), (), ("numbers",), ()], None, verify_below=1.0,
+                   verifier_min=0.5)
+    assert operating_point(curves["checks"], 0.95)["threshold"] <= 0.93  # type: ignore[index]
+
+
+@pytest.mark.slow
+def test_eval_command_is_deterministic(model_dir: Path, tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(r) for r in [
+        {"a": "How do I learn Python quickly?", "b": "How can I learn Python fast?", "label": 1},
+        {"a": "Flights from Boston to Denver", "b": "Flights from Denver to Boston", "label": 0},
+        {"a": "What's new in Python 3.8?", "b": "What's new in Python 3.12?", "label": 0},
+        {"a": "How do I bake bread?", "b": "how do i bake bred", "label": 1},
+    ]))
+    outputs = []
+    for run in ("one", "two"):
+        out = tmp_path / run
+        assert main([str(pairs), "--data-dir", str(model_dir), "--out", str(out),
+                     "--no-verifier", "--name", "t"]) == 0
+        result = json.loads((out / "eval_t.json").read_text())
+        assert (out / "eval_t.png").stat().st_size > 0
+        outputs.append({k: v for k, v in result.items() if k not in ("seconds", "machine")})
+    assert outputs[0] == outputs[1]
+    checks = outputs[0]["stages"]["checks"]["at_configured_threshold"]
+    assert checks["wrong_hit_rate"] == 0.0
