@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import hashlib
 import json
 import logging
 import sys
@@ -33,34 +31,12 @@ import numpy as np
 from .checks import run_checks
 from .config import ConfigError, Settings, load_settings
 from .decision import decide, needs_verifier
+from .pairs import read_pairs
 
 log = logging.getLogger(__name__)
 
-TEST_SHARE = 5
-"""One pair in TEST_SHARE (by hash) is held out as `test`."""
 THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.005), 3)
 STAGES = ("static", "checks", "verifier", "checks+verifier")
-
-
-def split_of(a: str, b: str) -> str:
-    """`test` or `dev`, fixed by the pair's text (order-independent), not by file position."""
-    key = "\x00".join(sorted((a, b))).encode()
-    return "test" if int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % TEST_SHARE == 0 else "dev"
-
-
-def read_pairs(path: Path, split: str = "all", limit: int = 0) -> list[dict[str, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows: list[dict[str, Any]] = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if split == "all" or split_of(row["a"], row["b"]) == split:
-                rows.append(row)
-            if limit and len(rows) >= limit:
-                break
-    return rows
 
 
 def progress(items: Sequence[Any], label: str, every: int = 1) -> Iterator[Any]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semcache.proxy.evaluate import main, metrics, operating_point, split_of, sweep
+from semcache.proxy.evaluate import main, metrics, operating_point, sweep
+from semcache.proxy.pairs import split_of
 
 
 def test_split_is_fixed_by_text_and_holds_out_a_fifth() -> None:

@@ -1,0 +1,34 @@
+"""Labelled prompt pairs: reading them and the fixed dev/test split (stdlib only)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+TEST_SHARE = 5
+"""One pair in TEST_SHARE (by hash) is held out as `test`."""
+
+
+def split_of(a: str, b: str) -> str:
+    """`test` or `dev`, fixed by the pair's text (order-independent), not by file position."""
+    key = "\x00".join(sorted((a, b))).encode()
+    return "test" if int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % TEST_SHARE == 0 else "dev"
+
+
+def read_pairs(path: Path, split: str = "all", limit: int = 0) -> list[dict[str, Any]]:
+    """Rows {"a", "b", "label", ["kind"]} of a .jsonl or .jsonl.gz file, one split of them."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows: list[dict[str, Any]] = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if split == "all" or split_of(row["a"], row["b"]) == split:
+                rows.append(row)
+            if limit and len(rows) >= limit:
+                break
+    return rows
