@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -199,7 +199,7 @@ class Store:
         raw = await self._call(lambda: self.client.hgetall(self.entry_key(entry_id)))
         if not raw or b"response" not in raw:
             return None
-        return Entry.from_mapping(entry_id, raw)
+        return Entry.from_mapping(entry_id, cast(dict[bytes, bytes], raw))
 
     async def put(self, entry: Entry) -> None:
         """Write (or replace) an entry with its TTL and announce it on the stream."""
@@ -208,7 +208,7 @@ class Store:
         async def op() -> None:
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(key)
-            pipe.hset(key, mapping=entry.to_mapping())
+            pipe.hset(key, mapping=cast(Any, entry.to_mapping()))
             pipe.expire(key, entry.ttl_s)
             pipe.xadd(
                 self.stream_key,
@@ -227,7 +227,7 @@ class Store:
 
     async def _evict(self, count: int) -> None:
         """Delete the `count` least recently used entries (and announce each deletion)."""
-        victims = await self.client.zpopmin(self.lru_key, count)
+        victims = cast(list[tuple[bytes, float]], await self.client.zpopmin(self.lru_key, count))
         pipe = self.client.pipeline(transaction=False)
         for member, _score in victims:
             entry_id = member.decode()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
@@ -43,7 +44,7 @@ class IndexSync:
         client = self.store.client
         # Remember where the stream is *before* scanning: events after this point are
         # replayed by the tail, so nothing written during the scan is missed.
-        last = await client.xrevrange(self.store.stream_key, count=1)
+        last = cast(list[tuple[bytes, Any]], await client.xrevrange(self.store.stream_key, count=1))
         self.last_id = last[0][0].decode() if last else "0-0"
         started, loaded, seen = time.monotonic(), 0, 0
         pattern = self.store.entry_key("*")
@@ -91,7 +92,7 @@ class IndexSync:
                 log.warning("event stream unavailable (%s); retrying", type(e).__name__)
                 await asyncio.sleep(1.0)
                 continue
-            for _stream, events in reply or []:
+            for _stream, events in cast(list[tuple[bytes, Any]], reply or []):
                 await self._apply(events)
 
     async def _apply(self, events: list[tuple[bytes, dict[bytes, bytes]]]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,6 +152,7 @@ class ScopeIndex:
             n = len(self._ids)
             if n == 0:
                 return []
+            pairs: Iterable[tuple[int, float]]
             if self._hnsw is not None:
                 # Ask for more than k: tombstoned rows are still in the graph.
                 sims, rows = self._hnsw.search(vector.reshape(1, -1), k + min(self._dead, 32))

@@ -148,7 +148,8 @@ class InventoryProbe:
 
     async def _measure(self) -> Inventory:
         client = self.store.client
-        count, sample, complete = 0, [], True
+        count, complete = 0, True
+        sample: list[Any] = []
         async for key in client.scan_iter(match=f"{self.store.prefix}e:*", count=1000):
             count += 1
             if len(sample) < 20:
@@ -351,7 +352,8 @@ async def top_entries(store: Store, series: TimeSeries, n: int) -> list[dict[str
         pipe.hmget(store.entry_key(entry_id), *SUMMARY_FIELDS)
         pipe.pttl(store.entry_key(entry_id))
     results = await pipe.execute() if ranked else []
-    found, gone = [], []
+    found: list[Any] = []
+    gone: list[Any] = []
     for i, (entry_id, score) in enumerate(ranked):
         values, pttl = results[2 * i], results[2 * i + 1]
         if values[0] is None:

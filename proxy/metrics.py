@@ -164,7 +164,8 @@ class StateCollector(Collector):
             return
         batches = SummaryMetricFamily("semcache_embedding_batch_size",
                                       "Texts per model run of the embedding batcher.")
-        batches.add_metric([], count_value=_num(stats, "batches"), sum_value=_num(stats, "batch_size_sum"))
+        batches.add_metric([], count_value=int(_num(stats, "batches")),
+                           sum_value=_num(stats, "batch_size_sum"))
         yield batches
         yield GaugeMetricFamily("semcache_embedding_queue_depth", "Texts waiting for the encoder.",
                                 value=_num(stats, "queue_depth"))

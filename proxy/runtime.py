@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -59,7 +60,7 @@ class RuntimeState:
 
     async def refresh(self) -> None:
         """Read the shared values; keeps the current ones if Redis fails or holds garbage."""
-        raw = await self.client.hgetall(self.key)
+        raw = cast(dict[bytes, bytes], await self.client.hgetall(self.key))
         fields = {k.decode(): v.decode() for k, v in raw.items()}
         try:
             self.threshold = check_threshold(float(fields["threshold"])) if "threshold" in fields else None

@@ -154,7 +154,7 @@ def replay_chunks(
     response: dict[str, Any], endpoint: Endpoint, *, include_usage: bool
 ) -> list[bytes]:
     """The SSE events of a stream that delivers `response`, ending with `data: [DONE]`."""
-    head = {k: response[k] for k in ("id", "created", "model") if k in response}
+    head: dict[str, Any] = {k: response[k] for k in ("id", "created", "model") if k in response}
     if "system_fingerprint" in response:
         head["system_fingerprint"] = response["system_fingerprint"]
     obj = "chat.completion.chunk" if endpoint == "chat" else "text_completion"

@@ -29,7 +29,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -212,13 +212,15 @@ class TimeSeries:
         for minute in span:
             pipe.hgetall(self.minute_key(minute))
         raws = await pipe.execute()
-        return [{"t": minute * 60, **_decode(raw)} for minute, raw in zip(span, raws, strict=True)]
+        return [{"t": minute * 60, **_decode(cast(Mapping[bytes, bytes], raw))}
+                for minute, raw in zip(span, raws, strict=True)]
 
     async def totals(self) -> dict[str, float]:
-        return _decode(await self.client.hgetall(self.totals_key))
+        return _decode(cast(Mapping[bytes, bytes], await self.client.hgetall(self.totals_key)))
 
     async def top(self, n: int) -> list[tuple[str, float]]:
-        ranked = await self.client.zrevrange(self.top_key, 0, n - 1, withscores=True)
+        ranked = cast(list[tuple[bytes, float]],
+                      await self.client.zrevrange(self.top_key, 0, n - 1, withscores=True))
         return [(member.decode(), score) for member, score in ranked]
 
     async def forget(self, entry_ids: Iterable[str]) -> None:
@@ -227,7 +229,7 @@ class TimeSeries:
             await self.client.zrem(self.top_key, *ids)
 
     async def entry_for_request(self, request_id: str) -> str | None:
-        raw = await self.client.get(self.request_key(request_id))
+        raw = cast(bytes | None, await self.client.get(self.request_key(request_id)))
         return raw.decode() if raw is not None else None
 
 
