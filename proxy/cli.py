@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from .evaluate import main as eval_main
 
         return eval_main(argv[1:])
+    if argv[:2] == ["model", "train-verifier"]:
+        from .verifier_train import main as train_main
+
+        return train_main(argv[2:])
     if argv[:2] == ["model", "export"]:
         from semcache.embeddings.export import main as export_main
 

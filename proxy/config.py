@@ -134,6 +134,10 @@ class CacheSettings:
     verifier_min: float = 0.5
     """Verifier probability a candidate needs to be served."""
 
+    verifier_path: str = ""
+    """Folder of the verifier's ONNX model and tokenizer; empty: the one kept in the repo
+    (embeddings/verifier/, trained by `semcache model train-verifier`)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostSettings:

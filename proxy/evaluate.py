@@ -36,6 +36,7 @@ from .pairs import read_pairs
 log = logging.getLogger(__name__)
 
 THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.005), 3)
+VERIFIER_MIN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 STAGES = ("static", "checks", "verifier", "checks+verifier")
 
 
@@ -198,6 +199,14 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
                            verify_below=cache.verify_below, verifier_min=cache.verifier_min)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
                                    "by_kind": by_kind(rows, served), "curve": curve}
+    if scores is not None:
+        # The verifier's own cut-off, searched with the threshold: best recall at the target.
+        grid = {}
+        for vmin in VERIFIER_MIN_GRID:
+            curve = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
+                          verifier_min=vmin, stages=("checks+verifier",))["checks+verifier"]
+            grid[str(vmin)] = operating_point(curve, target)
+        result["checks+verifier_by_verifier_min"] = grid
     result["check_fired"] = {  # [on label-0 pairs, on label-1 pairs]
         name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
                for k in (0, 1)] for name in cache.checks}
@@ -220,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         print("semcache eval: no pairs", file=sys.stderr)
         return 2
     verifier = None
-    if not args.no_verifier and settings.cache.verifier:
+    if not args.no_verifier:
         from .verifier import load_scorer
 
         verifier = load_scorer(settings)

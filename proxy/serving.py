@@ -27,7 +27,7 @@ from semcache.index.store import Entry, Store, StoreError
 
 from .checks import run_checks
 from .config import Settings
-from .decision import decide
+from .decision import decide, needs_verifier
 from .errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -44,6 +44,7 @@ from .runtime import RuntimeState
 from .semantic import WRITE_WAIT_S, SemanticTier
 from .sse import SSEParser, StreamAssembler, replay_chunks
 from .upstream import Upstream, response_headers
+from .verifier import VerifierService
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,8 @@ class CacheService:
         self.metrics: Metrics = observer.metrics
         self.semantic: SemanticTier | None = None
         """Set once the semantic tier has loaded; None: exact tier only."""
+        self.verifier: VerifierService | None = None
+        """Set once the verifier has loaded (with `cache.verifier` on)."""
         self.runtime = runtime
         """Settings changed at run time through the admin API (shared by replicas via Redis)."""
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -188,12 +191,33 @@ class CacheService:
                 continue
             # The same decision `semcache eval` measures (proxy/decision.py). A request that
             # names its own X-Semcache-Threshold takes the similarity alone (0: the nearest).
-            checks = self.settings.cache.checks if lookup.directives.threshold is None else ()
+            explicit = lookup.directives.threshold is not None
+            checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
-            if not decide(similarity, threshold, None, fired):
+            score = None if explicit or fired else await self._verify(lookup, entry, similarity, threshold)
+            if not decide(similarity, threshold, score, fired,
+                          verifier_min=self.settings.cache.verifier_min):
                 continue
             return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold)
         return None
+
+    async def _verify(self, lookup: Lookup, entry: Entry, similarity: float,
+                      threshold: float) -> float | None:
+        """The verifier's score for a candidate in its band; None where it is not asked.
+        With `cache.verifier` on, a candidate in the band is never served unverified: while
+        the verifier is missing (loading, failed) it scores 0, so only similarities at or
+        above `verify_below` hit."""
+        cache = self.settings.cache
+        if not cache.verifier or not needs_verifier(similarity, threshold, cache.verify_below):
+            return None
+        if self.verifier is None:
+            return 0.0
+        try:
+            scores = await self.verifier.score([(entry.query, lookup.req.query_text or "")])
+        except Exception:  # a broken verifier must cost a miss, never a wrong hit
+            log.exception("verifier failed")
+            return 0.0
+        return float(scores[0])
 
     async def _finish(self, request: web.Request, lookup: Lookup, started: float) -> web.StreamResponse:
         """Forward a miss or a bypass; store the answer of a miss unless told not to."""

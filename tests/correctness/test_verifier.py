@@ -1,0 +1,80 @@
+"""The verifier: loading the bundled int8 model on the CPU, and its place in the proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from semcache.proxy.verifier import BUNDLED, Verifier, VerifierError, VerifierService
+
+
+def test_bundled_verifier_loads_on_cpu_and_scores_in_order() -> None:
+    verifier = Verifier.open(device="cpu")
+    pairs = [("How do I learn Python quickly?", "How can I learn Python fast?"),
+             ("What foods should I eat when pregnant?", "What foods should I not eat when pregnant?"),
+             ("What is the capital of Australia?", "What is the capital of Austria?")]
+    scores = verifier.score(pairs)
+    assert scores.shape == (3,) and np.all((scores >= 0) & (scores <= 1))
+    assert scores[0] > 0.5 > max(scores[1], scores[2])
+    # Batching must not change a pair's score (per-row arithmetic, sorted chunks).
+    alone = np.array([verifier.score([p])[0] for p in pairs])
+    assert np.allclose(scores, alone, atol=2e-3)
+    assert (BUNDLED / "model_int8.onnx").stat().st_size < 30 * 1024 * 1024
+
+
+def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
+    with pytest.raises(VerifierError):
+        Verifier.open(tmp_path, device="cpu")
+
+
+async def test_service_scores_off_the_loop() -> None:
+    service = await VerifierService.open(device="cpu")
+    try:
+        scores = await service.score([("How do I reset my router?",
+                                        "Hi, quick question: how do I reset my router?")])
+        assert scores[0] > 0.5 and service.calls == 1
+    finally:
+        service.close()
+
+
+class _Fixed:
+    """A stand-in verifier service that gives every pair the same score."""
+
+    def __init__(self, score: float) -> None:
+        self.value, self.calls = score, 0
+
+    async def score(self, pairs: list[tuple[str, str]]) -> Any:
+        self.calls += 1
+        return np.full(len(pairs), self.value, dtype=np.float32)
+
+
+@pytest.mark.slow
+async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_url: str,
+                                                   upstream: Any, model_dir: Path) -> None:
+    import asyncio
+
+    from conftest import make_settings
+
+    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+
+    settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
+                             cache__verifier=True, cache__threshold=0.8, cache__verify_below=0.999)
+    client = await aiohttp_client(build_app(settings))
+    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+    body = {"model": "fake-model", "messages": [{"role": "user", "content": "How do I learn Python quickly?"}]}
+    await client.post("/v1/chat/completions", json=body)
+    await client.app[SERVICE].drain(10)
+    para = {**body, "messages": [{"role": "user", "content": "How can I learn Python fast?"}]}
+    # No verifier loaded: a candidate in the band is not served.
+    no_store = {"Cache-Control": "no-store"}
+    resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
+    assert resp.headers["X-Semcache"] == "miss"
+    client.app[SERVICE].verifier = _Fixed(0.1)  # type: ignore[assignment]
+    resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
+    assert resp.headers["X-Semcache"] == "miss"
+    client.app[SERVICE].verifier = fixed = _Fixed(0.9)  # type: ignore[assignment]
+    resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
+    assert resp.headers["X-Semcache"] == "hit-semantic" and fixed.calls == 1
