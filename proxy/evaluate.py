@@ -194,8 +194,9 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
                               "target_precision": target, "stages": {}}
     for stage, curve in curves.items():
         point = operating_point(curve, target)
-        configured = at_threshold(curve, cache.threshold)
-        served = served_at(cache.threshold, sims, fired, scores, stage,
+        floor = cache.verifier_floor if "verifier" in stage else cache.threshold
+        configured = at_threshold(curve, floor)
+        served = served_at(floor, sims, fired, scores, stage,
                            verify_below=cache.verify_below, verifier_min=cache.verifier_min)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
                                    "by_kind": by_kind(rows, served), "curve": curve}
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"name": name, "file": str(args.pairs), "split": args.split, "limit": args.limit,
               "threshold": settings.cache.threshold, "checks": list(settings.cache.checks),
+              "verifier_floor": settings.cache.verifier_floor,
               "verify_below": settings.cache.verify_below,
               "verifier_min": settings.cache.verifier_min,
               "seconds": round(time.monotonic() - started, 1), "machine": machine_info(), **result}

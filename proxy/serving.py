@@ -173,6 +173,9 @@ class CacheService:
 
     async def _semantic_hit(self, semantic: SemanticTier, lookup: Lookup) -> Hit | None:
         threshold = lookup.threshold = self.threshold_for(lookup)
+        if self._verifying(lookup):
+            # The verifier decides in its band, so the floor drops to where it may rescue.
+            threshold = lookup.threshold = self.settings.cache.verifier_floor
         candidates = await semantic.search(lookup.scope.id, lookup.vector, self.settings.cache.top_k)
         for candidate, similarity in candidates:  # best first
             if lookup.best_similarity is None:
@@ -194,24 +197,26 @@ class CacheService:
             explicit = lookup.directives.threshold is not None
             checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
-            score = None if explicit or fired else await self._verify(lookup, entry, similarity, threshold)
+            score = None if fired else await self._verify(lookup, entry, similarity, threshold)
             if not decide(similarity, threshold, score, fired,
                           verifier_min=self.settings.cache.verifier_min):
                 continue
             return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold)
         return None
 
+    def _verifying(self, lookup: Lookup) -> bool:
+        """Verifier on and loaded, and the client did not pick its own threshold (while it
+        loads, the configured threshold and the checks decide alone)."""
+        return (self.settings.cache.verifier and self.verifier is not None
+                and lookup.directives.threshold is None)
+
     async def _verify(self, lookup: Lookup, entry: Entry, similarity: float,
                       threshold: float) -> float | None:
-        """The verifier's score for a candidate in its band; None where it is not asked.
-        With `cache.verifier` on, a candidate in the band is never served unverified: while
-        the verifier is missing (loading, failed) it scores 0, so only similarities at or
-        above `verify_below` hit."""
+        """The verifier's score for a candidate in its band; None where it is not asked."""
         cache = self.settings.cache
-        if not cache.verifier or not needs_verifier(similarity, threshold, cache.verify_below):
+        if not self._verifying(lookup) or not needs_verifier(similarity, threshold, cache.verify_below):
             return None
-        if self.verifier is None:
-            return 0.0
+        assert self.verifier is not None
         try:
             scores = await self.verifier.score([(entry.query, lookup.req.query_text or "")])
         except Exception:  # a broken verifier must cost a miss, never a wrong hit

@@ -61,14 +61,15 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
     from semcache.proxy.app import SEMANTIC, SERVICE, build_app
 
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
-                             cache__verifier=True, cache__threshold=0.8, cache__verify_below=0.999)
+                             cache__verifier=True, cache__threshold=0.99, cache__verifier_floor=0.8,
+                             cache__verify_below=0.999)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
     body = {"model": "fake-model", "messages": [{"role": "user", "content": "How do I learn Python quickly?"}]}
     await client.post("/v1/chat/completions", json=body)
     await client.app[SERVICE].drain(10)
     para = {**body, "messages": [{"role": "user", "content": "How can I learn Python fast?"}]}
-    # No verifier loaded: a candidate in the band is not served.
+    # No verifier loaded yet: the configured threshold (0.99) decides alone.
     no_store = {"Cache-Control": "no-store"}
     resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
     assert resp.headers["X-Semcache"] == "miss"
