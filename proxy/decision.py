@@ -30,3 +30,46 @@ def decide(similarity: float, threshold: float, verifier_score: float | None = N
     if similarity < threshold or checks:
         return False
     return verifier_score is None or verifier_score >= verifier_min
+
+
+def entry_threshold(observations: Sequence[tuple[float, bool]], default: float,
+                    max_wrong_rate: float, *, min_evidence: int = 20) -> float:
+    """An entry's own threshold from the lookups it answered, in the spirit of vCache
+    (Schroeder et al. 2025): the smallest threshold whose estimated wrong-hit rate among
+    the entry's lookups at or above it stays within `max_wrong_rate`.
+
+    observations: (similarity, correct) per lookup served (correct from client feedback).
+    Above `default` the configured threshold is trusted until feedback says otherwise: a
+    wrong hit there raises the entry's threshold past it unless enough correct ones above
+    keep the rate within the bound. Below `default` the threshold drops only on evidence:
+    at least `min_evidence` lookups at or above the new value, with the rate's Laplace
+    estimate (wrong + 1) / (n + 2) within the bound, so a few lucky hits never lower it.
+    """
+    obs = sorted(observations)
+    if not obs:
+        return default
+
+    def rate_at(t: float, laplace: bool) -> tuple[int, float]:
+        above = [ok for s, ok in obs if s >= t]
+        wrong = sum(not ok for ok in above)
+        n = len(above)
+        if laplace:
+            return n, (wrong + 1) / (n + 2)
+        return n, wrong / n if n else 0.0
+
+    # Raise: the smallest t >= default whose observed wrong rate is within the bound.
+    wrong_sims = [s for s, ok in obs if not ok and s >= default]
+    if wrong_sims:
+        for t in [default] + [s + 1e-4 for s, _ in obs if s >= default]:
+            n, rate = rate_at(t, laplace=False)
+            if rate <= max_wrong_rate:
+                return round(t, 4)
+        return round(max(wrong_sims) + 1e-4, 4)
+    # Lower: the smallest observed similarity below default with enough evidence above it.
+    for s, _ in obs:
+        if s >= default:
+            break
+        n, rate = rate_at(s, laplace=True)
+        if n >= min_evidence and rate <= max_wrong_rate:
+            return round(s, 4)
+    return default

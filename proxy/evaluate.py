@@ -200,6 +200,8 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
                            verify_below=cache.verify_below, verifier_min=cache.verifier_min)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
                                    "by_kind": by_kind(rows, served), "curve": curve}
+    if verifier is not None:
+        result["verifier_cost"] = verifier_cost(verifier, rows, sims, cache)
     if scores is not None:
         # The verifier's own cut-off, searched with the threshold: best recall at the target.
         grid = {}
@@ -212,6 +214,23 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
         name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
                for k in (0, 1)] for name in cache.checks}
     return result
+
+
+def verifier_cost(verifier: Callable[[list[tuple[str, str]]], np.ndarray],
+                  rows: list[dict[str, Any]], sims: np.ndarray, cache: Any) -> dict[str, float]:
+    """Added latency of one verification (one candidate, as on the hit path) and the share
+    of pairs whose similarity falls in the verifier's band (how often it runs)."""
+    sample = [(r["a"], r["b"]) for r in rows[:50]]
+    verifier(sample[:2])  # warm-up
+    times = []
+    for pair in sample:
+        t0 = time.perf_counter()
+        verifier([pair])
+        times.append(time.perf_counter() - t0)
+    in_band = (sims >= cache.verifier_floor) & (sims < cache.verify_below)
+    return {"p50_ms": round(1000 * float(np.median(times)), 2),
+            "p95_ms": round(1000 * float(np.percentile(times, 95)), 2),
+            "share_of_pairs_in_band": round(float(np.mean(in_band)), 4)}
 
 
 def main(argv: list[str] | None = None) -> int:

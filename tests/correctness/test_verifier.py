@@ -65,7 +65,8 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
                              cache__verify_below=0.999)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    body = {"model": "fake-model", "messages": [{"role": "user", "content": "How do I learn Python quickly?"}]}
+    question = {"role": "user", "content": "How do I learn Python quickly?"}
+    body = {"model": "fake-model", "messages": [question]}
     await client.post("/v1/chat/completions", json=body)
     await client.app[SERVICE].drain(10)
     para = {**body, "messages": [{"role": "user", "content": "How can I learn Python fast?"}]}
