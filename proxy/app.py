@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -33,6 +34,7 @@ from .runtime import Periodic, RuntimeState
 from .semantic import SemanticTier
 from .serving import HIT_FLUSH_S, CacheService
 from .upstream import Upstream
+from .verifier import VerifierService
 
 log = logging.getLogger(__name__)
 
@@ -162,20 +164,43 @@ async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
     if not (settings.cache.enabled and settings.cache.semantic):
         yield
         return
-    loader = asyncio.create_task(_start_semantic(app))
+    loaders = [asyncio.create_task(_start_semantic(app))]
+    if settings.cache.verifier:
+        loaders.append(asyncio.create_task(_start_verifier(app)))
     try:
         yield
     finally:
-        loader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await loader
+        for loader in loaders:
+            loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await loader
         app[SERVICE].semantic = None
+        verifier, app[SERVICE].verifier = app[SERVICE].verifier, None
+        if verifier is not None:
+            verifier.close()
         state = app[SEMANTIC]
         if state.tier is not None:
             await state.tier.stop()
             await state.tier.sync.tail_client.aclose()
         if state.embeddings is not None and state.given_embeddings is None:
             await state.embeddings.close()
+
+
+async def _start_verifier(app: web.Application) -> None:
+    """Load the cross-encoder verifier; until it is there, the configured threshold and the
+    checks decide alone. A verifier that cannot load leaves the proxy running without it."""
+    settings = app[SETTINGS]
+    folder = Path(settings.cache.verifier_path) if settings.cache.verifier_path else None
+    try:
+        verifier = await VerifierService.open(folder, device=settings.embeddings.device)
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:
+        log.error("verifier not loaded (%s: %s); semantic hits use the threshold and checks only",
+                  type(e).__name__, e)
+        return
+    app[SERVICE].verifier = verifier
+    log.info("verifier ready")
 
 
 async def _start_semantic(app: web.Application) -> None:

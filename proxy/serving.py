@@ -177,6 +177,7 @@ class CacheService:
             # The verifier decides in its band, so the floor drops to where it may rescue.
             threshold = lookup.threshold = self.settings.cache.verifier_floor
         candidates = await semantic.search(lookup.scope.id, lookup.vector, self.settings.cache.top_k)
+        verified = False
         for candidate, similarity in candidates:  # best first
             if lookup.best_similarity is None:
                 lookup.best_similarity = similarity
@@ -197,7 +198,15 @@ class CacheService:
             explicit = lookup.directives.threshold is not None
             checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
-            score = None if fired else await self._verify(lookup, entry, similarity, threshold)
+            score = None
+            if not fired and needs_verifier(similarity, threshold, self.settings.cache.verify_below):
+                # One verifier run per lookup (~19 ms on a 2-core CPU) bounds what a miss
+                # costs; a weaker candidate the best one's verdict did not clear is not
+                # worth another run.
+                if verified:
+                    continue
+                verified = True
+                score = await self._verify(lookup, entry, similarity, threshold)
             if not decide(similarity, threshold, score, fired,
                           verifier_min=self.settings.cache.verifier_min):
                 continue

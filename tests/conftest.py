@@ -61,7 +61,7 @@ async def upstream(aiohttp_server: Callable[..., object]) -> AsyncIterator[FakeU
 
 def make_settings(redis_url: str, upstream_url: str, data_dir: Path, **overrides: object) -> Settings:
     """Settings for a test proxy; semantic tier off unless overridden (`cache__semantic=True`)."""
-    overrides = {"cache__semantic": False, **overrides}
+    overrides = {"cache__semantic": False, "cache__verifier": False, **overrides}
     base = load_settings(
         environ={},
         overrides={"redis.url": redis_url, "upstream.base_url": upstream_url, "data_dir": data_dir},

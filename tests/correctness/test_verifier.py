@@ -50,6 +50,9 @@ class _Fixed:
         self.calls += 1
         return np.full(len(pairs), self.value, dtype=np.float32)
 
+    def close(self) -> None:
+        pass
+
 
 @pytest.mark.slow
 async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_url: str,
@@ -65,6 +68,11 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
                              cache__verify_below=0.999)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+    for _ in range(300):  # the app loads the bundled verifier; swap in stand-ins after it
+        if client.app[SERVICE].verifier is not None:
+            break
+        await asyncio.sleep(0.05)
+    client.app[SERVICE].verifier = None
     question = {"role": "user", "content": "How do I learn Python quickly?"}
     body = {"model": "fake-model", "messages": [question]}
     await client.post("/v1/chat/completions", json=body)

@@ -241,3 +241,28 @@ async def test_feedback_removes_a_wrong_hit_from_every_replica(
         assert resp.headers["X-Semcache"] == "miss"
         resp, _ = await ask(replica, chat(PARAPHRASES[0]), **{"Cache-Control": "no-store"})
         assert resp.headers["X-Semcache"] == "miss"  # both tiers
+
+
+async def test_default_decision_with_the_real_verifier(aiohttp_client: Any, redis_url: str,
+                                                       upstream: FakeUpstream, model_dir: Path) -> None:
+    """The shipped defaults: checks and the bundled verifier decide paraphrases and near misses."""
+    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir, cache__verifier=True)
+    for _ in range(300):
+        if proxy.app[SERVICE].verifier is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert proxy.app[SERVICE].verifier is not None, "the verifier did not load"
+    stored = ["How do I learn Python quickly?", "Cheapest flights from Boston to Denver in May",
+              "What foods should I eat when pregnant?", "How do I reset my password?"]
+    for question in stored:
+        await ask(proxy, chat(question))
+    expected = {
+        "How can I learn Python fast?": "hit-semantic",
+        "how do i reset my pasword": "hit-semantic",  # a typo still hits
+        "Cheapest flights from Denver to Boston in May": "miss",  # direction swapped
+        "What foods should I not eat when pregnant?": "miss",  # negation
+    }
+    for question, outcome in expected.items():
+        resp, _ = await ask(proxy, chat(question), **{"Cache-Control": "no-store"})
+        assert resp.headers["X-Semcache"] == outcome, question
+    assert proxy.app[SERVICE].verifier.calls >= 1
