@@ -88,10 +88,7 @@ def run_size(
     if n <= args.max_hnsw:
         hnsw = ScopeIndex(DIM, IndexSettings(hnsw_min_entries=1))
         t = time.perf_counter()
-        hnsw._vectors = np.ascontiguousarray(vectors)  # bulk build: the same graph, built at once
-        hnsw._ids = [f"e{i}" for i in range(n)]
-        hnsw._pos = {f"e{i}": i for i in range(n)}
-        hnsw._build_hnsw()
+        hnsw.load([f"e{i}" for i in range(n)], vectors)  # the same graph, built at once
         out["hnsw_build_s"] = time.perf_counter() - t
         found, times = timed_search(hnsw, queries, 4)
         out["cpu_hnsw"] = {**summary(times), "recall_at_1": recall(found, truth, 1),
@@ -101,8 +98,7 @@ def run_size(
               f"{out['cpu_hnsw']['recall_at_1']:.3f}", file=sys.stderr)
     if GpuSearch.available():
         gpu = ScopeIndex(DIM, never, GpuSearch())
-        gpu._vectors, gpu._ids = flat._vectors, flat._ids
-        gpu._pos = flat._pos
+        gpu.load([f"e{i}" for i in range(n)], vectors)
         timed_search(gpu, queries[:10], 4)  # upload and warm up
         found, times = timed_search(gpu, queries, 4)
         out["gpu_flat"] = {**summary(times), "recall_at_1": recall(found, truth, 1),

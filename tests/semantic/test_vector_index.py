@@ -1,0 +1,54 @@
+"""The per-scope vector index on its own: flat and HNSW kinds, removal, isolation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from semcache.index.vectors import IndexSettings, VectorIndex
+
+
+def unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, 384)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("hnsw_min", [10**9, 50], ids=["flat", "hnsw"])
+def test_search_add_replace_remove(hnsw_min: int) -> None:
+    rng = np.random.default_rng(1)
+    vectors = unit(rng, 200)
+    index = VectorIndex(384, IndexSettings(device="cpu", hnsw_min_entries=hnsw_min))
+    for i, v in enumerate(vectors):
+        index.add("scope-a", f"e{i}", v)
+    assert index.stats()["by_kind"] == {"flat" if hnsw_min > 200 else "hnsw": 200}
+    for i in (0, 57, 199):
+        (best, sim), *_ = index.search("scope-a", vectors[i], 4)
+        assert best == f"e{i}" and sim == pytest.approx(1.0, abs=1e-5)
+    # removing entries (tombstones in HNSW, past a quarter of the graph: a rebuild)
+    for i in range(0, 120):
+        assert index.remove(f"e{i}")
+    assert not index.remove("e0") and len(index) == 80
+    found = {e for e, _ in index.search("scope-a", vectors[5], 4)}
+    assert "e5" not in found and len(found) == 4
+    (best, _), *_ = index.search("scope-a", vectors[150], 1)
+    assert best == "e150"
+    # the same id written again with a new vector replaces the old one
+    index.add("scope-a", "e150", vectors[3])
+    (best, sim), *_ = index.search("scope-a", vectors[3], 1)
+    assert best == "e150" and sim == pytest.approx(1.0, abs=1e-5)
+    assert len(index) == 80
+
+
+def test_scopes_are_isolated() -> None:
+    rng = np.random.default_rng(2)
+    v = unit(rng, 3)
+    index = VectorIndex(384, IndexSettings(device="cpu"))
+    index.add("tenant-a", "a1", v[0])
+    index.add("tenant-b", "b1", v[1])
+    assert [e for e, _ in index.search("tenant-a", v[1], 4)] == ["a1"]
+    assert index.search("tenant-c", v[0], 4) == []
+    index.add("tenant-b", "a1", v[2])  # an id moving scope leaves the old one
+    assert index.search("tenant-a", v[0], 4) == []
+    assert index.stats()["scopes"] == 1
+    with pytest.raises(ValueError):
+        index.add("tenant-a", "bad", np.zeros(10, dtype=np.float32))
