@@ -16,9 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import socket
 import statistics
 import sys
 import time
@@ -27,33 +24,13 @@ from typing import Any
 
 import aiohttp
 
+from semcache.index.redis_server import free_port
+
+from .machine import machine_info
+
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPICS = ["the sea", "a lighthouse keeper", "autumn", "a lost key", "the first snow",
           "a robot learning to paint", "a busy market", "an old bridge"]
-
-
-def machine() -> dict[str, Any]:
-    import torch
-    import transformers
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "cpu_model": cpu, "gpu": gpu,
-            "torch": torch.__version__, "transformers": transformers.__version__}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process,
@@ -196,7 +173,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    info = machine()
+    info = machine_info(("torch", "transformers"))
     gpu = info["gpu"] is not None and args.device != "cpu"
     args.max_tokens = args.max_tokens or (256 if gpu else 32)
     name = args.name or ("gpu-" + info["gpu"].split()[-1].lower() if gpu else "cpu")

@@ -13,11 +13,7 @@ import argparse
 import asyncio
 import gzip
 import json
-import os
-import platform
-import re
 import statistics
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +27,9 @@ from semcache.embeddings.export import ensure_exported, model_dir, resolve_sourc
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 
+from .machine import machine_info, machine_slug
+
+LIBRARIES = ("onnxruntime", "onnxruntime-gpu", "tokenizers", "numpy")
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA_CANDIDATES = ("../shared/data/qqp_dev_pairs.jsonl.gz",
                    "/work/shared/data/qqp_dev_pairs.jsonl.gz",
@@ -53,34 +52,9 @@ def load_sentences(path: str | None, limit: int) -> list[str]:
     return list(seen)
 
 
-def machine_info() -> dict[str, Any]:
-    import onnxruntime
-    import tokenizers
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = None
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"platform": platform.platform(), "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "cpu_model": cpu, "gpu": gpu,
-            "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__,
-            "numpy": np.__version__}
-
-
-def machine_slug(info: dict[str, Any], device: str) -> str:
-    if device == "cuda" and info["gpu"]:
-        return re.sub(r"[^a-z0-9]+", "-", info["gpu"].splitlines()[0].lower()).strip("-")
-    return f"cpu-{info['cpu_count']}core"
+def slug(info: dict[str, Any], device: str) -> str:
+    """The GPU's name for a CUDA run, else `cpu-<n>core` (a CPU run on a GPU host too)."""
+    return machine_slug(info) if device == "cuda" else machine_slug({**info, "gpu": None})
 
 
 def bench_encoder(enc: OnnxEncoder, sentences: list[str], batch: int,
@@ -230,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exporting/loading {variants} into {data_dir}", flush=True)
     ensure_exported(data_dir, args.model, variants)
     mdir = model_dir(data_dir, resolve_source(args.model)[0])
-    info = machine_info()
+    info = machine_info(LIBRARIES)
     result: dict[str, Any] = {"machine": info, "device": device, "variants": variants,
                               "sentences": len(sentences), "encoder": {}, "pipelined": {},
                               "service": {}, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -265,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                                                   if k != "describe"}), flush=True)
         result["service"][variant] = srows
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = f"embeddings_{machine_slug(info, device)}"
+    stem = f"embeddings_{slug(info, device)}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.json and .png", flush=True)
