@@ -91,7 +91,7 @@ def served_at(threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
     out = np.zeros(len(sims), dtype=bool)
     for i, sim in enumerate(sims):
         score = None
-        if use_verifier and needs_verifier(float(sim), threshold, verify_below):
+        if use_verifier and scores is not None and needs_verifier(float(sim), threshold, verify_below):
             score = float(scores[i])
         out[i] = decide(float(sim), threshold, score, fired[i] if use_checks else (),
                         verifier_min=verifier_min)

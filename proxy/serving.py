@@ -206,7 +206,7 @@ class CacheService:
                 if verified:
                     continue
                 verified = True
-                score = await self._verify(lookup, entry, similarity, threshold)
+                score = await self._verify(lookup, entry)
             if not decide(similarity, threshold, score, fired,
                           verifier_min=self.settings.cache.verifier_min):
                 continue
@@ -219,11 +219,10 @@ class CacheService:
         return (self.settings.cache.verifier and self.verifier is not None
                 and lookup.directives.threshold is None)
 
-    async def _verify(self, lookup: Lookup, entry: Entry, similarity: float,
-                      threshold: float) -> float | None:
-        """The verifier's score for a candidate in its band; None where it is not asked."""
-        cache = self.settings.cache
-        if not self._verifying(lookup) or not needs_verifier(similarity, threshold, cache.verify_below):
+    async def _verify(self, lookup: Lookup, entry: Entry) -> float | None:
+        """The verifier's score for a candidate the caller found in its band; None while the
+        verifier is off or not loaded, or the client chose its own threshold."""
+        if not self._verifying(lookup):
             return None
         assert self.verifier is not None
         try:
