@@ -14,6 +14,7 @@ nothing but the cache.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +38,54 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return 0
 """
+
+
+# Observations (similarity, correct) of semantic hits, for adaptive thresholds
+# (proxy/adaptive.py): an entry's own in its hash field `obs`, so they arrive with the HGETALL
+# of every lookup, and its scope's pool in `{prefix}so:{scope}`. Both are bounded lists in one
+# string, "9612+,9345-" (similarity x 10,000, then + for a correct hit, - for a wrong one),
+# appended atomically and trimmed to the newest ARGV[2] / ARGV[3]. Each change to a pool bumps
+# `{prefix}so-seq` and ranks the scope by it in `{prefix}so-changed`, so a replica re-reads
+# only the pools changed since it last looked.
+_OBSERVE = """
+local function append(obs, token, max)
+  if not obs or obs == '' then obs = token else obs = obs .. ',' .. token end
+  local n = 1
+  for _ in string.gmatch(obs, ',') do n = n + 1 end
+  while n > max do
+    obs = string.sub(obs, string.find(obs, ',', 1, true) + 1)
+    n = n - 1
+  end
+  return obs
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local own = append(redis.call('HGET', KEYS[1], 'obs'), ARGV[1], tonumber(ARGV[2]))
+redis.call('HSET', KEYS[1], 'obs', own)
+local pool = append(redis.call('GET', KEYS[2]), ARGV[1], tonumber(ARGV[3]))
+redis.call('SET', KEYS[2], pool, 'EX', ARGV[4])
+local seq = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[3], seq, ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[6]) + 1))
+return {own, pool}
+"""
+OBSERVATIONS_FIELD = "obs"
+
+
+def encode_observation(similarity: float, correct: bool) -> str:
+    return f"{round(min(max(similarity, 0.0), 1.0) * 10000):d}{'+' if correct else '-'}"
+
+
+@functools.lru_cache(maxsize=8192)
+def decode_observations(raw: str) -> tuple[tuple[float, bool], ...]:
+    """(similarity, correct) pairs of an encoded list, oldest first; malformed items are
+    skipped. Memoised: the hit path decodes the same few lists over and over."""
+    out = []
+    for item in raw.split(","):
+        if len(item) >= 2 and item[-1] in "+-" and item[:-1].isdigit():
+            out.append((int(item[:-1]) / 10000, item[-1] == "+"))
+    return tuple(out)
 
 
 class StoreError(Exception):
@@ -81,6 +130,11 @@ class Entry:
     """How long the upstream took to produce the answer (what each hit saves)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Other fields written by later stages (thresholds, feedback), kept as read."""
+
+    @property
+    def observations(self) -> tuple[tuple[float, bool], ...]:
+        """(similarity, correct) of the semantic hits observed on this entry, oldest first."""
+        return decode_observations(self.extra.get(OBSERVATIONS_FIELD, ""))
 
     def age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.created)
@@ -150,6 +204,7 @@ class Store:
         self.failures = 0
         """Redis errors seen since start (a metric)."""
         self._record_hit = client.register_script(_RECORD_HIT)
+        self._observe = client.register_script(_OBSERVE)
 
     # keys -------------------------------------------------------------------------------
 
@@ -159,6 +214,19 @@ class Store:
     @property
     def stream_key(self) -> str:
         return f"{self.prefix}events"
+
+    def scope_pool_key(self, scope: str) -> str:
+        """A scope's observations (adaptive thresholds)."""
+        return f"{self.prefix}so:{scope}"
+
+    @property
+    def pools_changed_key(self) -> str:
+        """Sorted set of scopes by the sequence number of their pool's latest change."""
+        return f"{self.prefix}so-changed"
+
+    @property
+    def pools_seq_key(self) -> str:
+        return f"{self.prefix}so-seq"
 
     @property
     def lru_key(self) -> str:
@@ -254,6 +322,46 @@ class Store:
             await pipe.execute()
 
         await self._call(op)
+
+    async def observe(self, entry_id: str, scope: str, similarity: float, correct: bool, *,
+                      entry_max: int, scope_max: int, scope_ttl_s: int,
+                      max_scopes: int) -> tuple[str, str] | None:
+        """Append one observation to the entry's list and to its scope's pool, atomically;
+        returns both lists as now encoded, or None (nothing written) if the entry is gone."""
+
+        async def op() -> tuple[str, str] | None:
+            result = await self._observe(
+                keys=[self.entry_key(entry_id), self.scope_pool_key(scope),
+                      self.pools_changed_key, self.pools_seq_key],
+                args=[encode_observation(similarity, correct), entry_max, scope_max,
+                      scope_ttl_s, scope, max_scopes])
+            if not result:
+                return None
+            own, pool = result
+            return own.decode(), pool.decode()
+
+        return await self._call(op)
+
+    async def changed_pools(self, after: int) -> tuple[int, dict[str, str | None]]:
+        """The scope pools changed since sequence number `after` (all of them for 0), as
+        {scope: encoded list, or None where it expired}, and the latest sequence number.
+
+        A background poll: a failure raises RedisError or OSError as it is and leaves the
+        availability gate open (a slow poll while the loop is busy must not bypass requests)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.pools_seq_key)
+        pipe.zrangebyscore(self.pools_changed_key, f"({after}", "+inf")
+        raw_seq, scopes = await pipe.execute()
+        seq = int(raw_seq or 0)
+        if seq < after:  # Redis lost its data (a restart without persistence): read all
+            return await self.changed_pools(0) if after else (seq, {})
+        if not scopes:
+            return seq, {}
+        names = [s.decode() for s in scopes]
+        values = cast(list[bytes | None],
+                      await self.client.mget([self.scope_pool_key(name) for name in names]))
+        return seq, {name: (v.decode() if v is not None else None)
+                     for name, v in zip(names, values, strict=True)}
 
     async def delete(self, entry_id: str, scope: str = "") -> bool:
         """Remove an entry and announce it; True if it existed."""

@@ -8,6 +8,7 @@ place is what makes the precision measured by `semcache eval` the precision of t
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 
 
@@ -32,13 +33,19 @@ def decide(similarity: float, threshold: float, verifier_score: float | None = N
     return verifier_score is None or verifier_score >= verifier_min
 
 
+MIN_EVIDENCE = 20
+"""Observations needed before a threshold drops below its default, and before a scope's pool
+replaces the default at all."""
+
+
 def entry_threshold(observations: Sequence[tuple[float, bool]], default: float,
-                    max_wrong_rate: float, *, min_evidence: int = 20) -> float:
+                    max_wrong_rate: float, *, min_evidence: int = MIN_EVIDENCE) -> float:
     """An entry's own threshold from the lookups it answered, in the spirit of vCache
     (Schroeder et al. 2025): the smallest threshold whose estimated wrong-hit rate among
     the entry's lookups at or above it stays within `max_wrong_rate`.
 
-    observations: (similarity, correct) per lookup served (correct from client feedback).
+    observations: (similarity, correct) per lookup served (correct from client feedback or
+    a sampled comparison with the upstream's answer).
     Above `default` the configured threshold is trusted until feedback says otherwise: a
     wrong hit there raises the entry's threshold past it unless enough correct ones above
     keep the rate within the bound. Below `default` the threshold drops only on evidence:
@@ -48,28 +55,50 @@ def entry_threshold(observations: Sequence[tuple[float, bool]], default: float,
     obs = sorted(observations)
     if not obs:
         return default
+    sims = [s for s, _ in obs]
+    # wrong_from[i]: wrong observations among obs[i:] (suffix counts, so each rate is O(log n))
+    wrong_from = [0] * (len(obs) + 1)
+    for i in range(len(obs) - 1, -1, -1):
+        wrong_from[i] = wrong_from[i + 1] + (not obs[i][1])
 
-    def rate_at(t: float, laplace: bool) -> tuple[int, float]:
-        above = [ok for s, ok in obs if s >= t]
-        wrong = sum(not ok for ok in above)
-        n = len(above)
-        if laplace:
-            return n, (wrong + 1) / (n + 2)
-        return n, wrong / n if n else 0.0
+    def counts_at(t: float) -> tuple[int, int]:
+        """(lookups, wrong ones) with similarity >= t."""
+        i = bisect.bisect_left(sims, t)
+        return len(obs) - i, wrong_from[i]
 
     # Raise: the smallest t >= default whose observed wrong rate is within the bound.
-    wrong_sims = [s for s, ok in obs if not ok and s >= default]
-    if wrong_sims:
-        for t in [default] + [s + 1e-4 for s, _ in obs if s >= default]:
-            n, rate = rate_at(t, laplace=False)
-            if rate <= max_wrong_rate:
+    first_above = bisect.bisect_left(sims, default)
+    if wrong_from[first_above]:
+        for t in [default] + [s + 1e-4 for s in sims[first_above:]]:
+            n, wrong = counts_at(t)
+            if n == 0 or wrong / n <= max_wrong_rate:
                 return round(t, 4)
-        return round(max(wrong_sims) + 1e-4, 4)
     # Lower: the smallest observed similarity below default with enough evidence above it.
-    for s, _ in obs:
-        if s >= default:
-            break
-        n, rate = rate_at(s, laplace=True)
-        if n >= min_evidence and rate <= max_wrong_rate:
+    for s in sims[:first_above]:
+        n, wrong = counts_at(s)
+        if n >= min_evidence and (wrong + 1) / (n + 2) <= max_wrong_rate:
             return round(s, 4)
     return default
+
+
+def scope_threshold(observations: Sequence[tuple[float, bool]], default: float,
+                    max_wrong_rate: float, *, min_evidence: int = MIN_EVIDENCE) -> float:
+    """The fallback for entries with little evidence of their own: the same rule over every
+    observation of the scope (in `semcache eval`, of the whole pair set), taking effect only
+    once the pool holds `min_evidence` observations, so one report moves one entry, never a
+    whole scope."""
+    if len(observations) < min_evidence:
+        return default
+    return entry_threshold(observations, default, max_wrong_rate, min_evidence=min_evidence)
+
+
+def applied_threshold(entry_obs: Sequence[tuple[float, bool]], scope_t: float, default: float,
+                      max_wrong_rate: float) -> float:
+    """The threshold a candidate entry must reach: its own, from its observations, starting
+    from its scope's (`scope_t`, from scope_threshold). Its own evidence may take it below the
+    scope's threshold, but never below min(default, scope_t): the proxy does not fetch
+    candidates under that from Redis."""
+    if not entry_obs:
+        return scope_t
+    own = entry_threshold(entry_obs, scope_t, max_wrong_rate)
+    return max(own, min(default, scope_t))

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from semcache.proxy.decision import entry_threshold
+from semcache.index.store import decode_observations, encode_observation
+from semcache.proxy.decision import (
+    MIN_EVIDENCE,
+    applied_threshold,
+    entry_threshold,
+    scope_threshold,
+)
 
 
 def test_no_observations_keep_the_default() -> None:
@@ -27,3 +33,29 @@ def test_the_threshold_drops_only_on_enough_evidence() -> None:
     assert entry_threshold(many, 0.92, 0.05) < 0.92
     with_wrong = many + [(0.86, False), (0.87, False), (0.88, False), (0.89, False)]
     assert entry_threshold(with_wrong, 0.92, 0.05) > entry_threshold(many, 0.92, 0.05)
+
+
+def test_a_scope_pool_takes_over_only_with_enough_evidence() -> None:
+    wrong = [(0.95, False)] * 19
+    assert scope_threshold(wrong, 0.92, 0.05) == 0.92  # 19 < MIN_EVIDENCE
+    assert scope_threshold(wrong + [(0.95, False)], 0.92, 0.05) == 0.9501
+    right = [(0.93 + i * 0.001, True) for i in range(MIN_EVIDENCE)]
+    assert scope_threshold(right, 0.92, 0.05) == 0.92
+
+
+def test_applied_threshold_starts_from_the_scope_and_never_drops_below_what_is_fetched() -> None:
+    assert applied_threshold([], 0.96, 0.92, 0.05) == 0.96
+    assert applied_threshold([(0.97, False)], 0.92, 0.92, 0.05) == 0.9701
+    many = [(0.85 + i * 0.002, True) for i in range(60)]
+    # enough evidence lowers the entry below its scope's threshold, but not below the
+    # default: candidates under min(default, scope) are never fetched by the proxy
+    assert applied_threshold(many, 0.96, 0.92, 0.05) == 0.92
+    assert entry_threshold(many, 0.96, 0.05) < applied_threshold(many, 0.96, 0.92, 0.05)
+    assert applied_threshold(many, 0.92, 0.92, 0.05) == 0.92
+
+
+def test_observations_round_trip_through_their_encoding() -> None:
+    raw = ",".join(encode_observation(s, ok) for s, ok in [(0.96071, False), (1.0, True), (-0.2, True)])
+    assert raw == "9607-,10000+,0+"
+    assert decode_observations(raw) == ((0.9607, False), (1.0, True), (0.0, True))
+    assert decode_observations("9607-,junk,,12x+,9000+") == ((0.9607, False), (0.9, True))
