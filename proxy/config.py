@@ -144,6 +144,19 @@ class CacheSettings:
     """Folder of the verifier's ONNX model and tokenizer; empty: the one kept in the repo
     (embeddings/verifier/, trained by `semcache model train-verifier`)."""
 
+    max_wrong_rate: float = 0.05
+    """Bound on the wrong-hit rate that adaptive thresholds keep: an entry's (and a scope's)
+    threshold is the lowest at which the observed share of wrong hits among its semantic hits
+    stays within it (proxy/decision.py:entry_threshold)."""
+
+    verify_sample: float = 0.0
+    """Fraction of semantic hits that are also sent to the upstream in the background, whose
+    answer is compared with the cached one and recorded as an observation (0: off)."""
+
+    answer_similarity: float = 0.9
+    """Two answers count as the same when their normalised texts are equal or the encoder's
+    cosine of them reaches this (sampled verification)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class CostSettings:
@@ -320,6 +333,14 @@ def _validate(settings: Any, where: str) -> None:
             raise ConfigError(f"{where}checks: unknown {sorted(unknown)}; choose from {ALL_CHECKS}")
     if isinstance(settings, CacheSettings) and not 0.0 <= settings.threshold <= 1.0:
         raise ConfigError(f"{where}threshold: must be between 0 and 1, got {settings.threshold!r}")
+    if isinstance(settings, CacheSettings):
+        for name in ("verify_sample", "answer_similarity"):
+            value = getattr(settings, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{where}{name}: must be between 0 and 1, got {value!r}")
+        if not 0.0 <= settings.max_wrong_rate < 1.0:
+            raise ConfigError(f"{where}max_wrong_rate: must be at least 0 and below 1, "
+                              f"got {settings.max_wrong_rate!r}")
     if isinstance(settings, RedisSettings) and not (
         settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
     ):

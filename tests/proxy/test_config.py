@@ -37,11 +37,24 @@ def test_environment_then_overrides(tmp_path: Path) -> None:
         ({"SEMCACHE__REDIS__URL": "http://x"}, "redis.url"),
         ({"SEMCACHE__UPSTREAM__BASE_URL": "ftp://x"}, "upstream.base_url"),
         ({"SEMCACHE__CACHE__ENABLED": "maybe"}, "cache.enabled"),
+        ({"SEMCACHE__CACHE__MAX_WRONG_RATE": "1"}, "cache.max_wrong_rate"),
+        ({"SEMCACHE__CACHE__MAX_WRONG_RATE": "-0.01"}, "cache.max_wrong_rate"),
+        ({"SEMCACHE__CACHE__VERIFY_SAMPLE": "1.5"}, "cache.verify_sample"),
+        ({"SEMCACHE__CACHE__VERIFY_SAMPLE": "nan"}, "cache.verify_sample"),
+        ({"SEMCACHE__CACHE__ANSWER_SIMILARITY": "-1"}, "cache.answer_similarity"),
+        ({"SEMCACHE__CACHE__ANSWER_SIMILARITY": "high"}, "cache.answer_similarity"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_settings(environ=env)
+
+
+def test_adaptive_defaults() -> None:
+    cache = load_settings(environ={}).cache
+    assert (cache.max_wrong_rate, cache.verify_sample, cache.answer_similarity) == (0.05, 0.0, 0.9)
+    cache = load_settings(environ={"SEMCACHE__CACHE__VERIFY_SAMPLE": "0.25"}).cache
+    assert cache.verify_sample == 0.25
 
 
 def test_invalid_file(tmp_path: Path) -> None:
