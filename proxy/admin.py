@@ -59,7 +59,7 @@ INVENTORY_REFRESH_S = 30.0
 INVENTORY_MAX_AGE_S = 5.0
 """How old an inventory the stats endpoint accepts before measuring again."""
 FEEDBACK_LOG = 1000
-"""Wrong-hit reports kept in `{prefix}feedback` for the operator to read."""
+"""Hit reports kept in `{prefix}feedback` for the operator to read."""
 
 
 class AdminForbiddenError(ProxyError):
@@ -475,7 +475,11 @@ async def get_entry(request: web.Request) -> web.Response:
     if entry is None:
         raise NotFoundError(f"no entry {entry_id}", code="entry_not_found")
     pttl = await store.client.pttl(store.entry_key(entry_id))
-    return reply(entry_json(entry, pttl / 1000 if pttl >= 0 else None, full=True))
+    body = entry_json(entry, pttl / 1000 if pttl >= 0 else None, full=True)
+    if state.SERVICE in request.app:  # its observations and the threshold it must reach now
+        service = request.app[state.SERVICE]
+        body["adaptive"] = service.adaptive.explain(entry, service.default_threshold())
+    return reply(body)
 
 
 @admin_api
@@ -545,44 +549,89 @@ async def put_threshold(request: web.Request) -> web.Response:
     return reply({**runtime.to_json(), "configured": configured})
 
 
-async def resolve_request(app: web.Application, request_id: str) -> str | None:
-    """The entry that answered a hit: this replica's recent events first, then Redis."""
+async def resolve_request(app: web.Application, request_id: str) -> tuple[str, float | None] | None:
+    """The entry that answered a hit, and at what similarity: this replica's recent events
+    first, then Redis."""
     for event in reversed(app[state.OBSERVER].recent):
         if event.request_id == request_id and event.entry_id:
-            return event.entry_id
-    return await app[ADMIN].series.entry_for_request(request_id)
+            return event.entry_id, event.similarity
+    return await app[ADMIN].series.hit_for_request(request_id)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise BadRequestError(f"{name} must be true or false", param=name)
+    return value
 
 
 @admin_api
 async def feedback(request: web.Request) -> web.Response:
+    """A client's verdict on a hit: `{"request_id" | "entry_id", "reason", "similarity",
+    "correct", "remove"}`.
+
+    A wrong semantic hit (its similarity known from the request id, or given) is recorded as
+    an observation: the entry's threshold rises past that similarity, so the near miss is no
+    longer served while closer questions still are (unless enough confirmed hits above it
+    keep the entry's wrong-hit rate within cache.max_wrong_rate). A wrong exact hit
+    (similarity 1), one whose similarity is unknown, or `"remove": true` deletes the entry.
+    `"correct": true` records a confirmed hit, evidence that can lower a threshold.
+    """
     app = request.app
     body = await json_body(request)
     entry_id, request_id = body.get("entry_id"), body.get("request_id")
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise BadRequestError("reason must be a string", param="reason")
+    correct, remove = _flag(body, "correct"), _flag(body, "remove")
+    if correct and remove:
+        raise BadRequestError("a hit reported correct is not removed", param="remove")
+    similarity = body.get("similarity")
+    if similarity is not None and (isinstance(similarity, bool) or not isinstance(similarity, int | float)
+                                   or not 0.0 <= similarity <= 1.0):
+        raise BadRequestError("similarity must be a number between 0 and 1", param="similarity")
+    similarity = float(similarity) if similarity is not None else None
     if isinstance(request_id, str) and request_id and not entry_id:
-        entry_id = await resolve_request(app, request_id)
-        if entry_id is None:
+        found = await resolve_request(app, request_id)
+        if found is None:
             raise NotFoundError(f"no hit is known for request {request_id}", code="request_not_found")
+        entry_id, known = found
+        similarity = known if similarity is None else similarity
     if not isinstance(entry_id, str):
         raise BadRequestError("send entry_id or request_id", code="missing_id")
     checked_id(entry_id, "entry_id")
+    if correct and similarity is None:
+        raise BadRequestError("a confirmed hit needs its similarity: send its request_id, or "
+                              "similarity", param="similarity")
+    service = app[state.SERVICE]
     entry = await app[state.STORE].get(entry_id)
-    removed = await remove_entry(app, entry_id, entry.scope if entry is not None else "")
+    removed, threshold = False, None
+    if correct or not (remove or similarity is None or similarity >= 1.0):
+        assert similarity is not None
+        updated = await service.adaptive.observe(entry, similarity, correct) if entry else None
+        if updated is None:
+            result = "already-gone"
+        else:
+            threshold = service.adaptive.explain(updated, service.default_threshold())["threshold"]
+            result = "confirmed" if correct else ("raised" if threshold > similarity else "recorded")
+    else:
+        removed = await remove_entry(app, entry_id, entry.scope if entry is not None else "")
+        result = "removed" if removed else "already-gone"
     now = time.time()
-    result = "removed" if removed else "already-gone"
     app[state.METRICS].feedback.labels(result).inc()
     series = app[ADMIN].series
-    series.record_feedback(now)
+    if not correct:
+        series.record_feedback(now)  # the dashboard counts wrong-hit reports
     report = {"entry_id": entry_id, "request_id": request_id, "reason": reason[:500], "at": now,
-              "query": entry.query[:500] if entry is not None else None, "result": result}
+              "query": entry.query[:500] if entry is not None else None, "correct": correct,
+              "similarity": similarity, "result": result, "threshold": threshold}
     log_key = f"{app[state.SETTINGS].redis.key_prefix}feedback"
     pipe = series.client.pipeline(transaction=False)
     pipe.lpush(log_key, orjson.dumps(report))
     pipe.ltrim(log_key, 0, FEEDBACK_LOG - 1)
     await pipe.execute()
-    return reply({"entry_id": entry_id, "request_id": request_id, "removed": removed})
+    return reply({"entry_id": entry_id, "request_id": request_id, "result": result,
+                  "removed": removed, "similarity": similarity, "threshold": threshold})
 
 
 @admin_api

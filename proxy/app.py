@@ -25,6 +25,7 @@ from semcache.index.sync import IndexSync
 from semcache.index.vectors import VectorIndex
 
 from . import admin, routes
+from .adaptive import SCOPE_REFRESH_S
 from .bundled import BundledBackend
 from .config import Settings
 from .errors import error_middleware
@@ -150,11 +151,14 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SERVICE] = service
     hit_flusher = Periodic(HIT_FLUSH_S, service.flush_hits)
     hit_flusher.start()
+    pools = Periodic(SCOPE_REFRESH_S, service.adaptive.refresh)  # adaptive thresholds' scopes
+    pools.start()
     app[READY].set()
     try:
         yield
     finally:
         app[READY].clear()
+        await pools.stop()
         await hit_flusher.stop()
         await service.drain(settings.server.shutdown_grace_s)  # flushes the last hit counts
 

@@ -76,7 +76,13 @@ class Metrics:
             registry=r,
         )
         self.feedback = Counter(
-            "semcache_feedback", "Wrong-hit reports, by result (removed, already-gone).",
+            "semcache_feedback", "Hit reports by result (removed, already-gone, "
+            "threshold-raised: a wrong semantic hit recorded, confirmed: a correct one).",
+            ["result"], registry=r,
+        )
+        self.verifications = Counter(
+            "semcache_verifications", "Sampled semantic hits checked against the upstream's "
+            "answer (cache.verify_sample), by result (correct, wrong, failed).",
             ["result"], registry=r,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Coroutine
@@ -21,10 +22,12 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from semcache.embeddings.service import EmbeddingError, QueueFullError
 from semcache.index.store import Entry, Store, StoreError
 
+from .adaptive import AdaptiveThresholds, answer_text, normalise
 from .checks import run_checks
 from .config import Settings
 from .decision import decide, needs_verifier
@@ -109,6 +112,9 @@ class CacheService:
         """Set once the verifier has loaded (with `cache.verifier` on)."""
         self.runtime = runtime
         """Settings changed at run time through the admin API (shared by replicas via Redis)."""
+        self.adaptive = AdaptiveThresholds(store, max_wrong_rate=settings.cache.max_wrong_rate,
+                                           scope_ttl_s=settings.cache.max_ttl_s)
+        """Observations of semantic hits and the per-entry and per-scope thresholds they give."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_hits: dict[str, tuple[int, float]] = {}
 
@@ -167,21 +173,33 @@ class CacheService:
         # 0 is a valid threshold (serve the nearest entry), so only fall back on None.
         if lookup.directives.threshold is not None:
             return lookup.directives.threshold
+        return self.default_threshold()
+
+    def default_threshold(self) -> float:
+        """Where a lookup without its own X-Semcache-Threshold starts, before adaptation: the
+        verifier's floor once it is loaded (it decides in its band, so the floor drops to
+        where it may rescue), else the run-time or the configured threshold."""
+        if self.settings.cache.verifier and self.verifier is not None:
+            return self.settings.cache.verifier_floor
         if self.runtime is not None and self.runtime.threshold is not None:
             return self.runtime.threshold
         return self.settings.cache.threshold
 
     async def _semantic_hit(self, semantic: SemanticTier, lookup: Lookup) -> Hit | None:
-        threshold = lookup.threshold = self.threshold_for(lookup)
-        if self._verifying(lookup):
-            # The verifier decides in its band, so the floor drops to where it may rescue.
-            threshold = lookup.threshold = self.settings.cache.verifier_floor
+        default = self.threshold_for(lookup)
+        # A request that names its own X-Semcache-Threshold takes the similarity alone (0: the
+        # nearest); every other lookup adapts: its scope's threshold (in memory), then each
+        # candidate's own (from the observations its HGETALL brings: no extra round trip).
+        explicit = lookup.directives.threshold is not None
+        scope_t = lookup.threshold = (
+            default if explicit else self.adaptive.scope_threshold(lookup.scope.id, default))
+        floor = min(default, scope_t)
         candidates = await semantic.search(lookup.scope.id, lookup.vector, self.settings.cache.top_k)
         verified = False
         for candidate, similarity in candidates:  # best first
             if lookup.best_similarity is None:
                 lookup.best_similarity = similarity
-            if similarity < threshold:
+            if similarity < floor:
                 break
             try:
                 entry = await self.store.get(candidate)
@@ -193,9 +211,10 @@ class CacheService:
                 continue
             if entry.scope != lookup.scope.id or not fresh(entry, lookup.directives):
                 continue
-            # The same decision `semcache eval` measures (proxy/decision.py). A request that
-            # names its own X-Semcache-Threshold takes the similarity alone (0: the nearest).
-            explicit = lookup.directives.threshold is not None
+            threshold = scope_t if explicit else self.adaptive.entry_threshold(entry, scope_t, default)
+            if similarity < threshold:
+                continue  # this entry's own evidence asks for more
+            # The same decision `semcache eval` measures (proxy/decision.py).
             checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
             score = None
@@ -288,6 +307,9 @@ class CacheService:
             response = web.Response(body=orjson.dumps(body), content_type="application/json",
                                     headers=headers)
         self._note_hit(entry)
+        if (hit.tier == "semantic" and lookup.directives.threshold is None
+                and random.random() < self.settings.cache.verify_sample):
+            self.spawn(self._check_hit(CIMultiDict(request.headers), lookup, hit))
         usage = body.get("usage") or {}
         lookup.best_similarity, lookup.threshold = hit.similarity, hit.threshold
         self.observer.emit(lookup.event(
@@ -311,6 +333,48 @@ class CacheService:
             await self.store.record_hits(hits)
         except StoreError:
             pass  # lost hit counts are not worth failing anything for
+
+    async def _check_hit(self, headers: CIMultiDict[str], lookup: Lookup, hit: Hit) -> None:
+        """Sampled verification, off the response path: ask the upstream too, compare its
+        answer with the one served and record the outcome as an observation. Any failure
+        here costs a log line and a metric, nothing else."""
+        verifications = self.metrics.verifications
+        try:
+            correct = await self._same_answer(headers, lookup, hit.entry)
+            if correct is None:
+                verifications.labels("failed").inc()
+                return
+            verifications.labels("correct" if correct else "wrong").inc()
+            await self.adaptive.observe(hit.entry, hit.similarity, correct)
+        except Exception as e:  # noqa: BLE001 - a background check must never break anything
+            verifications.labels("failed").inc()
+            log.warning("verification of a hit on entry %s failed: %s: %s", hit.entry.id,
+                        type(e).__name__, e)
+
+    async def _same_answer(self, headers: CIMultiDict[str], lookup: Lookup,
+                           entry: Entry) -> bool | None:
+        """Whether the upstream answers the lookup as the entry did (None: no usable answer)."""
+        req = lookup.req
+        body = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
+        upstream = await self.upstream.send("POST", SUBPATHS[req.endpoint], headers,
+                                            orjson.dumps(body))
+        try:
+            raw = await upstream.read()
+        finally:
+            upstream.release()
+        if upstream.status != 200:
+            return None
+        fresh_text = answer_text(orjson.loads(raw))
+        cached_text = answer_text(orjson.loads(entry.response))
+        if not fresh_text or not cached_text:
+            return None
+        if normalise(fresh_text) == normalise(cached_text):
+            return True
+        semantic = self.semantic
+        if semantic is None:
+            return None
+        a, b = await semantic.embed(fresh_text), await semantic.embed(cached_text)
+        return float(a @ b) >= self.settings.cache.answer_similarity
 
     # misses -----------------------------------------------------------------------------
 

@@ -13,8 +13,8 @@ all of them. Fields:
 
 `{prefix}totals` holds the same counters (no histograms) without a TTL: the savings since the
 cache was first started. `{prefix}top` ranks entries by hits, and `{prefix}req:{request_id}`
-remembers which entry answered a hit for a while, so any replica can resolve a wrong-hit
-report by request id.
+remembers which entry answered a hit, and at what similarity ("{entry_id} {similarity}"), for
+a while, so any replica can resolve a report on a hit by request id.
 
 The request path only touches a dict (`record`); a background task writes the pending
 counters in one pipeline every `flush_s`.
@@ -48,9 +48,9 @@ RETENTION_MINUTES = 24 * 60
 FLUSH_S = 0.5
 """How often pending counters go to Redis: the delay before a dashboard sees a request."""
 REQUEST_ID_TTL_S = 300
-"""How long a hit's request id can be reported as wrong through any replica. Each costs
-~245 bytes of Redis while it lives, so this bounds that memory to ~74 MB at a sustained
-1,000 hits/s; after it, a hit is still reported by its X-Semcache-Entry id."""
+"""How long a hit's request id can be reported through any replica. Each costs ~250 bytes
+of Redis while it lives, so this bounds that memory to ~75 MB at a sustained 1,000 hits/s;
+after it, a hit is still reported by its X-Semcache-Entry id (and X-Semcache-Similarity)."""
 TOP_KEEP = 5000
 """Entries ranked in `{prefix}top`; the tail is trimmed so the set does not grow forever."""
 MAX_PENDING_MINUTES = 60
@@ -121,7 +121,9 @@ class TimeSeries:
             floats["saved_s"] += event.upstream_s_saved
             if event.entry_id:
                 self._hits[event.entry_id] += 1
-                self._request_ids[event.request_id] = event.entry_id
+                self._request_ids[event.request_id] = (
+                    event.entry_id if event.similarity is None
+                    else f"{event.entry_id} {event.similarity:.4f}")
 
     def record_feedback(self, at: float) -> None:
         ints = self._ints.setdefault(int(at // 60), defaultdict(int))
@@ -228,9 +230,16 @@ class TimeSeries:
         if ids:
             await self.client.zrem(self.top_key, *ids)
 
-    async def entry_for_request(self, request_id: str) -> str | None:
+    async def hit_for_request(self, request_id: str) -> tuple[str, float | None] | None:
+        """(entry id, similarity) of the hit that answered `request_id`, None if unknown."""
         raw = cast(bytes | None, await self.client.get(self.request_key(request_id)))
-        return raw.decode() if raw is not None else None
+        if raw is None:
+            return None
+        entry_id, _, similarity = raw.decode().partition(" ")
+        try:
+            return entry_id, float(similarity) if similarity else None
+        except ValueError:
+            return entry_id, None
 
 
 def _decode(raw: Mapping[bytes, bytes]) -> dict[str, float]:

@@ -410,7 +410,11 @@
     const rep = e.target.closest("[data-report]");
     if (rep) {
       return act(() => api("feedback", { method: "POST", body: { request_id: rep.dataset.report, reason: "reported from the dashboard" } })
-        .then((r) => (r.removed ? "wrong hit reported: entry removed" : "reported (entry already gone)")));
+        .then((r) => ({
+          removed: "wrong hit reported: entry removed",
+          raised: `wrong hit reported: the entry now needs similarity ≥ ${r.threshold}`,
+          recorded: "wrong hit recorded (the entry's confirmed hits keep its threshold)",
+        })[r.result] || "reported (entry already gone)"));
     }
     const row = e.target.closest("[data-entry]");
     if (row) {

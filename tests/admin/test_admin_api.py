@@ -154,10 +154,12 @@ async def test_feedback_by_entry_id_removes_the_entry(proxy: Any) -> None:
     await ask(proxy, "wrong answer")
     hit = await ask(proxy, "wrong answer")
     entry_id = hit.headers["X-Semcache-Entry"]
+    # No similarity known (no request id): the entry goes, as for any exact hit.
     body = await api(proxy, "POST", "feedback", {"entry_id": entry_id, "reason": "off topic"})
-    assert body == {"entry_id": entry_id, "request_id": None, "removed": True}
+    assert body == {"entry_id": entry_id, "request_id": None, "result": "removed", "removed": True,
+                    "similarity": None, "threshold": None}
     again = await api(proxy, "POST", "feedback", {"entry_id": entry_id})
-    assert again["removed"] is False  # counted all the same
+    assert again["removed"] is False and again["result"] == "already-gone"  # counted all the same
     assert (await ask(proxy, "wrong answer")).headers["X-Semcache"] == "miss"
     reports = (await api(proxy, "GET", "feedback"))["reports"]  # newest first
     assert reports[-1]["reason"] == "off topic" and reports[-1]["query"] == "wrong answer"
@@ -168,6 +170,10 @@ async def test_feedback_by_entry_id_removes_the_entry(proxy: Any) -> None:
     await api(proxy, "POST", "feedback", {}, expect=400)
     await api(proxy, "POST", "feedback", {"request_id": "req-unknown"}, expect=404)
     await api(proxy, "POST", "feedback", {"entry_id": entry_id, "reason": 5}, expect=400)
+    for bad in ({"similarity": 1.5}, {"similarity": "0.9"}, {"correct": "yes"}, {"remove": 1},
+                {"correct": True, "remove": True},
+                {"correct": True}):  # a confirmed hit needs its similarity
+        await api(proxy, "POST", "feedback", {"entry_id": entry_id, **bad}, expect=400)
 
 
 async def test_feedback_by_request_id_through_another_replica(proxy: Any, aiohttp_client: Any,
@@ -179,6 +185,7 @@ async def test_feedback_by_request_id_through_another_replica(proxy: Any, aiohtt
     # `other` never saw the request: it resolves the id through Redis
     body = await api(other, "POST", "feedback", {"request_id": "req-wrong-1", "reason": "stale"})
     assert body["removed"] is True and body["entry_id"] == hit.headers["X-Semcache-Entry"]
+    assert body["similarity"] == 1.0  # an exact hit: the entry itself is wrong, so it goes
     assert (await ask(proxy, "reported later")).headers["X-Semcache"] == "miss"
     # this replica resolves its own recent requests from memory
     hit = await ask(proxy, "reported later", **{"X-Request-Id": "req-wrong-2"})
