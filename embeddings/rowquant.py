@@ -4,90 +4,101 @@
 one scale and zero point from the min and max of the whole activation tensor: the whole
 batch, padding included. A text's vector then depends on which texts share its batch.
 `per_token_activations` replaces each of those nodes by a symmetric quantisation with one
-scale per token (the max |x| over the hidden axis) and a fixed zero point of 128, so the
-integer matmuls that follow (`MatMulInteger`, unchanged) see each row on its own scale.
-The scale tensor has shape (batch, seq, 1). onnxruntime's MatMulIntegerToFloat fusion
-(extended optimisation level) assumes a scalar activation scale and silently gives wrong
-results with a per-token one, so the activation scale is moved out of the fused pattern:
-`Mul(Mul(Cast(MatMulInteger), w_scale), a_scale)` instead of `Mul(Cast(..), a_scale*w_scale)`.
+scale per token (the max |x| over the hidden axis, shape (batch, seq, 1)) and a fixed zero
+point of 128, so every row is quantised on its own scale.
+
+The integer matmul that follows becomes onnxruntime's fused `MatMulIntegerToFloat`
+(int8 GEMM, int32 to float and the per-channel weight scale in one kernel) with a unit
+activation scale, and the per-token scale is applied by one `Mul` after it. (The fused op
+takes only a scalar activation scale, and onnxruntime's own fusion silently gives wrong
+results with a per-token one, so the scale is kept out of it.) Quantising is
+`QuantizeLinear(x * (127 / amax), 1, 128)`: rounding, saturation and the cast in one kernel.
+Against the first version of this rewrite (Div, Round, Add, Cast, then MatMulInteger, Cast
+and two Muls) the arithmetic is the same, and a batch of 32 Quora questions runs ~1.3x
+faster on 2 CPU cores (fewer passes over the activations and fewer kernel launches).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
-def per_token_activations(model) -> int:  # noqa: ANN001 (onnx.ModelProto; onnx is optional)
-    """Rewrite every DynamicQuantizeLinear of `model` in place; return how many."""
-    from onnx import TensorProto, helper, numpy_helper
+def per_token_activations(model: Any) -> int:
+    """Rewrite every DynamicQuantizeLinear of `model` (onnx.ModelProto) and the
+    MatMulInteger -> Cast -> Mul(scale) chains that consume it, in place; return how many."""
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    consts = [
-        numpy_helper.from_array(np.array(1e-8, dtype=np.float32), "rowq_eps"),
-        numpy_helper.from_array(np.array(127.0, dtype=np.float32), "rowq_qmax"),
-        numpy_helper.from_array(np.array(128.0, dtype=np.float32), "rowq_offset"),
-        numpy_helper.from_array(np.array(128, dtype=np.uint8), "rowq_zero_point"),
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), "rowq_axes"),
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), "rowq_one"),
-    ]
-    nodes = []
-    count = 0
-    consts_used = {c.name for c in consts} - {"rowq_axes"}
-    for node in graph.node:
-        if node.op_type != "DynamicQuantizeLinear":
-            nodes.append(node)
-            continue
-        count += 1
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def only_consumer(name: str, op: str) -> Any:
+        users = consumers.get(name, [])
+        if len(users) != 1 or users[0].op_type != op:
+            raise ValueError(f"expected one {op} after {name}, found {[u.op_type for u in users]}")
+        return users[0]
+
+    quantisers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+    replace: dict[int, list[Any]] = {}  # id(old node) -> its replacement ([] drops it)
+    for node in quantisers:
         x, (q, scale, zp) = node.input[0], node.output
         p = f"{node.name or q}_rowq"
         if opset >= 18:
-            consts_used.add("rowq_axes")
             reduce = helper.make_node("ReduceMax", [f"{p}_abs", "rowq_axes"], [f"{p}_amax"],
                                       keepdims=1)
         else:
             reduce = helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_amax"], axes=[-1],
                                       keepdims=1)
-        nodes += [
+        replace[id(node)] = [
             helper.make_node("Abs", [x], [f"{p}_abs"]),
             reduce,
             helper.make_node("Max", [f"{p}_amax", "rowq_eps"], [f"{p}_amax_eps"]),
             helper.make_node("Div", [f"{p}_amax_eps", "rowq_qmax"], [scale]),
-            helper.make_node("Div", [x, scale], [f"{p}_scaled"]),
-            helper.make_node("Round", [f"{p}_scaled"], [f"{p}_round"]),
-            helper.make_node("Add", [f"{p}_round", "rowq_offset"], [f"{p}_shift"]),
-            helper.make_node("Cast", [f"{p}_shift"], [q], to=TensorProto.UINT8),
+            helper.make_node("Div", ["rowq_qmax", f"{p}_amax_eps"], [f"{p}_inv"]),
+            helper.make_node("Mul", [x, f"{p}_inv"], [f"{p}_scaled"]),
+            helper.make_node("QuantizeLinear", [f"{p}_scaled", "rowq_one", "rowq_zero_point"], [q]),
             helper.make_node("Identity", ["rowq_zero_point"], [zp]),
         ]
-    _apply_scale_after(nodes, {n.output[1] for n in graph.node
-                               if n.op_type == "DynamicQuantizeLinear"})
+        for matmul in consumers.get(q, []):
+            if matmul.op_type != "MatMulInteger":
+                raise ValueError(f"unexpected consumer {matmul.op_type} of {q}")
+            cast = only_consumer(matmul.output[0], "Cast")
+            mul = only_consumer(cast.output[0], "Mul")
+            combined = mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]
+            scales = producer[combined]  # Mul(activation scale, weight scale)
+            if scales.op_type != "Mul" or scale not in scales.input:
+                raise ValueError(f"unexpected scale chain at {mul.name}")
+            w_scale = scales.input[1] if scales.input[0] == scale else scales.input[0]
+            unscaled = f"{mul.output[0]}_rowq_w"
+            replace[id(matmul)] = [helper.make_node(
+                "MatMulIntegerToFloat",
+                [matmul.input[0], matmul.input[1], "rowq_one", w_scale, matmul.input[2],
+                 matmul.input[3]],
+                [unscaled], domain="com.microsoft", name=f"{matmul.name}_rowq")]
+            replace[id(cast)] = []
+            replace[id(mul)] = [helper.make_node("Mul", [unscaled, scale], [mul.output[0]])]
+            replace[id(scales)] = []
+    nodes = []
+    for n in graph.node:
+        nodes.extend(replace.get(id(n), [n]))
     del graph.node[:]
     graph.node.extend(nodes)
-    if count:
-        graph.initializer.extend(c for c in consts if c.name in consts_used)
-    return count
-
-
-def _apply_scale_after(nodes: list, act_scales: set[str]) -> None:
-    """Turn Mul(x, Mul(a_scale, w_scale)) into Mul(Mul(x, w_scale), a_scale), in place."""
-    from onnx import helper
-
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    extra = []
-    for n in nodes:
-        if n.op_type != "Mul" or n.input[0] not in act_scales:
-            continue
-        a_scale, combined = n.input[0], n.output[0]
-        n.input[0] = "rowq_one"  # the combined scale becomes the weight scale alone
-        for user in consumers.get(combined, []):
-            if user.op_type != "Mul":
-                raise ValueError(f"unexpected consumer {user.op_type} of {combined}")
-            tmp = f"{user.output[0]}_wscaled"
-            final = user.output[0]
-            user.output[0] = tmp
-            extra.append((user, helper.make_node("Mul", [tmp, a_scale], [final])))
-    for user, mul in extra:
-        nodes.insert(nodes.index(user) + 1, mul)
+    if quantisers:
+        consts = {
+            "rowq_eps": np.array(1e-8, dtype=np.float32),
+            "rowq_qmax": np.array(127.0, dtype=np.float32),
+            "rowq_zero_point": np.array(128, dtype=np.uint8),
+            "rowq_one": np.array(1.0, dtype=np.float32),
+        }
+        if opset >= 18:
+            consts["rowq_axes"] = np.array([-1], dtype=np.int64)
+        graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    return len(quantisers)
