@@ -9,6 +9,7 @@ place is what makes the precision measured by `semcache eval` the precision of t
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 
@@ -36,21 +37,36 @@ def decide(similarity: float, threshold: float, verifier_score: float | None = N
 MIN_EVIDENCE = 20
 """Observations needed before a threshold drops below its default, and before a scope's pool
 replaces the default at all."""
+CONFIDENCE_Z = 1.645
+"""z of the one-sided 95% upper confidence bound on a wrong-hit rate."""
+
+
+def wrong_rate_bound(wrong: int, n: int, z: float = CONFIDENCE_Z) -> float:
+    """Upper confidence bound on a wrong-hit rate after `wrong` of `n` lookups (Wilson score
+    interval; 1 for n = 0): with 0 wrong it is z^2 / (n + z^2), within 5% from n = 52."""
+    if n == 0:
+        return 1.0
+    p, z2 = wrong / n, z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return (centre + spread) / (1 + z2 / n)
 
 
 def entry_threshold(observations: Sequence[tuple[float, bool]], default: float,
                     max_wrong_rate: float, *, min_evidence: int = MIN_EVIDENCE) -> float:
     """An entry's own threshold from the lookups it answered, in the spirit of vCache
-    (Schroeder et al. 2025): the smallest threshold whose estimated wrong-hit rate among
-    the entry's lookups at or above it stays within `max_wrong_rate`.
+    (Schroeder et al. 2025): the smallest threshold at which the entry's wrong-hit rate, as
+    bounded from above with 95% confidence by its lookups at or above it, stays within
+    `max_wrong_rate`.
 
-    observations: (similarity, correct) per lookup served (correct from client feedback or
-    a sampled comparison with the upstream's answer).
-    Above `default` the configured threshold is trusted until feedback says otherwise: a
-    wrong hit there raises the entry's threshold past it unless enough correct ones above
-    keep the rate within the bound. Below `default` the threshold drops only on evidence:
-    at least `min_evidence` lookups at or above the new value, with the rate's Laplace
-    estimate (wrong + 1) / (n + 2) within the bound, so a few lucky hits never lower it.
+    observations: (similarity, correct) per lookup (from client feedback, or a sampled
+    comparison of the cached answer with the upstream's).
+    Above `default` the configured threshold is trusted until a wrong hit says otherwise:
+    then the threshold rises to the lowest point with enough correct evidence above it, else
+    just past the highest wrong hit. Below `default` it drops only on at least `min_evidence`
+    lookups at or above the new value (and the confidence bound), so a few lucky hits never
+    lower it. A confidence bound rather than the observed rate: picking the lowest threshold
+    whose observed rate passes would pick the luckiest noise, and overshoot the bound.
     """
     obs = sorted(observations)
     if not obs:
@@ -61,22 +77,19 @@ def entry_threshold(observations: Sequence[tuple[float, bool]], default: float,
     for i in range(len(obs) - 1, -1, -1):
         wrong_from[i] = wrong_from[i + 1] + (not obs[i][1])
 
-    def counts_at(t: float) -> tuple[int, int]:
-        """(lookups, wrong ones) with similarity >= t."""
+    def within_bound(t: float, need: int) -> bool:
         i = bisect.bisect_left(sims, t)
-        return len(obs) - i, wrong_from[i]
+        n = len(obs) - i
+        return n >= need and wrong_rate_bound(wrong_from[i], n) <= max_wrong_rate
 
-    # Raise: the smallest t >= default whose observed wrong rate is within the bound.
     first_above = bisect.bisect_left(sims, default)
-    if wrong_from[first_above]:
+    if wrong_from[first_above]:  # raise
         for t in [default] + [s + 1e-4 for s in sims[first_above:]]:
-            n, wrong = counts_at(t)
-            if n == 0 or wrong / n <= max_wrong_rate:
+            if within_bound(t, 1):
                 return round(t, 4)
-    # Lower: the smallest observed similarity below default with enough evidence above it.
-    for s in sims[:first_above]:
-        n, wrong = counts_at(s)
-        if n >= min_evidence and (wrong + 1) / (n + 2) <= max_wrong_rate:
+        return round(max(s for s, ok in obs if not ok) + 1e-4, 4)
+    for s in sims[:first_above]:  # lower
+        if within_bound(s, min_evidence):
             return round(s, 4)
     return default
 

@@ -8,6 +8,7 @@ from semcache.proxy.decision import (
     applied_threshold,
     entry_threshold,
     scope_threshold,
+    wrong_rate_bound,
 )
 
 
@@ -22,8 +23,17 @@ def test_a_wrong_hit_raises_the_entry_threshold_past_it() -> None:
 
 
 def test_many_correct_hits_above_a_wrong_one_keep_the_rate_within_the_bound() -> None:
-    obs = [(0.93, False)] + [(0.95 + i * 0.001, True) for i in range(30)]
-    assert entry_threshold(obs, 0.92, 0.05) == 0.92  # 1 wrong of 31 is within 5%
+    correct = [(0.95 + i * 0.0004, True) for i in range(100)]
+    assert entry_threshold([(0.93, False)] + correct, 0.92, 0.05) == 0.92  # 1 of 101: bound 4.6%
+    # 1 wrong of 31 is 3% observed, but 31 lookups cannot show the rate is within 5%
+    assert entry_threshold([(0.93, False)] + correct[:30], 0.92, 0.05) == 0.9301
+
+
+def test_the_wrong_rate_bound_needs_evidence() -> None:
+    assert wrong_rate_bound(0, 0) == 1.0
+    assert wrong_rate_bound(0, 51) > 0.05 >= wrong_rate_bound(0, 52)
+    assert wrong_rate_bound(1, 31) > 0.05 >= wrong_rate_bound(1, 95)
+    assert wrong_rate_bound(10, 100) > 0.1
 
 
 def test_the_threshold_drops_only_on_enough_evidence() -> None:
