@@ -1,9 +1,12 @@
 """Adaptive thresholds in the proxy: the observations behind them and the thresholds they give.
 
-An observation is (similarity, correct) for one semantic hit whose outcome became known: a
-client's report through POST /admin/api/feedback, or a sampled verification (the proxy also
-asks the upstream and compares the answers, `cache.verify_sample`). Each one is appended, in
-one Redis script, to
+An observation is (similarity, correct) for one semantic candidate whose outcome became
+known: a client's report on a hit through POST /admin/api/feedback, or a sampled check
+(`cache.verify_sample`, proxy/serving.py): a served hit is also sent to the upstream, and a
+candidate turned down by its adaptive threshold alone is compared with the answer its miss
+got; every candidate is checked while its scope has fewer than MIN_EVIDENCE observations.
+Sampling from everything the un-adapted decision would serve keeps the pool a fair picture of
+every threshold above the default. Each observation is appended, in one Redis script, to
 
 - the entry's own list (its hash field `obs`, the newest ENTRY_OBSERVATIONS), which arrives
   with the HGETALL every lookup does anyway: no extra round trip on the hit path;
@@ -79,6 +82,10 @@ class AdaptiveThresholds:
         if t is None:
             t = self._scope_t[key] = scope_threshold(decode_observations(raw), default, self.bound)
         return t
+
+    def pool_size(self, scope: str) -> int:
+        raw = self._pools.get(scope)
+        return len(decode_observations(raw)) if raw else 0
 
     def entry_threshold(self, entry: Entry, scope_t: float, default: float) -> float:
         """The threshold `entry` must reach, given its scope's (`scope_t`)."""

@@ -146,12 +146,14 @@ class CacheSettings:
 
     max_wrong_rate: float = 0.05
     """Bound on the wrong-hit rate that adaptive thresholds keep: an entry's (and a scope's)
-    threshold is the lowest at which the observed share of wrong hits among its semantic hits
-    stays within it (proxy/decision.py:entry_threshold)."""
+    threshold is the lowest at which the wrong-hit rate among its observed semantic hits,
+    bounded with 95% confidence, stays within it (proxy/decision.py:entry_threshold)."""
 
     verify_sample: float = 0.0
-    """Fraction of semantic hits that are also sent to the upstream in the background, whose
-    answer is compared with the cached one and recorded as an observation (0: off)."""
+    """Fraction of semantic candidates checked in the background against the upstream's
+    answer and recorded as observations: served hits (asked again) and candidates turned down
+    by their adaptive threshold alone (compared with the miss's answer); every one while the
+    scope has fewer than MIN_EVIDENCE observations. 0: off."""
 
     answer_similarity: float = 0.9
     """Two answers count as the same when their normalised texts are equal or the encoder's

@@ -81,9 +81,10 @@ class Metrics:
             ["result"], registry=r,
         )
         self.verifications = Counter(
-            "semcache_verifications", "Sampled semantic hits checked against the upstream's "
-            "answer (cache.verify_sample), by result (correct, wrong, failed).",
-            ["result"], registry=r,
+            "semcache_verifications", "Sampled semantic candidates checked against the "
+            "upstream's answer (cache.verify_sample), by lookup (hit: served and asked again; "
+            "miss: turned down by its adaptive threshold alone) and result (correct, wrong, "
+            "failed).", ["lookup", "result"], registry=r,
         )
 
     def render(self) -> bytes:

@@ -30,7 +30,7 @@ from semcache.index.store import Entry, Store, StoreError
 from .adaptive import AdaptiveThresholds, answer_text, normalise
 from .checks import run_checks
 from .config import Settings
-from .decision import decide, needs_verifier
+from .decision import MIN_EVIDENCE, decide, needs_verifier
 from .errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -83,6 +83,9 @@ class Lookup:
     best_similarity: float | None = None
     """Closest candidate the semantic tier saw, hit or not (for explaining misses)."""
     threshold: float | None = None
+    turned_down: tuple[Entry, float, float] | None = None
+    """(entry, similarity, default threshold) of a candidate that only its adaptive threshold
+    kept from being served, picked for a sampled check once the upstream has answered."""
 
     def event(self, outcome: str, started: float, **fields: Any) -> RequestEvent:
         return RequestEvent(
@@ -212,8 +215,11 @@ class CacheService:
             if entry.scope != lookup.scope.id or not fresh(entry, lookup.directives):
                 continue
             threshold = scope_t if explicit else self.adaptive.entry_threshold(entry, scope_t, default)
-            if similarity < threshold:
-                continue  # this entry's own evidence asks for more
+            if similarity < threshold:  # the evidence on this entry or its scope asks for more
+                if (similarity >= default and lookup.turned_down is None
+                        and random.random() < self._check_rate(lookup.scope.id)):
+                    lookup.turned_down = (entry, similarity, default)
+                continue
             # The same decision `semcache eval` measures (proxy/decision.py).
             checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
@@ -264,7 +270,8 @@ class CacheService:
         forward = self._forward_stream if req.stream else self._forward
         status = 502
         try:
-            response = await forward(request, req, lookup if store else None, headers)
+            response = await forward(request, req, lookup if store else None, headers,
+                                     check=lookup if lookup.turned_down is not None else None)
             status = response.status
         except ProxyError as e:
             status = e.status
@@ -308,7 +315,7 @@ class CacheService:
                                     headers=headers)
         self._note_hit(entry)
         if (hit.tier == "semantic" and lookup.directives.threshold is None
-                and random.random() < self.settings.cache.verify_sample):
+                and random.random() < self._check_rate(lookup.scope.id)):
             self.spawn(self._check_hit(CIMultiDict(request.headers), lookup, hit))
         usage = body.get("usage") or {}
         lookup.best_similarity, lookup.threshold = hit.similarity, hit.threshold
@@ -334,37 +341,78 @@ class CacheService:
         except StoreError:
             pass  # lost hit counts are not worth failing anything for
 
+    # sampled verification -----------------------------------------------------------------
+
+    def _check_rate(self, scope: str) -> float:
+        """Share of the semantic candidates the un-adapted decision would serve that are
+        checked against the upstream's answer: `cache.verify_sample`, and every one while the
+        scope has too few observations for its pool to count (with checks on at all)."""
+        rate = self.settings.cache.verify_sample
+        if rate > 0 and self.adaptive.pool_size(scope) < MIN_EVIDENCE:
+            return 1.0
+        return rate
+
     async def _check_hit(self, headers: CIMultiDict[str], lookup: Lookup, hit: Hit) -> None:
-        """Sampled verification, off the response path: ask the upstream too, compare its
-        answer with the one served and record the outcome as an observation. Any failure
-        here costs a log line and a metric, nothing else."""
+        """A served hit, off the response path: ask the upstream too (non-streaming)."""
+
+        async def upstream_answer() -> Any:
+            req = lookup.req
+            body = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
+            upstream = await self.upstream.send("POST", SUBPATHS[req.endpoint], headers,
+                                                orjson.dumps(body))
+            try:
+                raw = await upstream.read()
+            finally:
+                upstream.release()
+            return orjson.loads(raw) if upstream.status == 200 else None
+
+        await self._record_check("hit", hit.entry, hit.similarity, upstream_answer())
+
+    async def _check_miss(self, lookup: Lookup, answer: bytes) -> None:
+        """A candidate turned down by its adaptive threshold alone: had the un-adapted
+        decision served it, would that have been right? The upstream has just answered the
+        miss, so this costs no upstream call; it keeps the observations a fair sample of
+        everything above the default threshold, not only of what the adapted one serves."""
+        assert lookup.turned_down is not None
+        entry, similarity, default = lookup.turned_down
+
+        async def answer_if_served() -> Any:
+            checks = self.settings.cache.checks
+            fired = run_checks(lookup.req.query_text or "", entry.query, checks)
+            score = None
+            if not fired and needs_verifier(similarity, default, self.settings.cache.verify_below):
+                score = await self._verify(lookup, entry)
+            if not decide(similarity, default, score, fired,
+                          verifier_min=self.settings.cache.verifier_min):
+                return _NOT_SERVED
+            return orjson.loads(answer)
+
+        await self._record_check("miss", entry, similarity, answer_if_served())
+
+    async def _record_check(self, lookup_kind: str, entry: Entry, similarity: float,
+                            fresh_answer: Coroutine[Any, Any, Any]) -> None:
+        """Compare the upstream's answer (None: no usable one) with the entry's and record
+        the outcome as an observation. Any failure costs a log line and a metric, nothing
+        else."""
         verifications = self.metrics.verifications
         try:
-            correct = await self._same_answer(headers, lookup, hit.entry)
-            if correct is None:
-                verifications.labels("failed").inc()
+            fresh = await fresh_answer
+            if fresh is _NOT_SERVED:
                 return
-            verifications.labels("correct" if correct else "wrong").inc()
-            await self.adaptive.observe(hit.entry, hit.similarity, correct)
+            correct = await self._same_answer(fresh, entry)
+            if correct is None:
+                verifications.labels(lookup_kind, "failed").inc()
+                return
+            verifications.labels(lookup_kind, "correct" if correct else "wrong").inc()
+            await self.adaptive.observe(entry, similarity, correct)
         except Exception as e:  # noqa: BLE001 - a background check must never break anything
-            verifications.labels("failed").inc()
-            log.warning("verification of a hit on entry %s failed: %s: %s", hit.entry.id,
-                        type(e).__name__, e)
+            verifications.labels(lookup_kind, "failed").inc()
+            log.warning("check of entry %s failed: %s: %s", entry.id, type(e).__name__, e)
 
-    async def _same_answer(self, headers: CIMultiDict[str], lookup: Lookup,
-                           entry: Entry) -> bool | None:
-        """Whether the upstream answers the lookup as the entry did (None: no usable answer)."""
-        req = lookup.req
-        body = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
-        upstream = await self.upstream.send("POST", SUBPATHS[req.endpoint], headers,
-                                            orjson.dumps(body))
-        try:
-            raw = await upstream.read()
-        finally:
-            upstream.release()
-        if upstream.status != 200:
-            return None
-        fresh_text = answer_text(orjson.loads(raw))
+    async def _same_answer(self, fresh: Any, entry: Entry) -> bool | None:
+        """Whether two answers say the same: normalised texts equal, or the encoder's cosine
+        of them at least `cache.answer_similarity` (None: nothing to compare)."""
+        fresh_text = answer_text(fresh)
         cached_text = answer_text(orjson.loads(entry.response))
         if not fresh_text or not cached_text:
             return None
@@ -380,7 +428,7 @@ class CacheService:
 
     async def _forward(
         self, request: web.Request, req: ParsedRequest, lookup: Lookup | None,
-        headers: dict[str, str],
+        headers: dict[str, str], check: Lookup | None = None,
     ) -> web.Response:
         sent = time.perf_counter()
         upstream = await self._send(request, req)
@@ -398,15 +446,18 @@ class CacheService:
         self.metrics.upstream_latency.observe(elapsed)
         if upstream.status != 200:
             self.metrics.upstream_errors.labels(str(upstream.status)).inc()
-        elif lookup is not None:
-            self.spawn(self._write_back(lookup, body, elapsed))
+        else:
+            if lookup is not None:
+                self.spawn(self._write_back(lookup, body, elapsed))
+            if check is not None:
+                self.spawn(self._check_miss(check, body))
         out_headers = response_headers(upstream.headers)
         out_headers.update(headers)
         return web.Response(status=upstream.status, body=body, headers=out_headers)
 
     async def _forward_stream(
         self, request: web.Request, req: ParsedRequest, lookup: Lookup | None,
-        headers: dict[str, str],
+        headers: dict[str, str], check: Lookup | None = None,
     ) -> web.StreamResponse:
         sent = time.perf_counter()
         upstream = await self._send(request, req)
@@ -453,6 +504,8 @@ class CacheService:
         elapsed = time.perf_counter() - sent
         self.metrics.upstream_latency.observe(elapsed)
         result = assembler.result()
+        if check is not None and result is not None:
+            self.spawn(self._check_miss(check, orjson.dumps(result)))
         if lookup is not None and result is not None:
             self.spawn(self._write_back(lookup, orjson.dumps(result), elapsed))
         elif lookup is not None:
@@ -527,6 +580,10 @@ class CacheService:
             embedding=b"" if vector is None else vector.astype("float32").tobytes(),
             upstream_s=upstream_s,
         )
+
+
+_NOT_SERVED = object()
+"""A checked candidate that the un-adapted decision would not have served either."""
 
 
 def _int(value: Any) -> int:

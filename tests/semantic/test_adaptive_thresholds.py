@@ -13,6 +13,7 @@ from semantic.test_semantic_tier import ask, chat, start_proxy
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.admin import ADMIN
 from semcache.proxy.app import SERVICE
+from semcache.proxy.decision import MIN_EVIDENCE
 
 STORED = "How do I learn Python quickly?"
 NEAR = "How can I learn Python fast?"  # cosine 0.9607 with STORED
@@ -142,19 +143,50 @@ async def test_sampled_verification_records_what_the_upstream_says(
     upstream.answer_for = lambda question: "Something else entirely."  # type: ignore[method-assign]
     resp = await outcome(proxy, CLOSER)
     assert resp.headers["X-Semcache"] == "hit-semantic"  # served from the cache all the same
+    closer = float(resp.headers["X-Semcache-Similarity"])
     view = await admin(proxy, "GET", f"entries/{entry_id}")
     assert [ok for _, ok in view["adaptive"]["observations"]] == [True, False]
-    assert view["adaptive"]["threshold"] > float(resp.headers["X-Semcache-Similarity"])
+    assert view["adaptive"]["threshold"] > closer
+
+    # Now a miss: its candidate, turned down by the raised threshold alone, is checked against
+    # the answer the upstream gives the miss anyway (no second upstream call)
+    calls = len(upstream.calls)
     assert (await outcome(proxy, CLOSER)).headers["X-Semcache"] == "miss"
+    assert len(upstream.calls) == calls + 1
+    view = await admin(proxy, "GET", f"entries/{entry_id}")
+    assert [ok for _, ok in view["adaptive"]["observations"]] == [True, False, False]
+    assert view["adaptive"]["scope_observations"] == 3
+    # a candidate under the default threshold is no evidence about the adaptive one
+    await outcome(proxy, "What is the capital of France?")
+    assert len((await admin(proxy, "GET", f"entries/{entry_id}"))["adaptive"]["observations"]) == 3
 
     upstream.status = 500  # a failing check changes nothing but a metric
     calls = len(upstream.calls)
     resp = await outcome(proxy, OWN)
     assert resp.headers["X-Semcache"] == "hit-semantic" and len(upstream.calls) == calls + 1
-    assert len((await admin(proxy, "GET", f"entries/{entry_id}"))["adaptive"]["observations"]) == 2
+    assert len((await admin(proxy, "GET", f"entries/{entry_id}"))["adaptive"]["observations"]) == 3
     metrics = (await (await proxy.get("/metrics")).read()).decode()
-    for result, n in (("correct", 1), ("wrong", 1), ("failed", 1)):
-        assert f'semcache_verifications_total{{result="{result}"}} {n}.0' in metrics
+    for labels, n in (('lookup="hit",result="correct"', 1), ('lookup="hit",result="wrong"', 1),
+                      ('lookup="miss",result="wrong"', 1), ('lookup="hit",result="failed"', 1)):
+        assert f"semcache_verifications_total{{{labels}}} {n}.0" in metrics, labels
     # a request that chose its own threshold is not sampled
     await outcome(proxy, OWN, **{"X-Semcache-Threshold": "0.5"})
     assert len(upstream.calls) == calls + 1
+
+
+async def test_checks_sample_a_fraction_once_the_scope_has_evidence(
+    aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path
+) -> None:
+    """While a scope has fewer than MIN_EVIDENCE observations every candidate is checked;
+    after that, cache.verify_sample of them."""
+    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir,
+                              cache__verify_sample=1e-9)
+    await ask(proxy, chat(STORED))
+    for _ in range(MIN_EVIDENCE + 5):
+        assert (await outcome(proxy, NEAR)).headers["X-Semcache"] == "hit-semantic"
+    assert len(upstream.calls) == 1 + MIN_EVIDENCE  # the miss, then one check per hit until 20
+    entry_id = (await outcome(proxy, NEAR)).headers["X-Semcache-Entry"]
+    view = await admin(proxy, "GET", f"entries/{entry_id}")
+    assert view["adaptive"]["scope_observations"] == MIN_EVIDENCE
+    assert view["adaptive"]["threshold"] == 0.92  # 20 correct hits: no reason to move
+    assert proxy.app[SERVICE]._check_rate(view["scope"]) == 1e-9
