@@ -7,7 +7,8 @@ then `decision.decide` - the function the proxy calls - is swept over thresholds
 stage: the static threshold alone, with the cheap checks, with the verifier, and with both.
 Reported per threshold: precision, recall, F1 and the wrong-hit rate (the fraction of label-0
 pairs that would be served). The operating point is the lowest threshold whose precision
-reaches --target-precision. Writes loadtest/results/eval_<name>.json and .png.
+reaches --target-precision. Adaptive thresholds are measured by replaying the pairs as a
+stream of lookups (see `simulate_adaptive`). Writes loadtest/results/eval_<name>.json and .png.
 
 `--split dev|test` keeps one side of a fixed hash split of the pairs (20% test): training
 and threshold choices use dev; test is held out for the final figures only.
@@ -21,6 +22,7 @@ import json
 import logging
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from .adaptive import ENTRY_OBSERVATIONS, SCOPE_OBSERVATIONS
 from .checks import run_checks
 from .config import ConfigError, Settings, load_settings
-from .decision import decide, needs_verifier
+from .decision import MIN_EVIDENCE, applied_threshold, decide, needs_verifier, scope_threshold
 from .pairs import read_pairs
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,15 @@ log = logging.getLogger(__name__)
 THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.005), 3)
 VERIFIER_MIN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 STAGES = ("static", "checks", "verifier", "checks+verifier")
+ADAPTIVE_SAMPLE = 0.1
+"""Share of the lookups that would be served which the adaptive replay verifies (and so
+answers from the upstream): the evidence its thresholds learn from."""
+ADAPTIVE_RUNS = {  # name: (the decision it adapts, with the scope pool as fallback)
+    "adaptive": ("static", True),
+    "adaptive, per-entry only": ("static", False),
+    "checks+verifier+adaptive": ("checks+verifier", True),
+    "checks+verifier+adaptive, per-entry only": ("checks+verifier", False),
+}
 
 
 def progress(items: Sequence[Any], label: str, every: int = 1) -> Iterator[Any]:
@@ -114,6 +126,89 @@ def sweep(sims: np.ndarray, labels: np.ndarray, fired: list[tuple[str, ...]],
     return curves
 
 
+def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarray,
+                      fired: list[tuple[str, ...]], scores: np.ndarray | None, *, stage: str,
+                      default: float, verify_below: float, verifier_min: float,
+                      max_wrong_rate: float, sample: float, seed: int,
+                      scope_pool: bool = True) -> dict[str, Any]:
+    """Adaptive thresholds as the online process the proxy runs, replayed over the pairs.
+
+    In a seeded random order each pair is one lookup: `entries[i]` (side `a`, by its text, so
+    a question in several pairs gathers the observations of all of them) is the cached entry,
+    side `b` the request. Each lookup's threshold is `decision.applied_threshold` over the
+    observations made before it: the entry's own (the newest ENTRY_OBSERVATIONS) over the
+    pool's (the whole set is one scope: the newest SCOPE_OBSERVATIONS), starting from
+    `default`; `stage`'s checks and verifier decide as in the proxy.
+
+    Observations come from verification, as in the proxy (`cache.verify_sample`): of the
+    lookups that the un-adapted decision (at `default`) would serve, a seeded fraction
+    `sample` is verified, every one while the pool holds fewer than MIN_EVIDENCE. The label
+    stands for the comparison of the cached answer with the upstream's, and is recorded.
+    Sampling from the un-adapted decision, not from what the adapted one serves, keeps the
+    pool a fair picture of every threshold above `default` (the proxy compares a miss's
+    upstream answer with the candidate it turned down for that, at no extra cost). A
+    verified lookup counts as not served (the upstream answered it, as in vCache; the proxy
+    instead serves a sampled hit and checks it in the background: see
+    `counting_verified_as_served`). The rest are served when they reach their threshold.
+    """
+    rng = np.random.default_rng(seed)
+    order, draws = rng.permutation(len(sims)), rng.random(len(sims))
+    use_checks = "checks" in stage
+    use_verifier = "verifier" in stage and scores is not None
+    own: dict[str, deque[tuple[float, bool]]] = {}
+    pool: deque[tuple[float, bool]] = deque(maxlen=SCOPE_OBSERVATIONS)
+    scope_t = default
+    served = np.zeros(len(sims), dtype=bool)
+    verified = np.zeros(len(sims), dtype=bool)
+    verified_hit = np.zeros(len(sims), dtype=bool)
+    for i in order:
+        sim, entry = float(sims[i]), entries[i]
+        score = None
+        if use_verifier and scores is not None and needs_verifier(sim, default, verify_below):
+            score = float(scores[i])
+        if not decide(sim, default, score, fired[i] if use_checks else (),
+                      verifier_min=verifier_min):
+            continue  # not even the un-adapted decision would serve it
+        hit = sim >= applied_threshold(own.get(entry, ()), scope_t, default, max_wrong_rate)
+        cold = scope_pool and len(pool) < MIN_EVIDENCE
+        if sample <= 0 or (draws[i] >= sample and not cold):
+            served[i] = hit
+            continue
+        verified[i] = True
+        verified_hit[i] = hit
+        observation = (round(sim * 10000) / 10000, bool(labels[i] == 1))  # as Redis keeps it
+        own.setdefault(entry, deque(maxlen=ENTRY_OBSERVATIONS)).append(observation)
+        if scope_pool:
+            pool.append(observation)
+            scope_t = scope_threshold(pool, default, max_wrong_rate)
+    raised = sum(applied_threshold(obs, scope_t, default, max_wrong_rate) > scope_t
+                 for obs in own.values())
+    return {
+        **metrics(served, labels),
+        "verified": int(verified.sum()),
+        "verified_wrong": int(np.sum(verified & (labels == 0))),
+        "final_scope_threshold": scope_t,
+        "entries_with_observations": len(own),
+        "entries_above_scope_threshold": int(raised),
+        "counting_verified_as_served": metrics(served | verified_hit, labels),
+    }
+
+
+def adaptive_runs(entries: Sequence[str], sims: np.ndarray, labels: np.ndarray,
+                  fired: list[tuple[str, ...]], scores: np.ndarray | None, cache: Any, *,
+                  sample: float, seed: int) -> dict[str, Any]:
+    runs = {}
+    for name, (stage, pool) in ADAPTIVE_RUNS.items():
+        if "verifier" in stage and scores is None:
+            continue
+        default = cache.verifier_floor if "verifier" in stage else cache.threshold
+        runs[name] = {"adapts": stage, "default": default, **simulate_adaptive(
+            entries, sims, labels, fired, scores, stage=stage, default=default,
+            verify_below=cache.verify_below, verifier_min=cache.verifier_min,
+            max_wrong_rate=cache.max_wrong_rate, sample=sample, seed=seed, scope_pool=pool)}
+    return {"sample": sample, "seed": seed, "max_wrong_rate": cache.max_wrong_rate, "runs": runs}
+
+
 def operating_point(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
     """Highest-recall point whose precision reaches the target (None: never reached)."""
     ok = [p for p in curve if p["precision"] >= target and p["served"] > 0]
@@ -134,7 +229,8 @@ def by_kind(rows: list[dict[str, Any]], served: np.ndarray) -> dict[str, dict[st
     return out
 
 
-def plot(curves: dict[str, list[dict[str, float]]], title: str, out: Path) -> None:
+def plot(curves: dict[str, list[dict[str, float]]], title: str, out: Path,
+         points: dict[str, dict[str, Any]] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -144,6 +240,9 @@ def plot(curves: dict[str, list[dict[str, float]]], title: str, out: Path) -> No
     for stage, curve in curves.items():
         pts = [p for p in curve if p["served"] > 0]
         ax.plot([p["recall"] for p in pts], [p["precision"] for p in pts], label=stage)
+    for (name, point), marker in zip((points or {}).items(), "os^vD", strict=False):
+        ax.plot([point["recall"]], [point["precision"]], marker, color="black", ms=6,
+                fillstyle="none", label=name)
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)
@@ -166,6 +265,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="config.toml (default: the bundled one)")
     p.add_argument("--data-dir", type=Path, help="data directory holding the exported models")
     p.add_argument("--no-verifier", action="store_true", help="skip the verifier stages")
+    p.add_argument("--verify-sample", type=float, default=ADAPTIVE_SAMPLE,
+                   help="adaptive replay: share of would-be hits verified (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="adaptive replay: order and sample seed")
     p.add_argument("--name", help="results name (default: from the file and split)")
     p.add_argument("--out", type=Path, default=Path("loadtest/results"))
     return p
@@ -173,7 +275,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
              verifier: Callable[[list[tuple[str, str]]], np.ndarray] | None,
-             target: float) -> dict[str, Any]:
+             target: float, sample: float = ADAPTIVE_SAMPLE, seed: int = 0) -> dict[str, Any]:
     """Everything the command reports, for pairs already read (deterministic)."""
     cache = settings.cache
     vectors = asyncio.run(embed_all(settings, [r["a"] for r in rows] + [r["b"] for r in rows]))
@@ -200,6 +302,8 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
                            verify_below=cache.verify_below, verifier_min=cache.verifier_min)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
                                    "by_kind": by_kind(rows, served), "curve": curve}
+    result["adaptive"] = adaptive_runs([r["a"] for r in rows], sims, labels, fired, scores, cache,
+                                       sample=sample, seed=seed)
     if verifier is not None:
         result["verifier_cost"] = verifier_cost(verifier, rows, sims, cache)
     if scores is not None:
@@ -254,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
 
         verifier = load_scorer(settings)
     started = time.monotonic()
-    result = evaluate(rows, settings, verifier=verifier, target=args.target_precision)
+    result = evaluate(rows, settings, verifier=verifier, target=args.target_precision,
+                      sample=args.verify_sample, seed=args.seed)
     stem = args.pairs.name.split(".")[0]
     name = args.name or (stem if args.split == "all" else f"{stem}_{args.split}")
     from semcache.loadtest.machine import machine_info
@@ -264,12 +369,15 @@ def main(argv: list[str] | None = None) -> int:
               "verifier_floor": settings.cache.verifier_floor,
               "verify_below": settings.cache.verify_below,
               "verifier_min": settings.cache.verifier_min,
+              "max_wrong_rate": settings.cache.max_wrong_rate,
               "seconds": round(time.monotonic() - started, 1), "machine": machine_info(), **result}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
+    runs = result["adaptive"]["runs"]
     plot({k: v["curve"] for k, v in result["stages"].items()},
          f"{name}: {result['pairs']} pairs ({result['positives']} positive)",
-         args.out / f"eval_{name}.png")
+         args.out / f"eval_{name}.png",
+         points={k: v for k, v in runs.items() if "per-entry" not in k})
     report(result)
     return 0
 
@@ -284,6 +392,14 @@ def report(result: dict[str, Any]) -> None:
               f"wrong={p['wrong_hit_rate']:.3f}") if p else "not reached"
         print(f"{stage:<17}{c['threshold']:>14.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}"
               f"{c['wrong_hit_rate']:>7.3f}   {op}")
+    adaptive = result.get("adaptive")
+    if adaptive:
+        print(f"adaptive replay: {adaptive['sample']:.0%} of would-be hits verified (not served), "
+              f"max wrong rate {adaptive['max_wrong_rate']}, seed {adaptive['seed']}")
+        for run_name, r in adaptive["runs"].items():
+            print(f"  {run_name:<42} P={r['precision']:.3f} R={r['recall']:.3f} "
+                  f"wrong={r['wrong_hit_rate']:.3f} verified={r['verified']} "
+                  f"scope threshold {r['final_scope_threshold']:.4f}")
 
 
 if __name__ == "__main__":

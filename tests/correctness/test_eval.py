@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semcache.proxy.evaluate import main, metrics, operating_point, sweep
+from semcache.proxy.evaluate import main, metrics, operating_point, simulate_adaptive, sweep
 from semcache.proxy.pairs import split_of
 
 
@@ -33,6 +33,43 @@ def test_metrics_and_operating_point() -> None:
     assert operating_point(curves["checks"], 0.95)["threshold"] <= 0.93  # type: ignore[index]
 
 
+def synthetic_pairs(n: int = 3000) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Pairs whose similarity says little below 0.97: a quarter of those are wrong."""
+    rng = np.random.default_rng(7)
+    sims = np.round(rng.uniform(0.85, 1.0, n), 5)
+    labels = np.where(sims >= 0.97, 1, (rng.random(n) < 0.75).astype(int))
+    return [f"entry {i % (n // 2)}" for i in range(n)], sims, labels
+
+
+def test_adaptive_replay_is_deterministic_and_learns_the_bound() -> None:
+    entries, sims, labels = synthetic_pairs()
+    fired: list[tuple[str, ...]] = [()] * len(sims)
+
+    def run(seed: int, **kw: object) -> dict[str, object]:
+        args: dict[str, object] = dict(stage="static", default=0.92, verify_below=1.0,
+                                       verifier_min=0.5, max_wrong_rate=0.05, sample=0.1,
+                                       seed=seed)
+        return simulate_adaptive(entries, sims, labels, fired, None, **{**args, **kw})  # type: ignore[arg-type]
+
+    first = run(0)
+    assert first == run(0)
+    assert first != run(1)
+    static = metrics(sims >= 0.92, labels)
+    assert static["precision"] < 0.9
+    # the pool raises the threshold to where wrong hits are within the bound
+    assert 0.95 < first["final_scope_threshold"] <= 0.975  # type: ignore[operator]
+    assert first["precision"] >= 0.95 > static["precision"]  # type: ignore[operator]
+    assert 0 < first["verified"] < 0.1 * len(sims)  # type: ignore[operator]
+    # per entry only: two lookups per entry are too little evidence to move much
+    alone = run(0, scope_pool=False)
+    assert alone["final_scope_threshold"] == 0.92 and alone["precision"] < 0.9  # type: ignore[operator]
+    # nothing verified, nothing learnt: the static decision
+    frozen = run(0, sample=0.0)
+    assert frozen["verified"] == 0
+    assert {k: frozen[k] for k in ("precision", "recall")} == {
+        k: static[k] for k in ("precision", "recall")}
+
+
 @pytest.mark.slow
 def test_eval_command_is_deterministic(model_dir: Path, tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
@@ -51,5 +88,6 @@ def test_eval_command_is_deterministic(model_dir: Path, tmp_path: Path) -> None:
         assert (out / "eval_t.png").stat().st_size > 0
         outputs.append({k: v for k, v in result.items() if k not in ("seconds", "machine")})
     assert outputs[0] == outputs[1]
+    assert set(outputs[0]["adaptive"]["runs"]) == {"adaptive", "adaptive, per-entry only"}
     checks = outputs[0]["stages"]["checks"]["at_configured_threshold"]
     assert checks["wrong_hit_rate"] == 0.0
