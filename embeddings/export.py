@@ -240,26 +240,12 @@ def _build_int8(plain: Path, out: Path, hidden: int, heads: int) -> None:
     to 0.98 measured). Rewriting each DynamicQuantizeLinear into a per-token (last-axis)
     symmetric quantisation makes every row's arithmetic independent of the rest.
     """
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from .rowquant import per_token_activations
+    from .rowquant import quantise_per_token
 
     fused = out.with_name(out.stem + ".fused.onnx")
-    staged = out.with_name(out.stem + ".dyn.onnx")
     _fused(plain, fused, hidden, heads, gpu=False, fp16=False)
-    # Only MatMuls with constant weights: quantising activation x activation products
-    # (Q.K^T, attention.V) would bring back batch-wide scales. The fused Attention op is
-    # left in float for the same reason (QAttention quantises per tensor).
-    quantize_dynamic(str(fused), str(staged), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"],
-                     extra_options={"MatMulConstBOnly": True,
-                                    "DefaultTensorType": onnx.TensorProto.FLOAT})
-    model = onnx.load(str(staged))
-    rewritten = per_token_activations(model)
+    rewritten = quantise_per_token(fused, out)
     log.info("int8: %d activation quantisers made per-token", rewritten)
-    onnx.save(model, str(out))
-    staged.unlink()
     fused.unlink()
 
 

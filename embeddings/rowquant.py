@@ -102,3 +102,73 @@ def per_token_activations(model: Any) -> int:
             consts["rowq_axes"] = np.array([-1], dtype=np.int64)
         graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
     return len(quantisers)
+
+
+def quantise_per_token(src: Any, out: Any, *, op_types: tuple[str, ...] = ("MatMul",)) -> int:
+    """Dynamic int8 (per-channel weights) of the float graph at `src`, with per-token
+    activation scales; written to `out`. Returns how many activations were rewritten.
+
+    Only MatMuls with constant weights are quantised: quantising activation x activation
+    products (Q.K^T, attention.V) would bring back batch-wide scales, and fused Attention
+    ops stay in float for the same reason (QAttention quantises per tensor). "Gather" in
+    `op_types` also stores an embedding table in int8 (dequantised on lookup).
+    """
+    from pathlib import Path
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    staged = Path(out).with_name(Path(out).stem + ".dyn.onnx")
+    quantize_dynamic(str(src), str(staged), per_channel=True, weight_type=QuantType.QInt8,
+                     op_types_to_quantize=list(op_types),
+                     extra_options={"MatMulConstBOnly": True,
+                                    "DefaultTensorType": onnx.TensorProto.FLOAT})
+    model = onnx.load(str(staged))
+    rewritten = per_token_activations(model)
+    onnx.save(model, str(out))
+    staged.unlink()
+    return rewritten
+
+
+def float_graph(model: Any) -> Any:
+    """The float graph of a model rewritten by `per_token_activations`, in place: every
+    MatMulIntegerToFloat becomes a MatMul with its weights dequantised, and the per-token
+    quantisers are dropped. For GPUs, whose providers run float MatMuls far better than
+    integer ones with a uint8 activation (the int8 file is the only one shipped)."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {out: n for n in graph.node for out in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    replace: dict[int, Any] = {}
+    for n in graph.node:
+        if n.op_type != "MatMulIntegerToFloat" or not n.name.endswith("_rowq"):
+            continue
+        quantise = producer[n.input[0]]  # QuantizeLinear(x * inv)
+        x = producer[quantise.input[0]].input[0]
+        wq = numpy_helper.to_array(inits[n.input[1]]).astype(np.float32)
+        w_scale = numpy_helper.to_array(inits[n.input[3]]).astype(np.float32)
+        w_zero = numpy_helper.to_array(inits[n.input[5]]).astype(np.float32)
+        name = f"{n.input[1]}_float"
+        graph.initializer.append(numpy_helper.from_array((wq - w_zero) * w_scale, name))
+        replace[id(n)] = helper.make_node("MatMul", [x, name], list(n.output), name=n.name)
+        (scaling,) = consumers[n.output[0]]  # Mul(unscaled, per-token scale)
+        replace[id(scaling)] = helper.make_node("Identity", [n.output[0]], list(scaling.output))
+    nodes = [replace.get(id(n), n) for n in graph.node]
+    # Drop what no longer feeds an output (the quantisers and the int8 weights).
+    needed = {o.name for o in graph.output}
+    kept = []
+    for n in reversed(nodes):
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(n.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    live = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(live)
+    return model

@@ -1,12 +1,17 @@
 """The verifier: a cross-encoder that reads both prompts and says whether one answer serves both.
 
 Trained by `semcache model train-verifier` (proxy/verifier_train.py) and kept in the repo as
-embeddings/verifier/model_int8.onnx (23 MB, dynamic int8, sigmoid inside the graph) with its
-tokenizer. Only candidates whose similarity falls in the band [threshold, verify_below) are
-scored, so most hits never pay for it. On a GPU host, a model_fp32.onnx next to the int8 one
-(written by the training command) runs on CUDA through onnxruntime-gpu.
+embeddings/verifier/model_int8.onnx (31 MB, fused graph, int8 with per-token activation
+scales, sigmoid inside the graph) with its tokenizer. Only candidates whose similarity falls
+in the band [threshold, verify_below) are scored, so most hits never pay for it. On a GPU it
+runs on CUDA: from a model_fp32.onnx next to the int8 one if there is one (the training
+command writes it), else from the int8 file with its weights dequantised at load
+(embeddings/rowquant.float_graph).
 
-Concurrency as for the encoder: one model thread; the event loop never runs the model.
+Concurrent lookups are scored together: `VerifierService` puts the verifier behind the same
+micro-batcher as the encoder (embeddings/service.py: one model thread, a bounded queue, an
+LRU of recent pairs), so a burst of semantic candidates is one model run and the event loop
+never runs the model.
 """
 
 from __future__ import annotations
@@ -14,17 +19,34 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from semcache.embeddings.encoder import Batch
+from semcache.embeddings.service import EmbeddingService
+from semcache.embeddings.settings import EmbeddingSettings
 
 BUNDLED = Path(__file__).resolve().parent.parent / "embeddings" / "verifier"
 MAX_LEN = 96
 """Tokens of the pair together (the training length); longer pairs are truncated."""
 CHUNK = 32
 """Pairs per model run on a CPU."""
+BATCHING = EmbeddingSettings(max_batch=64, max_wait_ms=1.0, max_queue=1024, lru_size=4096)
+"""How concurrent lookups' pairs are gathered into one run."""
+
+
+def pair_key(cached: str, new: str) -> str:
+    """One string for a (cached prompt, new prompt) pair, for the batcher's queue and LRU.
+    Length-prefixed, so no character of either prompt can make two pairs collide."""
+    return f"{len(cached)}:{cached}{new}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    length, _, rest = key.partition(":")
+    n = int(length)
+    return rest[:n], rest[n:]
 
 
 class VerifierError(Exception):
@@ -32,82 +54,141 @@ class VerifierError(Exception):
 
 
 class Verifier:
-    """Synchronous scorer: probability that one answer serves both prompts, per pair."""
+    """Synchronous scorer: probability that one answer serves both prompts, per pair.
+
+    Also an embeddings Encoder (pre / core / post on pair keys, one value per row), so the
+    encoder's micro-batcher can drive it."""
+
+    dim = 1
+    max_seq_len = MAX_LEN
 
     def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN) -> None:
         self.session = session
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.inputs = {i.name for i in session.get_inputs()}
+        self.provider = session.get_providers()[0]
+        self.chunk = 256 if self.provider == "CUDAExecutionProvider" else CHUNK
 
     @classmethod
     def open(cls, folder: Path | None = None, *, device: str = "cpu", threads: int = 0) -> Verifier:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        from semcache.embeddings.encoder import cuda_usable
+
         folder = BUNDLED if folder is None else Path(folder)
-        cuda = device in ("cuda", "auto") and "CUDAExecutionProvider" in ort.get_available_providers()
+        cuda = device in ("cuda", "auto") and cuda_usable()
         if device == "cuda" and not cuda:
-            raise VerifierError("device=cuda but onnxruntime sees no CUDA provider")
-        name = "model_fp32.onnx" if cuda and (folder / "model_fp32.onnx").is_file() else "model_int8.onnx"
+            raise VerifierError("device=cuda but onnxruntime sees no usable CUDA provider")
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             tokenizer.enable_truncation(MAX_LEN)
+            tokenizer.no_padding()  # the file pads to 128; runs pad to the longest pair
             opts = ort.SessionOptions()
             # Idle intra-op threads must not spin: they would take the cores from the
             # encoder and the event loop between verifier runs (~2 ms per hit measured).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if threads:
                 opts.intra_op_num_threads = threads
-            providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda
-                         else ["CPUExecutionProvider"])
-            session = ort.InferenceSession(str(folder / name), opts, providers=providers)
+            if not cuda:
+                model: Any = str(folder / "model_int8.onnx")
+                providers: list[Any] = ["CPUExecutionProvider"]
+            else:
+                model = _gpu_model(folder)
+                providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:  # onnxruntime and tokenizers raise plain exceptions
             raise VerifierError(f"could not load the verifier from {folder}: {e}") from e
         return cls(session, tokenizer)
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
-        out = np.zeros(len(pairs), dtype=np.float32)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        for start in range(0, len(order), CHUNK):
-            idx = order[start:start + CHUNK]
-            out[idx] = self._run([pairs[i] for i in idx])
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        return self.core(self.pre([pair_key(a, b) for a, b in pairs]))[:, 0]
+
+    # The Encoder interface (embeddings/encoder.py) -------------------------------------
+    def pre(self, keys: list[str]) -> Batch:
+        """Tokenise the pairs, sort them by length and cut them into chunks padded to their
+        own longest pair (a pair's score does not depend on its chunk)."""
+        encs = self.tokenizer.encode_batch([split_key(k) for k in keys])
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        chunks = []
+        for start in range(0, len(order), self.chunk):
+            rows = order[start:start + self.chunk]
+            width = max(len(encs[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for row, i in enumerate(rows):
+                enc = encs[i]
+                n = len(enc.ids)
+                ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            chunks.append({k: v for k, v in feed.items() if k in self.inputs})
+        truncated = sum(1 for e in encs if e.overflowing)
+        return Batch(inputs=(np.array(order, dtype=np.int64), chunks), size=len(keys),
+                     truncated=truncated)
+
+    def core(self, batch: Batch) -> np.ndarray:
+        order, chunks = batch.inputs
+        out = np.zeros((batch.size, 1), dtype=np.float32)
+        out[order, 0] = np.concatenate([self.session.run(["score"], feed)[0] for feed in chunks])
         return out
 
-    def _run(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        encs = self.tokenizer.encode_batch([(a, b) for a, b in pairs])
-        width = max(len(e.ids) for e in encs)
-        ids = np.zeros((len(encs), width), np.int64)
-        mask = np.zeros_like(ids)
-        types = np.zeros_like(ids)
-        for row, enc in enumerate(encs):
-            n = len(enc.ids)
-            ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
-        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        return self.session.run(["score"], {k: v for k, v in feed.items() if k in self.inputs})[0]
+    def post(self, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": "verifier", "provider": self.provider, "max_seq_len": self.max_len}
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _gpu_model(folder: Path) -> Any:
+    """A float graph for CUDA: the training command's fp32 file, or the int8 one dequantised."""
+    if (folder / "model_fp32.onnx").is_file():
+        return str(folder / "model_fp32.onnx")
+    import onnx
+
+    from semcache.embeddings.rowquant import float_graph
+
+    return float_graph(onnx.load(str(folder / "model_int8.onnx"))).SerializeToString()
 
 
 class VerifierService:
-    """The async face used by the proxy: one model thread, the loop never blocks."""
+    """The async face used by the proxy: pairs from concurrent lookups are scored in one
+    model run on the batcher's model thread; the loop never blocks."""
 
     def __init__(self, verifier: Verifier) -> None:
         self.verifier = verifier
         self.calls = 0
         """Lookups that asked the verifier (a metric: how often it runs)."""
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="semcache-verify")
+        self._batcher = EmbeddingService.from_encoder(verifier, BATCHING)
 
     @classmethod
     async def open(cls, folder: Path | None = None, *, device: str = "cpu") -> VerifierService:
         return cls(await asyncio.to_thread(Verifier.open, folder, device=device))
 
+    @property
+    def stats(self) -> Any:
+        """Batches, pairs, queue depth (embeddings.service.EmbeddingStats)."""
+        return self._batcher.stats
+
     async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         self.calls += 1
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.verifier.score, pairs)
+        rows = await self._batcher.embed_many([pair_key(a, b) for a, b in pairs])
+        return rows[:, 0]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the batcher (pairs still queued fail, which the proxy takes as a miss)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop left: nothing is queued either
+            return
+        loop.create_task(self._batcher.close())
 
 
 def load_scorer(settings: Any) -> Callable[[list[tuple[str, str]]], np.ndarray]:

@@ -202,7 +202,6 @@ def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: i
 def export(trained: Path, out_dir: Path) -> Path:
     """ONNX of the trained model (sigmoid inside the graph), fp32 and dynamic int8."""
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -230,19 +229,31 @@ def export(trained: Path, out_dir: Path) -> Path:
                               n: {0: "batch", 1: "seq"}
                               for n in ("input_ids", "attention_mask", "token_type_ids")})
     int8 = out_dir / "model_int8.onnx"
-    quantize_dynamic(str(fp32), str(int8), per_channel=True, weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul", "Gather"], extra_options={"MatMulConstBOnly": True})
-    # Per-token activation scales, as for the encoder (embeddings/rowquant.py): with one
-    # scale per batch tensor a pair's score would depend on its batch-mates.
-    import onnx
-
-    from semcache.embeddings.rowquant import per_token_activations
-
-    quantised = onnx.load(str(int8))
-    per_token_activations(quantised)
-    onnx.save(quantised, str(int8))
+    quantise(fp32, int8, heads=model.config.num_attention_heads, hidden=model.config.hidden_size)
     shutil.copyfile(trained / "tokenizer.json", out_dir / "tokenizer.json")
     return int8
+
+
+def quantise(fp32: Path, int8: Path, *, heads: int, hidden: int) -> None:
+    """The shipped CPU file: onnxruntime's transformer fusions (Attention, SkipLayerNorm,
+    BiasGelu), then int8 MatMuls and embedding table with per-token activation scales
+    (embeddings/rowquant.py), as for the encoder: a pair's score does not depend on its
+    batch-mates. The word embeddings stay an int8 Gather (the file is ~31 MB, kept in git)."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    from semcache.embeddings.rowquant import quantise_per_token
+
+    options = FusionOptions("bert")
+    options.enable_embed_layer_norm = False  # it needs a float embedding table
+    fused_model = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=heads,
+                                           hidden_size=hidden, opt_level=0,
+                                           optimization_options=options)
+    fused = int8.with_name("model_fused.onnx")
+    fused_model.save_model_to_file(str(fused))
+    rewritten = quantise_per_token(fused, int8, op_types=("MatMul", "Gather"))
+    log.info("verifier int8: %d per-token activation quantisers", rewritten)
+    fused.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:

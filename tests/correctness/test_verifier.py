@@ -40,6 +40,43 @@ async def test_service_scores_off_the_loop() -> None:
         service.close()
 
 
+def test_float_graph_for_gpus_scores_like_the_int8_file() -> None:
+    """The CUDA path dequantises the shipped int8 file; checked here on the CPU provider."""
+    import onnx
+    import onnxruntime as ort
+
+    from semcache.proxy.verifier import _gpu_model
+
+    int8 = Verifier.open(device="cpu")
+    graph = _gpu_model(BUNDLED)
+    ops = {n.op_type for n in onnx.load_from_string(graph).graph.node}
+    assert "MatMul" in ops and not ops & {"MatMulIntegerToFloat", "QuantizeLinear"}
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    floats = Verifier(session, int8.tokenizer)
+    pairs = [("How do I learn Python quickly?", "How can I learn Python fast?"),
+             ("What is the capital of Australia?", "What is the capital of Austria?"),
+             ("Flights from Boston to Denver", "Flights from Denver to Boston"),
+             ("How do I reset my router?", "Hi, quick question: how do I reset my router?")]
+    a, b = int8.score(pairs), floats.score(pairs)
+    assert np.abs(a - b).max() < 0.1
+    assert ((a > 0.5) == (b > 0.5)).all()
+
+
+async def test_concurrent_lookups_are_scored_in_shared_runs() -> None:
+    import asyncio
+
+    service = await VerifierService.open(device="cpu")
+    try:
+        pairs = [(f"How do I cook rice in {n} minutes?", f"How can I cook rice in {n} minutes?")
+                 for n in range(24)]
+        alone = service.verifier.score(pairs)
+        scores = await asyncio.gather(*(service.score([p]) for p in pairs))
+        assert np.allclose(np.concatenate(scores), alone, atol=2e-3)
+        assert service.calls == 24 and service.stats.batches < 24
+    finally:
+        service.close()
+
+
 class _Fixed:
     """A stand-in verifier service that gives every pair the same score."""
 
