@@ -188,8 +188,9 @@ def normalise_text(text: str) -> str:
 
 
 def canonical(value: Any) -> Any:
-    """A JSON value in one canonical form: 0.0 and 0 are the same temperature."""
-    if isinstance(value, float) and value.is_integer():
+    """A JSON value in one canonical form: 0.0 and 0 are the same temperature. Only floats
+    that are exact integers (|x| <= 2**53) become ints: 1e80 as an int is too large for JSON."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     if isinstance(value, dict):
         return {k: canonical(v) for k, v in value.items()}

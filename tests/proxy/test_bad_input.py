@@ -125,3 +125,10 @@ async def test_unknown_route_and_method_are_openai_errors(proxy: Any) -> None:
     assert resp.status == 404 and "error" in json.loads(await resp.read())
     resp = await proxy.post("/healthz")
     assert resp.status == 405 and "error" in json.loads(await resp.read())
+
+
+async def test_huge_numbers_are_forwarded_not_a_500(proxy: Any, upstream: FakeUpstream) -> None:
+    """An integral float too large for a 64-bit int (found by tests/security/test_fuzz.py)."""
+    resp = await proxy.post(CHAT, data=b'{"model":"m","messages":[{"role":"user","content":"hi"}],'
+                                       b'"x_custom":1233e77}', headers={"Content-Type": "application/json"})
+    assert resp.status == 200, await resp.read()
