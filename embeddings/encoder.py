@@ -101,7 +101,8 @@ class OnnxEncoder:
     """
 
     def __init__(self, model_dir: Path, *, device: str, variant: str, threads: int = 0,
-                 max_seq_len: int = 0, spinning: bool = False, chunk_rows: int = 0) -> None:
+                 max_seq_len: int = 0, spinning: bool = False, chunk_rows: int = 0,
+                 cuda_graphs: bool = False) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -133,6 +134,8 @@ class OnnxEncoder:
         # Rows per model run: a GPU wants big runs (launch overhead), a CPU gains nothing
         # past a few dozen rows and pays for padding.
         self.chunk_rows = chunk_rows or (1024 if self._cuda else 32)
+        self._graphs = (_SingleTextGraphs(path, self.max_seq_len, self.dim)
+                        if self._cuda and cuda_graphs else None)
 
     def pre(self, texts: list[str]) -> Batch:
         """Tokenise, sort by length and cut into chunks padded to their own longest text.
@@ -179,6 +182,8 @@ class OnnxEncoder:
         return out
 
     def _run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self._graphs is not None and ids.shape[0] == 1:
+            return self._graphs.run(ids)
         if not self._cuda:
             return self._session.run(["embedding"], {"input_ids": ids, "attention_mask": mask})[0]
         binding = self._session.io_binding()
@@ -198,6 +203,62 @@ class OnnxEncoder:
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
+        self._graphs = None
+
+
+SEQ_BUCKETS = (16, 32, 64, 128)
+
+
+class _SingleTextGraphs:
+    """Batch-1 runs on CUDA replayed from CUDA graphs, one per padded length bucket.
+
+    A CUDA graph needs static shapes and fixed device buffers: each bucket gets its own
+    session with the batch and sequence dimensions pinned (its shape arithmetic is then
+    folded away, so every node runs on the GPU), device-resident input and output buffers
+    bound once, and onnxruntime captures the kernels on the first runs. A run copies the
+    padded ids and mask in, replays the graph and copies the vector out. Padding is masked
+    (attention and mean pooling), so the vector is that of the unpadded text.
+    """
+
+    def __init__(self, path: Path, max_seq_len: int, dim: int) -> None:
+        import onnxruntime as ort
+
+        self.buckets = [b for b in SEQ_BUCKETS if b < max_seq_len] + [max_seq_len]
+        self._slots: dict[int, tuple[Any, Any, Any, Any, Any]] = {}
+        for length in self.buckets:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.add_free_dimension_override_by_name("batch", 1)
+            opts.add_free_dimension_override_by_name("seq", length)
+            session = ort.InferenceSession(
+                str(path), opts,
+                providers=[("CUDAExecutionProvider", {"device_id": 0, "enable_cuda_graph": "1"})])
+            ids = ort.OrtValue.ortvalue_from_shape_and_type((1, length), np.int64, "cuda", 0)
+            mask = ort.OrtValue.ortvalue_from_shape_and_type((1, length), np.int64, "cuda", 0)
+            out = ort.OrtValue.ortvalue_from_shape_and_type((1, dim), np.float32, "cuda", 0)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("input_ids", ids)
+            binding.bind_ortvalue_input("attention_mask", mask)
+            binding.bind_ortvalue_output("embedding", out)
+            self._slots[length] = (session, binding, ids, mask, out)
+            for _ in range(3):  # warm-up, then capture
+                self._replay(length, np.ones((1, 1), dtype=np.int64))
+        log.info("CUDA graphs captured for single texts of up to %s tokens", self.buckets)
+
+    def run(self, ids: np.ndarray) -> np.ndarray:
+        length = next(b for b in self.buckets if b >= ids.shape[1])
+        return self._replay(length, ids)
+
+    def _replay(self, length: int, ids: np.ndarray) -> np.ndarray:
+        session, binding, dev_ids, dev_mask, out = self._slots[length]
+        padded = np.zeros((1, length), dtype=np.int64)
+        padded[0, : ids.shape[1]] = ids[0]
+        mask = np.zeros((1, length), dtype=np.int64)
+        mask[0, : ids.shape[1]] = 1
+        dev_ids.update_inplace(padded)
+        dev_mask.update_inplace(mask)
+        session.run_with_iobinding(binding)
+        return out.numpy()
 
 
 def open_onnx_encoder(model_dir: Path, settings: Any) -> OnnxEncoder:
@@ -206,4 +267,4 @@ def open_onnx_encoder(model_dir: Path, settings: Any) -> OnnxEncoder:
     device, variant = pick_device_variant(settings.device, settings.variant)
     return OnnxEncoder(model_dir, device=device, variant=variant, threads=settings.threads,
                        max_seq_len=settings.max_seq_len, spinning=settings.cpu_spinning,
-                       chunk_rows=settings.chunk_rows)
+                       chunk_rows=settings.chunk_rows, cuda_graphs=settings.cuda_graphs)

@@ -51,6 +51,11 @@ class EmbeddingSettings:
     padded to their own longest, so one long prompt does not pad a whole batch. 0: 1024 on
     CUDA (fewer launches), 32 on a CPU (where bigger runs buy nothing)."""
 
+    cuda_graphs: bool = True
+    """On CUDA, replay single-text runs from CUDA graphs captured per padded length (16, 32,
+    64, 128, max tokens): onnxruntime's per-kernel launch overhead is most of a batch-1
+    run on a GPU. Costs one extra session per length (~45 MB of GPU memory each)."""
+
     export_variants: tuple[str, ...] = ("fp32", "fp16", "int8")
     """Variants exported on first start (all three by default, so that moving the data
     directory between a CPU and a GPU machine needs no re-export)."""

@@ -20,10 +20,12 @@ import asyncio
 import contextlib
 import gzip
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ import orjson
 from semcache.index.redis_server import EmbeddedRedis, free_port
 
 from .bench_proxy import process, proxy_command
-from .loadgen import WorkItem, run_load, write_json
+from .loadgen import LoadResult, WorkItem, run_load, write_json
 from .machine import machine_info, machine_slug
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -61,17 +63,45 @@ def item(text: str, kind: str) -> WorkItem:
 
 
 def flip_case(text: str, k: int) -> str:
-    letters = [i for i, c in enumerate(text) if c.isalpha()]
+    """Upper-case one lower-case letter inside a word (never a word's first letter, so the
+    entity check, which reads capitalised words, sees the same names)."""
+    letters = [i for i, c in enumerate(text) if c.islower() and i > 0 and text[i - 1].isalpha()]
+    if not letters:
+        return text
     i = letters[k % len(letters)]
-    return text[:i] + text[i].swapcase() + text[i + 1:]
+    return text[:i] + text[i].upper() + text[i + 1:]
 
 
-def variants(pool: list[str]) -> Iterator[WorkItem]:
-    k = 0
+def variants(pool: list[str], start: int = 0) -> Iterator[WorkItem]:
+    k = start
     while True:
         k += 1
         for text in pool:
             yield item(flip_case(text, k), "variant")
+
+
+def client(proxy_url: str, pool: list[str], start: int, concurrency: int, max_requests: int,
+           duration_s: float) -> LoadResult:
+    """One load-generating process (a single asyncio client tops out at a few thousand
+    requests/s, below what several GPU-backed replicas serve)."""
+    return asyncio.run(run_load(proxy_url, variants(pool, start), concurrency=concurrency,
+                                max_requests=max_requests, duration_s=duration_s, progress=None))
+
+
+def run_clients(args: argparse.Namespace, proxy_url: str, pool: list[str], concurrency: int,
+                round_: int) -> LoadResult:
+    """`args.clients` processes share the concurrency; their samples are merged."""
+    n = max(1, min(args.clients, concurrency))
+    shares = [concurrency // n + (i < concurrency % n) for i in range(n)]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(n, mp_context=ctx) as pool_:
+        futures = [pool_.submit(client, proxy_url, pool, 1000 * (round_ * n + i), c,
+                                args.max_requests // n, args.duration)
+                   for i, c in enumerate(shares)]
+        parts = [f.result() for f in futures]
+    return LoadResult(samples=[s for p in parts for s in p.samples],
+                      wall_s=max(p.wall_s for p in parts), concurrency=concurrency, rate=None,
+                      stopped_by=parts[0].stopped_by)
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -101,10 +131,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(1.0)  # write-backs (with their vectors) run off the response path
                 levels = {}
                 source = variants(pool)
-                for concurrency in args.levels:
+                for round_, concurrency in enumerate(args.levels):
                     print(f"concurrency {concurrency}", file=sys.stderr)
-                    result = await run_load(proxy_url, source, concurrency=concurrency,
-                                            max_requests=args.max_requests, duration_s=args.duration)
+                    if args.clients > 1:
+                        result = await asyncio.to_thread(run_clients, args, proxy_url, pool,
+                                                         concurrency, round_)
+                    else:
+                        result = await run_load(proxy_url, source, concurrency=concurrency,
+                                                max_requests=args.max_requests,
+                                                duration_s=args.duration)
                     levels[str(concurrency)] = result.summary()
         finally:
             await redis.stop()
@@ -120,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=Path, default=PAIRS, help="qqp_dev_pairs.jsonl.gz")
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 16, 64])
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=1,
+                        help="load-generating processes (for more than ~3,000 requests/s)")
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     machine = machine_info(("aiohttp", "redis", "onnxruntime", "onnxruntime-gpu", "numpy"))
     result = {"benchmark": "semantic_hits", "machine": machine, "targets": TARGETS,
-              "pool": args.pool, "replicas": args.replicas,
+              "pool": args.pool, "replicas": args.replicas, "clients": args.clients,
               "workload": "stored Quora questions asked again with one letter's case flipped: new to "
               "the exact tier and the LRU, so each request embeds and searches",
               **asyncio.run(bench(args))}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The GPU benchmarks as run on a lent, bare GPU machine (no network; wheels staged with
+# ../shared/tools/gpu-stage into /tmp/gpu-site). The package is copied to /tmp/sc as the
+# `semcache` namespace, so nothing is installed. Results go to $OUT (default /tmp/out).
+#
+#   bash loadtest/gpu_suite.sh embed      # encoder (CUDA graphs, large batches), verifier
+#   bash loadtest/gpu_suite.sh semantic   # semantic hits end to end, several replicas
+set -euo pipefail
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/gpu-site:/tmp/sc PYTHONUNBUFFERED=1
+mkdir -p /tmp/sc/semcache
+for d in proxy embeddings index backend loadtest; do
+  rm -rf "/tmp/sc/semcache/$d"; cp -r "$d" "/tmp/sc/semcache/$d"
+done
+touch /tmp/sc/semcache/__init__.py
+ln -sfn "$PWD/../shared" /tmp/shared 2>/dev/null || true
+pairs=$(ls ../shared/data/qqp_dev_pairs.jsonl.gz 2>/dev/null || ls shared/data/qqp_dev_pairs.jsonl.gz)
+python3 -c "import onnxruntime as o; o.preload_dlls(); print('onnxruntime', o.__version__, o.get_available_providers())"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+case "${1:-embed}" in
+  embed)
+    python3 -m semcache.loadtest.bench_embeddings --device cuda --data-dir /tmp/data \
+      --sentences "$pairs" --large-batches 1024,4096,16384 --seconds 3 --out "$out"
+    python3 -m semcache.loadtest.bench_verifier --device cuda --pairs "$pairs" --seconds 3 --out "$out"
+    ;;
+  semantic)
+    python3 -m semcache.loadtest.bench_semantic --data-dir /tmp/data --pairs "$pairs" \
+      --replicas "${REPLICAS:-8}" --clients "${CLIENTS:-4}" --levels "${LEVELS:-1,64,256}" \
+      --duration "${DURATION:-8}" --out "$out/semantic_gpu_${REPLICAS:-8}replicas.json"
+    ;;
+esac
