@@ -15,7 +15,10 @@ for d in proxy embeddings index backend loadtest; do
 done
 touch /tmp/sc/semcache/__init__.py
 ln -sfn "$PWD/../shared" /tmp/shared 2>/dev/null || true
-pairs=$(ls ../shared/data/qqp_dev_pairs.jsonl.gz 2>/dev/null || ls shared/data/qqp_dev_pairs.jsonl.gz)
+# Staged files (the verifier's weights and the Quora pairs travel as parts when the working
+# tree must stay small).
+[ -f embeddings/verifier/model_int8.onnx ] || cp /tmp/gpu-stage/model_int8.onnx embeddings/verifier/
+pairs=$(ls ../shared/data/qqp_dev_pairs.jsonl.gz /tmp/gpu-stage/qqp_dev_pairs.jsonl.gz 2>/dev/null | head -1)
 python3 -c "import onnxruntime as o; o.preload_dlls(); print('onnxruntime', o.__version__, o.get_available_providers())"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 case "${1:-embed}" in
