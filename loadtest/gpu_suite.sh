@@ -9,16 +9,17 @@ set -euo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 export HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/gpu-site:/tmp/sc PYTHONUNBUFFERED=1
+# Staged files (the verifier's weights and the Quora pairs travel as parts when the working
+# tree must stay small).
+[ -f embeddings/verifier/model_int8.onnx ] || cp /tmp/gpu-stage/model_int8.onnx embeddings/verifier/
 mkdir -p /tmp/sc/semcache
 for d in proxy embeddings index backend loadtest; do
   rm -rf "/tmp/sc/semcache/$d"; cp -r "$d" "/tmp/sc/semcache/$d"
 done
 touch /tmp/sc/semcache/__init__.py
 ln -sfn "$PWD/../shared" /tmp/shared 2>/dev/null || true
-# Staged files (the verifier's weights and the Quora pairs travel as parts when the working
-# tree must stay small).
-[ -f embeddings/verifier/model_int8.onnx ] || cp /tmp/gpu-stage/model_int8.onnx embeddings/verifier/
-pairs=$(ls ../shared/data/qqp_dev_pairs.jsonl.gz /tmp/gpu-stage/qqp_dev_pairs.jsonl.gz 2>/dev/null | head -1)
+pairs=/tmp/gpu-stage/qqp_dev_pairs.jsonl.gz
+[ -f ../shared/data/qqp_dev_pairs.jsonl.gz ] && pairs=../shared/data/qqp_dev_pairs.jsonl.gz
 python3 -c "import onnxruntime as o; o.preload_dlls(); print('onnxruntime', o.__version__, o.get_available_providers())"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 case "${1:-embed}" in

@@ -25,6 +25,20 @@ def test_bundled_verifier_loads_on_cpu_and_scores_in_order() -> None:
     assert (BUNDLED / "model_int8.onnx").stat().st_size < 30 * 1024 * 1024
 
 
+def test_the_same_question_in_other_case_and_punctuation_is_served_without_the_model() -> None:
+    from semcache.proxy.verifier import same_question
+
+    verifier = Verifier.open(device="cpu")
+    q = "What does it feel like to be an introvert?"
+    assert same_question(q, "WhAt does it  feel like to be an introvert")
+    assert not same_question("Is C++ hard to learn?", "Is C hard to learn?")
+    assert not same_question("What changed in Python 3.8?", "What changed in Python 38?")
+    scores = verifier.score([(q, "what does it feel like to be an introvert"),
+                             (q, "WhAt does it feel like to be an introvert?"),
+                             ("Is C++ hard to learn?", "Is C hard to learn?")])
+    assert scores[0] == scores[1] == 1.0 and scores[2] < 0.5
+
+
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
     with pytest.raises(VerifierError):
         Verifier.open(tmp_path, device="cpu")
