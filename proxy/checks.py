@@ -212,10 +212,14 @@ def _acronyms(text: str) -> frozenset[str]:
     words = [w.lower() for w in re.findall(r"[A-Za-z][\w'-]*", text)]
     out: set[str] = set()
     for i in range(len(words)):
-        for j in range(i + 2, min(i + 6, len(words)) + 1):
-            run = words[i:j]
-            out.add("".join(w[0] for w in run))
-            out.add("".join(w[0] for w in run if w not in ("of", "and", "for", "the")))
+        every = significant = ""
+        for j in range(i, min(i + 5, len(words))):
+            every += words[j][0]
+            if words[j] not in ("of", "and", "for", "the"):
+                significant += words[j][0]
+            if j > i:
+                out.add(every)
+                out.add(significant)
     return frozenset(out)
 
 
@@ -229,19 +233,29 @@ def _raw_words(text: str) -> frozenset[str]:
     return frozenset(words | set(_tokens(text)))
 
 
+@functools.lru_cache(maxsize=8192)
+def _runs(text: str) -> tuple[tuple[frozenset[str], tuple[str, ...]], ...]:
+    """Every run of 2-5 words of `text` with its initials (with and without small words)."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z][\w'-]*", text)]
+    out = []
+    for i in range(len(words)):
+        for j in range(i + 2, min(i + 6, len(words)) + 1):
+            run = tuple(words[i:j])
+            initials = frozenset(("".join(w[0] for w in run),
+                                  "".join(w[0] for w in run if w not in ("of", "and", "for", "the"))))
+            out.append((initials, run))
+    return tuple(out)
+
+
 def _spelled_out(text: str, other: str) -> set[str]:
     """Words of `text` inside a run whose initials are a word of `other` (NYC, MIT)."""
-    words = re.findall(r"[A-Za-z][\w'-]*", text)
     # An acronym is written with 2+ capitals, or lowercase in an all-lowercase text.
     lower = other == other.lower()
     short = {_unacronym(w.lower()) for w in re.findall(r"\b[A-Za-z]{2,6}\b", other)
              if sum(c.isupper() for c in w) >= 2 or (lower and w not in _STOP)}
     covered: set[str] = set()
-    for i in range(len(words)):
-        for j in range(i + 2, min(i + 6, len(words)) + 1):
-            run = [w.lower() for w in words[i:j]]
-            initials = {"".join(w[0] for w in run),
-                        "".join(w[0] for w in run if w not in ("of", "and", "for", "the"))}
+    if short:
+        for initials, run in _runs(text):
             if initials & short:
                 covered.update(run)
     return covered
@@ -249,14 +263,14 @@ def _spelled_out(text: str, other: str) -> set[str]:
 
 def check_entities(a: str, b: str) -> bool:
     for text, ents, other_text in ((a, entities(a), b), (b, entities(b), a)):
+        if not ents:
+            continue
         other_words = _raw_words(other_text)
-        acr = _acronyms(other_text)
-        ents = ents - _spelled_out(text, other_text)
-        for ent in ents:
+        for ent in ents - _spelled_out(text, other_text):
             parts = _ALIASES.get(ent, ent).split()
             if all(_fuzzy_in(p, other_words) for p in parts):
                 continue
-            if _unacronym(ent.replace(".", "")) in acr:
+            if _unacronym(ent.replace(".", "")) in _acronyms(other_text):
                 continue
             return False
     return True
@@ -297,8 +311,11 @@ def _tolerant(name: str, pick: Callable[[str], set[str]]) -> Callable[[str, str]
     def check(a: str, b: str) -> bool:
         sa, sb = pick(a), pick(b)
         for extra, other in ((sa - sb, b), (sb - sa, a)):
-            words, acr = _raw_words(other), _acronyms(other)
-            if any(not _fuzzy_in(w, words) and _unacronym(w) not in acr for w in extra):
+            if not extra:
+                continue
+            words = _raw_words(other)
+            if any(not _fuzzy_in(w, words) and _unacronym(w) not in _acronyms(other)
+                   for w in extra):
                 return False
         return True
     check.__name__ = f"check_{name}"
