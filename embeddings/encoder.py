@@ -122,6 +122,10 @@ class OnnxEncoder:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads > 0:
             opts.intra_op_num_threads = threads
+        elif device == "cuda":
+            # The GPU does the work; a pool of CPU threads per session (one per core, by
+            # default) only competes with the event loop and the other replicas.
+            opts.intra_op_num_threads = 1
         if not spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
@@ -228,6 +232,8 @@ class _SingleTextGraphs:
         for length in self.buckets:
             opts = ort.SessionOptions()
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.intra_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             opts.add_free_dimension_override_by_name("batch", 1)
             opts.add_free_dimension_override_by_name("seq", length)
             session = ort.InferenceSession(

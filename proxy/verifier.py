@@ -104,8 +104,8 @@ class Verifier:
             # Idle intra-op threads must not spin: they would take the cores from the
             # encoder and the event loop between verifier runs (~2 ms per hit measured).
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            if threads:
-                opts.intra_op_num_threads = threads
+            if threads or cuda:
+                opts.intra_op_num_threads = threads or 1  # on CUDA the GPU does the work
             if not cuda:
                 model: Any = str(folder / "model_int8.onnx")
                 providers: list[Any] = ["CPUExecutionProvider"]
