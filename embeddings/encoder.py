@@ -6,6 +6,7 @@ This module imports only onnxruntime, tokenizers and numpy: it is on the proxy's
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -151,16 +152,18 @@ class OnnxEncoder:
         """
         # encode_batch_fast skips character offsets (unused here) and runs on rayon threads.
         encs = self._tokenizer.encode_batch_fast(texts)
-        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        id_lists = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(encs))
         order = np.argsort(lengths, kind="stable")
         chunks = []
         for rows in self._split(order, lengths):
-            longest = int(lengths[rows[-1]])
-            ids = np.zeros((len(rows), longest), dtype=np.int64)
-            for r, i in enumerate(rows):
-                ids[r, : lengths[i]] = encs[i].ids
-            mask = (np.arange(longest)[None, :] < lengths[rows][:, None]).astype(np.int64)
-            chunks.append((ids, mask))
+            lens = lengths[rows]
+            mask = np.arange(int(lens[-1]))[None, :] < lens[:, None]  # rows sorted by length
+            ids = np.zeros(mask.shape, dtype=np.int64)
+            # One flat copy of the chunk's tokens, scattered row by row into the padding.
+            ids[mask] = np.fromiter(itertools.chain.from_iterable(id_lists[i] for i in rows),
+                                    dtype=np.int64, count=int(lens.sum()))
+            chunks.append((ids, mask.astype(np.int64)))
         truncated = sum(1 for e in encs if e.overflowing)
         return Batch(inputs=(order, chunks), size=len(texts), truncated=truncated)
 
