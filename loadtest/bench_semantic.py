@@ -84,8 +84,12 @@ def client(proxy_url: str, pool: list[str], start: int, concurrency: int, max_re
            duration_s: float) -> LoadResult:
     """One load-generating process (a single asyncio client tops out at a few thousand
     requests/s, below what several GPU-backed replicas serve)."""
-    return asyncio.run(run_load(proxy_url, variants(pool, start), concurrency=concurrency,
-                                max_requests=max_requests, duration_s=duration_s, progress=None))
+    from semcache.proxy.cli import loop_factory
+
+    with asyncio.Runner(loop_factory=loop_factory(True)) as runner:
+        return runner.run(run_load(proxy_url, variants(pool, start), concurrency=concurrency,
+                                   max_requests=max_requests, duration_s=duration_s,
+                                   progress=None))
 
 
 def run_clients(args: argparse.Namespace, proxy_url: str, pool: list[str], concurrency: int,

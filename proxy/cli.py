@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -82,11 +83,23 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for and installed, else None (asyncio's default loop)."""
+    if not use_uvloop:
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(settings: Settings) -> int:
     from .app import build_app
 
     try:
-        asyncio.run(_serve(settings, build_app(settings)))
+        with asyncio.Runner(loop_factory=loop_factory(settings.server.uvloop)) as runner:
+            runner.run(_serve(settings, build_app(settings)))
     except KeyboardInterrupt:
         pass
     except Exception as e:  # start-up failures: one clear line, not a traceback

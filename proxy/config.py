@@ -49,6 +49,11 @@ class ServerSettings:
     """Listen with SO_REUSEPORT, so several `semcache serve` processes on one host share the
     port and the kernel spreads connections over them (one Python process uses one core)."""
 
+    uvloop: bool = True
+    """Run the event loop on uvloop where it is installed (Linux; a dependency there): the
+    proxy is one event loop per process, and uvloop's loop and sockets cost less CPU per
+    request than asyncio's. False, or no uvloop: the standard asyncio loop."""
+
     access_log: bool = False
     """One log line per request. Off by default: on the exact-hit path it cost 15% of the
     throughput (loadtest/results/proxy_cpu-2core.json); /metrics and the admin API count
