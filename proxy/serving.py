@@ -225,7 +225,7 @@ class CacheService:
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
             score = None
             if not fired and needs_verifier(similarity, threshold, self.settings.cache.verify_below):
-                # One verifier run per lookup (~19 ms on a 2-core CPU) bounds what a miss
+                # One verifier run per lookup (~4-5 ms on a 2-core CPU) bounds what a miss
                 # costs; a weaker candidate the best one's verdict did not clear is not
                 # worth another run.
                 if verified:
