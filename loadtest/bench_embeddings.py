@@ -220,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     ref = OnnxEncoder(mdir, device="cpu", variant="fp32")
     result["accuracy"] = {}
     for variant in variants:
-        enc = OnnxEncoder(mdir, device=device, variant=variant)
+        # As the service builds it (EmbeddingSettings.cuda_graphs): on CUDA, single texts
+        # replay CUDA graphs.
+        enc = OnnxEncoder(mdir, device=device, variant=variant,
+                          cuda_graphs=EmbeddingSettings().cuda_graphs)
         result["accuracy"][variant] = check_accuracy(enc, ref, sentences)
         print(variant, "accuracy", json.dumps(result["accuracy"][variant]), flush=True)
         rows = []
