@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import gzip
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     ap.add_argument("--batches", default="1,8,32,128")
     ap.add_argument("--large-batches", default="", help="pipelined runs, e.g. 1024,4096")
+    ap.add_argument("--tokenize-workers", type=int, default=3,
+                    help="threads tokenising the next large batches while the model runs")
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--service-max-batch", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -234,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         large = [int(x) for x in args.large_batches.split(",") if x]
         result["pipelined"][variant] = []
         for b in large:
-            row = bench_pipelined(enc, sentences, b, args.seconds, workers=3)
+            row = bench_pipelined(enc, sentences, b, args.seconds, workers=args.tokenize_workers)
+            row["tokenize_workers"] = args.tokenize_workers
+            row["tokenizers_parallelism"] = os.environ.get("TOKENIZERS_PARALLELISM", "")
             result["pipelined"][variant].append(row)
             print(variant, "pipelined", json.dumps(row), flush=True)
         enc.close()

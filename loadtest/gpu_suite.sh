@@ -5,6 +5,7 @@
 #
 #   bash loadtest/gpu_suite.sh embed      # encoder (CUDA graphs, large batches), verifier
 #   bash loadtest/gpu_suite.sh semantic   # semantic hits end to end, several replicas
+#   bash loadtest/gpu_suite.sh large      # large batches by tokenising threads
 set -euo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -27,6 +28,16 @@ case "${1:-embed}" in
     python3 -m semcache.loadtest.bench_embeddings --device cuda --data-dir /tmp/data \
       --sentences "$pairs" --large-batches 1024,4096,16384 --seconds 3 --out "$out"
     python3 -m semcache.loadtest.bench_verifier --device cuda --pairs "$pairs" --seconds 3 --out "$out"
+    ;;
+  large)
+    # Large-batch throughput by tokenising threads, with and without tokenizers' own rayon
+    # parallelism inside each call.
+    for cfg in "3 true" "8 true" "8 false" "12 false"; do
+      set -- $cfg
+      TOKENIZERS_PARALLELISM=$2 python3 -m semcache.loadtest.bench_embeddings --device cuda \
+        --data-dir /tmp/data --sentences "$pairs" --variants fp16 --batches 1 --concurrency 1 \
+        --large-batches 4096,16384 --seconds 3 --tokenize-workers "$1" --out "$out/large_w$1_p$2"
+    done
     ;;
   semantic)
     python3 -m semcache.loadtest.bench_semantic --data-dir /tmp/data --pairs "$pairs" \
