@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 
 from semcache.index.redis_server import free_port
+from semcache.proxy.readiness import ChildExitedError, wait_for_200
 
 from .machine import machine_info
 
@@ -35,18 +36,13 @@ TOPICS = ["the sea", "a lighthouse keeper", "autumn", "a lost key", "the first s
 
 async def wait_healthy(url: str, proc: asyncio.subprocess.Process,
                        timeout_s: float = 600) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(int(timeout_s * 4)):
-            if proc.returncode is not None:
-                raise RuntimeError(f"the backend exited with {proc.returncode}")
-            try:
-                async with session.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.25)
-    raise RuntimeError("the backend did not become healthy")
+    try:
+        await wait_for_200(url + "/healthz", lambda: proc.returncode, timeout_s=timeout_s,
+                           interval_s=0.25)
+    except ChildExitedError as e:
+        raise RuntimeError(f"the backend exited with {e.returncode}") from None
+    except TimeoutError:
+        raise RuntimeError("the backend did not become healthy") from None
 
 
 async def one_request(session: aiohttp.ClientSession, url: str, i: int,

@@ -28,14 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from semcache.index.redis_server import EmbeddedRedis, find_redis_binary, free_port
+from semcache.proxy.readiness import ChildExitedError, wait_for_200
 
 from .loadgen import LoadResult, run_load, write_json
 from .machine import machine_info, machine_slug, redis_server_version
@@ -85,18 +83,13 @@ async def process(args: list[str], log: Path, ready_url: str, env: dict[str, str
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 (it is over)
-                raise SystemExit(f"{proc.args!r} exited: {tail}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-    raise SystemExit(f"{url} not ready after {timeout_s:.0f} s")
+    try:
+        await wait_for_200(url, proc.poll, timeout_s=timeout_s)
+    except ChildExitedError:
+        tail = log.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 (it is over)
+        raise SystemExit(f"{proc.args!r} exited: {tail}") from None
+    except TimeoutError:
+        raise SystemExit(f"{url} not ready after {timeout_s:.0f} s") from None
 
 
 def hit_workload(pool: int, tenants: int) -> Workload:

@@ -11,9 +11,8 @@ import logging
 import subprocess
 import sys
 
-import aiohttp
-
 from .config import Settings
+from .readiness import ChildExitedError, wait_for_200
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +46,23 @@ class BundledBackend:
         await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.startup_timeout_s
         url = f"http://{self.settings.host}:{self.settings.port}/healthz"
-        next_note = loop.time() + 10
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            while True:
-                if self._proc is not None and self._proc.poll() is not None:
-                    raise BundledBackendError(
-                        f"the bundled backend exited with status {self._proc.returncode}"
-                    )
-                try:
-                    async with session.get(url) as resp:
-                        if resp.status == 200:
-                            log.info("bundled backend ready at %s", self.base_url)
-                            return
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
-                now = loop.time()
-                if now > deadline:
-                    await self.stop()
-                    raise BundledBackendError(
-                        f"the bundled backend was not ready after "
-                        f"{self.settings.startup_timeout_s:.0f} s (backend.startup_timeout_s)"
-                    )
-                if now > next_note:
-                    log.info("waiting for the bundled backend to load its model ...")
-                    next_note = now + 10
-                await asyncio.sleep(0.25)
+        proc = self._proc
+        try:
+            await wait_for_200(
+                url, lambda: proc.poll() if proc is not None else None,
+                timeout_s=self.settings.startup_timeout_s, interval_s=0.25,
+                progress=lambda: log.info("waiting for the bundled backend to load its model ..."))
+        except ChildExitedError as e:
+            raise BundledBackendError(
+                f"the bundled backend exited with status {e.returncode}") from None
+        except TimeoutError:
+            await self.stop()
+            raise BundledBackendError(
+                f"the bundled backend was not ready after "
+                f"{self.settings.startup_timeout_s:.0f} s (backend.startup_timeout_s)"
+            ) from None
+        log.info("bundled backend ready at %s", self.base_url)
 
     async def stop(self, timeout_s: float = 15.0) -> None:
         proc, self._proc = self._proc, None

@@ -18,6 +18,7 @@ from sse_helpers import stream_text
 from semcache.index.redis_server import free_port
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SEMANTIC, SERVICE, STORE, build_app
+from semcache.proxy.readiness import ChildExitedError, wait_for_200
 
 CHAT = "/v1/chat/completions"
 PARAPHRASES = ("How do I learn Python quickly?", "How can I learn Python fast?")  # cosine 0.96
@@ -180,7 +181,7 @@ async def test_two_replicas_share_one_cache(aiohttp_client: Any, redis_url: str,
     try:
         url = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
-            await wait_ready(session, url, replica)
+            await wait_ready(url, replica)
             local = await start_proxy(aiohttp_client, redis_url, upstream, model_dir)
             await ask(local, chat(PARAPHRASES[0]))  # written through this replica
             written = time.monotonic()
@@ -207,17 +208,13 @@ async def test_two_replicas_share_one_cache(aiohttp_client: Any, redis_url: str,
         replica.wait(15)
 
 
-async def wait_ready(session: aiohttp.ClientSession, url: str, proc: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        assert proc.poll() is None, "replica exited"
-        try:
-            async with session.get(url + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("replica never became ready")
+async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    try:
+        await wait_for_200(url + "/readyz", proc.poll, timeout_s=60)
+    except ChildExitedError:
+        raise AssertionError("replica exited") from None
+    except TimeoutError:
+        raise AssertionError("replica never became ready") from None
 
 
 async def test_feedback_removes_a_wrong_hit_from_every_replica(
