@@ -52,6 +52,14 @@ def same_question(cached: str, new: str) -> bool:
     return canon(cached) == canon(new)
 
 
+def _to_ask(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int], list[str]]:
+    """Scores with 1.0 for the same question, and the positions and keys of the pairs the
+    model must score."""
+    out = np.ones(len(pairs), dtype=np.float32)
+    ask = [i for i, (a, b) in enumerate(pairs) if not same_question(a, b)]
+    return out, ask, [pair_key(*pairs[i]) for i in ask]
+
+
 def pair_key(cached: str, new: str) -> str:
     """One string for a (cached prompt, new prompt) pair, for the batcher's queue and LRU.
     Length-prefixed, so no character of either prompt can make two pairs collide."""
@@ -119,10 +127,9 @@ class Verifier:
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
-        out = np.ones(len(pairs), dtype=np.float32)
-        ask = [i for i, (a, b) in enumerate(pairs) if not same_question(a, b)]
+        out, ask, keys = _to_ask(pairs)
         if ask:
-            out[ask] = self.core(self.pre([pair_key(*pairs[i]) for i in ask]))[:, 0]
+            out[ask] = self.core(self.pre(keys))[:, 0]
         return out
 
     # The Encoder interface (embeddings/encoder.py) -------------------------------------
@@ -196,11 +203,9 @@ class VerifierService:
 
     async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         self.calls += 1
-        out = np.ones(len(pairs), dtype=np.float32)
-        ask = [i for i, (a, b) in enumerate(pairs) if not same_question(a, b)]
+        out, ask, keys = _to_ask(pairs)
         if ask:
-            rows = await self._batcher.embed_many([pair_key(*pairs[i]) for i in ask])
-            out[ask] = rows[:, 0]
+            out[ask] = (await self._batcher.embed_many(keys))[:, 0]
         return out
 
     def close(self) -> None:
