@@ -70,6 +70,49 @@ def cuda_usable() -> bool:
     return True
 
 
+# cudaSetDeviceFlags values (cuda_runtime_api.h): how a host thread waits for the GPU.
+CUDA_SYNC_FLAGS = {"auto": 0, "spin": 1, "yield": 2, "blocking": 4}
+
+
+def set_cuda_sync(mode: str) -> bool:
+    """Choose how this process's threads wait for the GPU, before its CUDA context exists.
+
+    CUDA's default ("auto") spins a core for every wait when the process has fewer contexts
+    than the machine has cores, which is always: with several proxy processes sharing one
+    GPU, each one burns a core per wait while the GPU time-slices between them. "blocking"
+    sleeps on an interrupt instead, "yield" spins but yields. Returns False (and logs) when
+    the CUDA runtime that onnxruntime loaded cannot be found or refuses the flag.
+    """
+    import ctypes
+
+    flag = CUDA_SYNC_FLAGS.get(mode)
+    if flag is None:
+        raise EmbeddingError(f"embeddings.cuda_sync: {mode!r} is not one of {sorted(CUDA_SYNC_FLAGS)}")
+    if flag == 0:
+        return True
+    # The libcudart that onnxruntime.preload_dlls() loaded (from the nvidia pip packages),
+    # else whichever the loader finds: one process has one runtime and one primary context.
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        maps = ""
+    loaded = sorted({line.split()[-1] for line in maps.splitlines() if "libcudart.so" in line})
+    for name in [*loaded, "libcudart.so.13", "libcudart.so.12", "libcudart.so"]:
+        try:
+            rt = ctypes.CDLL(name)
+        except OSError:
+            continue
+        err = rt.cudaSetDeviceFlags(ctypes.c_uint(flag))
+        if err == 0:
+            log.info("CUDA waits: %s (%s)", mode, name)
+            return True
+        log.warning("cudaSetDeviceFlags(%s) failed with CUDA error %s; waits stay as they are",
+                    mode, err)
+        return False
+    log.warning("no CUDA runtime library found to set embeddings.cuda_sync = %r", mode)
+    return False
+
+
 def pick_device_variant(device: str, variant: str) -> tuple[str, str]:
     if device not in ("auto", "cuda", "cpu"):
         raise EmbeddingError(f"embeddings.device: {device!r} is not auto, cuda or cpu")
@@ -103,7 +146,7 @@ class OnnxEncoder:
 
     def __init__(self, model_dir: Path, *, device: str, variant: str, threads: int = 0,
                  max_seq_len: int = 0, spinning: bool = False, chunk_rows: int = 0,
-                 cuda_graphs: bool = False) -> None:
+                 cuda_graphs: bool = False, cuda_sync: str = "auto") -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -130,7 +173,9 @@ class OnnxEncoder:
         if not spinning:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
+        self.cuda_sync = None
         if device == "cuda":
+            self.cuda_sync = cuda_sync if set_cuda_sync(cuda_sync) else "auto"
             providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
         path = model_dir / manifest["variants"][variant]
         self._session = ort.InferenceSession(str(path), opts, providers=providers)
@@ -139,6 +184,7 @@ class OnnxEncoder:
         # Rows per model run: a GPU wants big runs (launch overhead), a CPU gains nothing
         # past a few dozen rows and pays for padding.
         self.chunk_rows = chunk_rows or (1024 if self._cuda else 32)
+        self.pad_rule = PAD_RULE["cuda" if self._cuda else "cpu"]
         self._graphs = (_SingleTextGraphs(path, self.max_seq_len, self.dim)
                         if self._cuda and cuda_graphs else None)
 
@@ -169,7 +215,7 @@ class OnnxEncoder:
 
     def _split(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """Cut length-sorted rows where padding would exceed the slack of the real tokens."""
-        slack, floor = PAD_RULE["cuda" if self._cuda else "cpu"]
+        slack, floor = self.pad_rule
         out, start, real = [], 0, 0
         for pos, i in enumerate(order):
             n = pos - start + 1
@@ -206,7 +252,8 @@ class OnnxEncoder:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model, "variant": self.variant, "provider": self.provider,
-                "max_seq_len": self.max_seq_len, "dim": self.dim}
+                "max_seq_len": self.max_seq_len, "dim": self.dim,
+                **({"cuda_sync": self.cuda_sync} if self._cuda else {})}
 
     def close(self) -> None:
         self._session = None  # type: ignore[assignment]
@@ -276,4 +323,5 @@ def open_onnx_encoder(model_dir: Path, settings: Any) -> OnnxEncoder:
     device, variant = pick_device_variant(settings.device, settings.variant)
     return OnnxEncoder(model_dir, device=device, variant=variant, threads=settings.threads,
                        max_seq_len=settings.max_seq_len, spinning=settings.cpu_spinning,
-                       chunk_rows=settings.chunk_rows, cuda_graphs=settings.cuda_graphs)
+                       chunk_rows=settings.chunk_rows, cuda_graphs=settings.cuda_graphs,
+                       cuda_sync=settings.cuda_sync)

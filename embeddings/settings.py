@@ -58,6 +58,11 @@ class EmbeddingSettings:
     64, 128, max tokens): onnxruntime's per-kernel launch overhead is most of a batch-1
     run on a GPU. Costs one extra session per length (~45 MB of GPU memory each)."""
 
+    cuda_sync: str = "auto"
+    """How the process waits for the GPU: `auto` (CUDA's default: spin a core while waiting,
+    as every process has fewer contexts than the machine has cores), `spin`, `yield` or
+    `blocking` (sleep until the GPU signals). Set before the CUDA context is created."""
+
     export_variants: tuple[str, ...] = ("fp32", "fp16", "int8")
     """Variants exported on first start (all three by default, so that moving the data
     directory between a CPU and a GPU machine needs no re-export)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import itertools
 import json
 import os
 import statistics
@@ -108,9 +109,11 @@ def bench_pipelined(enc: OnnxEncoder, sentences: list[str], batch: int,
     t2 = time.perf_counter()
     enc.post(enc.core(tok))
     t3 = time.perf_counter()
+    real = sum(int(mask.sum()) for _, mask in tok.inputs[1])
+    padded = sum(mask.size for _, mask in tok.inputs[1])
     return {"batch": batch, "sentences_per_s": done / wall, "seconds": wall, "texts": done,
             "pre_ms": 1000 * (t2 - t1), "core_ms": 1000 * (t3 - t2),
-            "model_runs": len(tok.inputs[1])}
+            "model_runs": len(tok.inputs[1]), "tokens": real, "padded_tokens": padded}
 
 
 def check_accuracy(enc: OnnxEncoder, ref: OnnxEncoder, sentences: list[str]) -> dict[str, float]:
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large-batches", default="", help="pipelined runs, e.g. 1024,4096")
     ap.add_argument("--tokenize-workers", type=int, default=3,
                     help="threads tokenising the next large batches while the model runs")
+    ap.add_argument("--pad-rules", default="",
+                    help="pipelined runs per chunking rule too, e.g. 4:16384,1.25:8192 "
+                    "(slack:floor, see encoder.PAD_RULE); default: the encoder's own")
+    ap.add_argument("--chunk-rows", default="", help="pipelined runs per rows per run, e.g. 1024,2048")
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--service-max-batch", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -236,12 +243,20 @@ def main(argv: list[str] | None = None) -> int:
         result["encoder"][variant] = rows
         large = [int(x) for x in args.large_batches.split(",") if x]
         result["pipelined"][variant] = []
-        for b in large:
+        rules = [tuple(float(v) for v in r.split(":")) for r in args.pad_rules.split(",") if r]
+        rows_list = [int(x) for x in args.chunk_rows.split(",") if x]
+        default_rule, default_rows = enc.pad_rule, enc.chunk_rows
+        for b, rule, chunk_rows in itertools.product(large, rules or [default_rule],
+                                                      rows_list or [default_rows]):
+            enc.pad_rule, enc.chunk_rows = rule, chunk_rows
             row = bench_pipelined(enc, sentences, b, args.seconds, workers=args.tokenize_workers)
-            row["tokenize_workers"] = args.tokenize_workers
-            row["tokenizers_parallelism"] = os.environ.get("TOKENIZERS_PARALLELISM", "")
+            row |= {"pad_rule": list(rule), "chunk_rows": chunk_rows,
+                    "is_default": (tuple(rule), chunk_rows) == (tuple(default_rule), default_rows),
+                    "tokenize_workers": args.tokenize_workers,
+                    "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "")}
             result["pipelined"][variant].append(row)
             print(variant, "pipelined", json.dumps(row), flush=True)
+        enc.pad_rule, enc.chunk_rows = default_rule, default_rows
         enc.close()
         max_batch = args.service_max_batch or (256 if device == "cuda" else 64)
         settings = EmbeddingSettings(model=args.model, device=device, variant=variant,

@@ -34,6 +34,7 @@ import orjson
 from semcache.index.redis_server import EmbeddedRedis, free_port
 
 from .bench_proxy import process, proxy_command
+from .cpu import CpuMeter
 from .loadgen import LoadResult, WorkItem, run_load, write_json
 from .machine import machine_info, machine_slug
 
@@ -80,16 +81,25 @@ def variants(pool: list[str], start: int = 0) -> Iterator[WorkItem]:
             yield item(flip_case(text, k), "variant")
 
 
+# Process kinds whose CPU time is reported per level (see cpu.py); load-generating
+# processes report their own, as they exit before the level's second sample.
+CPU_KINDS = {"proxy": "semcache.proxy", "redis": "redis-server", "upstream": "fake_upstream",
+             "loadgen": "bench_semantic"}
+
+
 def client(proxy_url: str, pool: list[str], start: int, concurrency: int, max_requests: int,
-           duration_s: float) -> LoadResult:
+           duration_s: float) -> tuple[LoadResult, float]:
     """One load-generating process (a single asyncio client tops out at a few thousand
-    requests/s, below what several GPU-backed replicas serve)."""
+    requests/s, below what several GPU-backed replicas serve); returns its CPU seconds too."""
     from semcache.proxy.cli import loop_factory
 
+    t0 = os.times()
     with asyncio.Runner(loop_factory=loop_factory(True)) as runner:
-        return runner.run(run_load(proxy_url, variants(pool, start), concurrency=concurrency,
-                                   max_requests=max_requests, duration_s=duration_s,
-                                   progress=None))
+        result = runner.run(run_load(proxy_url, variants(pool, start), concurrency=concurrency,
+                                     max_requests=max_requests, duration_s=duration_s,
+                                     progress=None))
+    t1 = os.times()
+    return result, (t1.user - t0.user) + (t1.system - t0.system)
 
 
 def run_clients(args: argparse.Namespace, proxy_url: str, pool: list[str], concurrency: int,
@@ -102,14 +112,17 @@ def run_clients(args: argparse.Namespace, proxy_url: str, pool: list[str], concu
         futures = [pool_.submit(client, proxy_url, pool, 1000 * (round_ * n + i), c,
                                 args.max_requests // n, args.duration)
                    for i, c in enumerate(shares)]
-        parts = [f.result() for f in futures]
-    return LoadResult(samples=[s for p in parts for s in p.samples],
-                      wall_s=max(p.wall_s for p in parts), concurrency=concurrency, rate=None,
-                      stopped_by=parts[0].stopped_by)
+        done = [f.result() for f in futures]
+    parts = [p for p, _ in done]
+    result = LoadResult(samples=[s for p in parts for s in p.samples],
+                        wall_s=max(p.wall_s for p in parts), concurrency=concurrency, rate=None,
+                        stopped_by=parts[0].stopped_by)
+    return result, sum(cpu for _, cpu in done)
 
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     pool = questions(args.pool, args.pairs)
+    meter = CpuMeter(CPU_KINDS)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
         data_dir = args.data_dir or tmp_dir / "data"
@@ -137,17 +150,33 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 source = variants(pool)
                 for round_, concurrency in enumerate(args.levels):
                     print(f"concurrency {concurrency}", file=sys.stderr)
+                    before = meter.sample()
+                    client_cpu = 0.0
                     if args.clients > 1:
-                        result = await asyncio.to_thread(run_clients, args, proxy_url, pool,
-                                                         concurrency, round_)
+                        result, client_cpu = await asyncio.to_thread(
+                            run_clients, args, proxy_url, pool, concurrency, round_)
                     else:
                         result = await run_load(proxy_url, source, concurrency=concurrency,
                                                 max_requests=args.max_requests,
                                                 duration_s=args.duration)
-                    levels[str(concurrency)] = result.summary()
+                    levels[str(concurrency)] = result.summary() | {
+                        "cpu": cpu_report(meter.since(before), client_cpu, result)}
         finally:
             await redis.stop()
     return {"warm": warm.summary()["by_outcome"], "levels": levels}
+
+
+def cpu_report(used: dict[str, float], client_cpu: float, result: LoadResult) -> dict[str, Any]:
+    """CPU seconds per kind of process over one level, and CPU milliseconds per request."""
+    used = dict(used)
+    used["loadgen"] = used.get("loadgen", 0.0) + client_cpu
+    requests = max(1, len(result.samples))
+    cores = os.cpu_count() or 1
+    wall = used.pop("wall_s", 0.0) or result.wall_s
+    busy = used.pop("machine_busy", 0.0)
+    return {"cpu_s": used, "cpu_ms_per_request": {k: round(1000 * v / requests, 3)
+                                                  for k, v in used.items()},
+            "machine_utilisation": round(busy / (wall * cores), 3) if wall else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info(("aiohttp", "redis", "onnxruntime", "onnxruntime-gpu", "numpy"))
     result = {"benchmark": "semantic_hits", "machine": machine, "targets": TARGETS,
               "pool": args.pool, "replicas": args.replicas, "clients": args.clients,
+              "settings_from_env": {k: v for k, v in os.environ.items() if k.startswith("SEMCACHE__")},
               "workload": "stored Quora questions asked again with one letter's case flipped: new to "
               "the exact tier and the LRU, so each request embeds and searches",
               **asyncio.run(bench(args))}
     for level, summary in result["levels"].items():
         hit = summary["by_outcome"].get("hit-semantic", {})
         print(f"c={level}: {hit.get('count', 0)} semantic hits, p50 {hit.get('p50_ms', 0):.2f} ms, "
-              f"{hit.get('rps', 0):.0f}/s; outcomes {list(summary['by_outcome'])}", file=sys.stderr)
+              f"{hit.get('rps', 0):.0f}/s; outcomes {list(summary['by_outcome'])}; CPU ms per request "
+              f"{summary['cpu']['cpu_ms_per_request']}", file=sys.stderr)
     out = args.out or RESULTS / f"semantic_{machine_slug(machine)}.json"
     write_json(out, result)
     print(f"wrote {out}", file=sys.stderr)

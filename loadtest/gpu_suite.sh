@@ -6,6 +6,8 @@
 #   bash loadtest/gpu_suite.sh embed      # encoder (CUDA graphs, large batches), verifier
 #   bash loadtest/gpu_suite.sh semantic   # semantic hits end to end, several replicas
 #   bash loadtest/gpu_suite.sh large      # large batches by tokenising threads
+#   bash loadtest/gpu_suite.sh pad        # large batches by chunking rule and rows per run
+#   bash loadtest/gpu_suite.sh sync       # semantic hits for each CUDA wait mode in $SYNCS
 set -euo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -37,6 +39,20 @@ case "${1:-embed}" in
       TOKENIZERS_PARALLELISM=$2 python3 -m semcache.loadtest.bench_embeddings --device cuda \
         --data-dir /tmp/data --sentences "$pairs" --variants fp16 --batches 1 --concurrency 1 \
         --large-batches 4096,16384 --seconds 3 --tokenize-workers "$1" --out "$out/large_w$1_p$2"
+    done
+    ;;
+  pad)
+    python3 -m semcache.loadtest.bench_embeddings --device cuda --data-dir /tmp/data \
+      --sentences "$pairs" --variants fp16 --batches 1,128 --concurrency 1,128 \
+      --large-batches "${BATCHES:-4096}" --pad-rules "${RULES:-4:16384,1.5:16384,1.25:8192,1.1:4096}" \
+      --chunk-rows "${ROWS:-1024,2048}" --seconds 3 --out "$out/pad"
+    ;;
+  sync)
+    for mode in ${SYNCS:-auto blocking}; do
+      SEMCACHE__EMBEDDINGS__CUDA_SYNC=$mode python3 -m semcache.loadtest.bench_semantic \
+        --data-dir /tmp/data --pairs "$pairs" --replicas "${REPLICAS:-10}" --clients "${CLIENTS:-5}" \
+        --levels "${LEVELS:-512}" --duration "${DURATION:-8}" \
+        --out "$out/semantic_${REPLICAS:-10}replicas_sync_$mode.json"
     done
     ;;
   semantic)
