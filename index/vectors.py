@@ -10,9 +10,10 @@ Per scope:
   `faiss.knn` 1.06 ms for one query, so the flat path uses numpy.
 - a FAISS HNSW graph once the scope holds `hnsw_min_entries` vectors; HNSW cannot delete,
   so deletions are tombstones and the graph is rebuilt once a quarter of it is dead.
-- on a GPU (`device = "cuda"` and torch sees one): FAISS GPU flat where the installed FAISS
-  has GPU support, otherwise an exact flat search as a matrix product on the GPU (torch, fp16
-  vectors): 1M vectors are 768 MB and one pass reads them in well under a millisecond.
+- on a GPU (`device = "cuda"` and torch sees one), once a scope holds `gpu_min_entries`
+  vectors: an exact flat search as a matrix product on the GPU (torch, fp16 vectors): 1M
+  vectors are 768 MB and one pass reads them in well under a millisecond. Smaller scopes stay
+  on the CPU, where a search takes microseconds and a GPU round trip would cost more.
 
 Thread-safety: mutations and searches of one index are serialised by a lock, because the
 proxy runs large searches in a worker thread while the event loop applies stream events.
@@ -46,6 +47,11 @@ class IndexSettings:
     """HNSW build-time beam width."""
     hnsw_ef_search: int = 96
     """HNSW search beam width; recall against flat is measured by the index benchmark."""
+    gpu_min_entries: int = 20_000
+    """On a GPU, a scope is searched there from this size (and never becomes HNSW); smaller
+    ones take a CPU flat search of microseconds. A GPU search is a copy each way and a
+    synchronisation on the device the encoder uses: measured on an H100 with 10 proxy
+    processes, searching 500-entry scopes on the GPU took 27% of each event loop's time."""
     offload_min_entries: int = 4096
     """Scopes at least this large are searched in a worker thread, off the event loop;
     smaller ones take microseconds and are searched inline (a thread hop costs more)."""
@@ -72,9 +78,12 @@ class ScopeIndex:
 
     @property
     def kind(self) -> str:
-        if self._gpu is not None:
+        if self._on_gpu(len(self._pos)):
             return "gpu-flat"
         return "hnsw" if self._hnsw is not None else "flat"
+
+    def _on_gpu(self, n: int) -> bool:
+        return self._gpu is not None and n >= self.settings.gpu_min_entries
 
     def add(self, entry_id: str, vector: np.ndarray) -> None:
         with self.lock:
@@ -168,7 +177,7 @@ class ScopeIndex:
                 # Ask for more than k: tombstoned rows are still in the graph.
                 sims, rows = self._hnsw.search(vector.reshape(1, -1), k + min(self._dead, 32))
                 pairs = zip(rows[0].tolist(), sims[0].tolist(), strict=True)
-            elif self._gpu is not None:
+            elif self._gpu is not None and self._on_gpu(n):
                 if self._gpu_rows != n:
                     self._gpu_cache = self._gpu.upload(self._vectors[:n])
                     self._gpu_rows = n

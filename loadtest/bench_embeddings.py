@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from semcache.embeddings.encoder import OnnxEncoder, pick_device_variant
+from semcache.embeddings.encoder import PAD_RULE, OnnxEncoder, pick_device_variant
 from semcache.embeddings.export import ensure_exported, model_dir, resolve_source
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="pipelined runs per chunking rule too, e.g. 4:16384,1.25:8192 "
                     "(slack:floor, see encoder.PAD_RULE); default: the encoder's own")
     ap.add_argument("--chunk-rows", default="", help="pipelined runs per rows per run, e.g. 1024,2048")
+    ap.add_argument("--switch-intervals-ms", default="",
+                    help="pipelined runs per GIL switch interval too, e.g. 5,0.5 "
+                    "(sys.setswitchinterval; default: the interpreter's, 5 ms)")
     ap.add_argument("--concurrency", default="1,8,32,128")
     ap.add_argument("--service-max-batch", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -246,26 +250,41 @@ def main(argv: list[str] | None = None) -> int:
         rules = [tuple(float(v) for v in r.split(":")) for r in args.pad_rules.split(",") if r]
         rows_list = [int(x) for x in args.chunk_rows.split(",") if x]
         default_rule, default_rows = enc.pad_rule, enc.chunk_rows
-        for b, rule, chunk_rows in itertools.product(large, rules or [default_rule],
-                                                      rows_list or [default_rows]):
+        default_switch = sys.getswitchinterval()
+        switches = [float(x) / 1000 for x in args.switch_intervals_ms.split(",") if x]
+        for b, rule, chunk_rows, switch in itertools.product(
+                large, rules or [default_rule], rows_list or [default_rows],
+                switches or [default_switch]):
             enc.pad_rule, enc.chunk_rows = rule, chunk_rows
+            sys.setswitchinterval(switch)
             row = bench_pipelined(enc, sentences, b, args.seconds, workers=args.tokenize_workers)
             row |= {"pad_rule": list(rule), "chunk_rows": chunk_rows,
-                    "is_default": (tuple(rule), chunk_rows) == (tuple(default_rule), default_rows),
+                    "switch_interval_ms": 1000 * switch,
+                    "is_default": (tuple(rule), chunk_rows, switch)
+                    == (tuple(default_rule), default_rows, default_switch),
                     "tokenize_workers": args.tokenize_workers,
                     "tokenizers_parallelism": os.environ.get("TOKENIZERS_PARALLELISM", "")}
             result["pipelined"][variant].append(row)
             print(variant, "pipelined", json.dumps(row), flush=True)
         enc.pad_rule, enc.chunk_rows = default_rule, default_rows
+        sys.setswitchinterval(default_switch)
         enc.close()
         max_batch = args.service_max_batch or (256 if device == "cuda" else 64)
         settings = EmbeddingSettings(model=args.model, device=device, variant=variant,
                                      lru_size=0,
                                      max_batch=max_batch, export_variants=tuple(variants))
         srows = []
-        for c in (int(x) for x in args.concurrency.split(",")):
-            srows.append(asyncio.run(bench_service(settings, data_dir, sentences, c,
-                                                   args.seconds)))
+        # With --pad-rules, the service is measured under each rule as well (the encoder
+        # reads encoder.PAD_RULE when it is built), so small batches show what a rule costs.
+        kind = "cuda" if device == "cuda" else "cpu"
+        for rule, c in itertools.product(rules or [PAD_RULE[kind]],
+                                         (int(x) for x in args.concurrency.split(","))):
+            saved, PAD_RULE[kind] = PAD_RULE[kind], rule
+            try:
+                row = asyncio.run(bench_service(settings, data_dir, sentences, c, args.seconds))
+            finally:
+                PAD_RULE[kind] = saved
+            srows.append(row | {"pad_rule": list(rule), "is_default": tuple(rule) == tuple(saved)})
             print(variant, "service", json.dumps({k: v for k, v in srows[-1].items()
                                                   if k != "describe"}), flush=True)
         result["service"][variant] = srows

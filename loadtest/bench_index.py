@@ -97,7 +97,8 @@ def run_size(
         print(f"  {n:>9,} hnsw  p50 {out['cpu_hnsw']['p50_ms']:.3f} ms  recall@1 "
               f"{out['cpu_hnsw']['recall_at_1']:.3f}", file=sys.stderr)
     if GpuSearch.available():
-        gpu = ScopeIndex(DIM, never, GpuSearch())
+        gpu = ScopeIndex(DIM, IndexSettings(hnsw_min_entries=10**12, gpu_min_entries=1),
+                         GpuSearch())
         gpu.load([f"e{i}" for i in range(n)], vectors)
         timed_search(gpu, queries[:10], 4)  # upload and warm up
         found, times = timed_search(gpu, queries, 4)

@@ -120,6 +120,28 @@ def run_clients(args: argparse.Namespace, proxy_url: str, pool: list[str], concu
     return result, sum(cpu for _, cpu in done)
 
 
+@contextlib.contextmanager
+def mps_daemon(tmp_dir: Path) -> Iterator[dict[str, str]]:
+    """NVIDIA's Multi-Process Service for the run: the replicas' CUDA work then shares one
+    GPU context instead of time-slicing between one context per process. Yields the
+    environment the replicas need to find it; stops it on the way out."""
+    import shutil
+    import subprocess
+
+    control = shutil.which("nvidia-cuda-mps-control")
+    if control is None:
+        raise SystemExit("--mps: nvidia-cuda-mps-control is not on PATH (NVIDIA driver tools)")
+    env = {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_dir / "mps-pipe"),
+           "CUDA_MPS_LOG_DIRECTORY": str(tmp_dir / "mps-log")}
+    for d in env.values():
+        Path(d).mkdir(parents=True, exist_ok=True)
+    subprocess.run([control, "-d"], env={**os.environ, **env}, check=True)
+    try:
+        yield env
+    finally:
+        subprocess.run([control], input=b"quit\n", env={**os.environ, **env}, check=False)
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     pool = questions(args.pool, args.pairs)
     meter = CpuMeter(CPU_KINDS)
@@ -138,6 +160,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 # Several replicas share the port through SO_REUSEPORT; each is started once
                 # the previous one is ready, so every process has loaded its encoder.
                 env = {**os.environ, "SEMCACHE__SERVER__REUSE_PORT": "true"}
+                if args.mps:
+                    env |= stack.enter_context(mps_daemon(tmp_dir))
                 for i in range(args.replicas):
                     await stack.enter_async_context(
                         process(proxy_command(proxy_port, up_url + "/v1", redis.url, data_dir),
@@ -160,10 +184,32 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                                                 max_requests=args.max_requests,
                                                 duration_s=args.duration)
                     levels[str(concurrency)] = result.summary() | {
-                        "cpu": cpu_report(meter.since(before), client_cpu, result)}
+                        "cpu": cpu_report(meter.since(before), client_cpu, result),
+                        "embedding_batches": await batch_sizes(proxy_url)}
         finally:
             await redis.stop()
     return {"warm": warm.summary()["by_outcome"], "levels": levels}
+
+
+async def batch_sizes(proxy_url: str, polls: int = 40) -> dict[str, Any]:
+    """Mean texts per model run, as /metrics reports it (cumulative since start) from the
+    replicas that answer `polls` scrapes (SO_REUSEPORT picks one per connection)."""
+    import aiohttp
+
+    seen: dict[tuple[float, float], None] = {}
+    for _ in range(polls):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(proxy_url + "/metrics") as resp:
+                text = await resp.text()
+        values = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("semcache_embedding_batch_size_count", "semcache_embedding_batch_size_sum"):
+                values[name.rsplit("_", 1)[1]] = float(value)
+        if values.get("count"):
+            seen[(values["count"], values["sum"])] = None
+    means = [round(total / count, 2) for count, total in seen]
+    return {"replicas_seen": len(means), "mean_batch": means}
 
 
 def cpu_report(used: dict[str, float], client_cpu: float, result: LoadResult) -> dict[str, Any]:
@@ -190,12 +236,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=1,
                         help="load-generating processes (for more than ~3,000 requests/s)")
+    parser.add_argument("--mps", action="store_true",
+                        help="run the replicas under NVIDIA MPS (one shared GPU context)")
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     machine = machine_info(("aiohttp", "redis", "onnxruntime", "onnxruntime-gpu", "numpy"))
     result = {"benchmark": "semantic_hits", "machine": machine, "targets": TARGETS,
-              "pool": args.pool, "replicas": args.replicas, "clients": args.clients,
+              "pool": args.pool, "replicas": args.replicas, "clients": args.clients, "mps": args.mps,
               "settings_from_env": {k: v for k, v in os.environ.items() if k.startswith("SEMCACHE__")},
               "workload": "stored Quora questions asked again with one letter's case flipped: new to "
               "the exact tier and the LRU, so each request embeds and searches",

@@ -8,6 +8,7 @@
 #   bash loadtest/gpu_suite.sh large      # large batches by tokenising threads
 #   bash loadtest/gpu_suite.sh pad        # large batches by chunking rule and rows per run
 #   bash loadtest/gpu_suite.sh sync       # semantic hits for each CUDA wait mode in $SYNCS
+# MPS=1 runs the semantic modes' replicas under NVIDIA MPS (bench_semantic --mps).
 set -euo pipefail
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
@@ -45,19 +46,21 @@ case "${1:-embed}" in
     python3 -m semcache.loadtest.bench_embeddings --device cuda --data-dir /tmp/data \
       --sentences "$pairs" --variants fp16 --batches 1,128 --concurrency 1,128 \
       --large-batches "${BATCHES:-4096}" --pad-rules "${RULES:-4:16384,1.5:16384,1.25:8192,1.1:4096}" \
-      --chunk-rows "${ROWS:-1024,2048}" --seconds 3 --out "$out/pad"
+      --chunk-rows "${ROWS:-1024,2048}" --switch-intervals-ms "${SWITCH:-}" --seconds 3 \
+      --out "$out/pad"
     ;;
   sync)
     for mode in ${SYNCS:-auto blocking}; do
       SEMCACHE__EMBEDDINGS__CUDA_SYNC=$mode python3 -m semcache.loadtest.bench_semantic \
         --data-dir /tmp/data --pairs "$pairs" --replicas "${REPLICAS:-10}" --clients "${CLIENTS:-5}" \
-        --levels "${LEVELS:-512}" --duration "${DURATION:-8}" \
-        --out "$out/semantic_${REPLICAS:-10}replicas_sync_$mode.json"
+        --levels "${LEVELS:-512}" --duration "${DURATION:-8}" ${MPS:+--mps} \
+        --out "$out/semantic_${REPLICAS:-10}replicas_sync_$mode${MPS:+_mps}.json"
     done
     ;;
   semantic)
     python3 -m semcache.loadtest.bench_semantic --data-dir /tmp/data --pairs "$pairs" \
       --replicas "${REPLICAS:-8}" --clients "${CLIENTS:-4}" --levels "${LEVELS:-1,64,256}" \
-      --duration "${DURATION:-8}" --out "$out/semantic_gpu_${REPLICAS:-8}replicas.json"
+      --duration "${DURATION:-8}" ${MPS:+--mps} \
+      --out "$out/semantic_gpu_${REPLICAS:-8}replicas${MPS:+_mps}.json"
     ;;
 esac

@@ -326,7 +326,7 @@ def _validate(settings: Any, where: str) -> None:
     positive = {
         "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
-        "hnsw_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
+        "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
     }
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)

@@ -52,3 +52,42 @@ def test_scopes_are_isolated() -> None:
     assert index.stats()["scopes"] == 1
     with pytest.raises(ValueError):
         index.add("tenant-a", "bad", np.zeros(10, dtype=np.float32))
+
+
+class RecordingDevice:
+    """Stands in for GpuSearch (same two calls, numpy arithmetic): records what reached it."""
+
+    def __init__(self) -> None:
+        self.searches = 0
+
+    def upload(self, vectors: np.ndarray) -> np.ndarray:
+        return vectors.copy()
+
+    def search(self, matrix: np.ndarray, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        self.searches += 1
+        sims = matrix @ vector
+        top = np.argsort(-sims)[:k]
+        return list(zip(top.tolist(), sims[top].tolist(), strict=True))
+
+
+def test_small_scopes_stay_off_the_gpu() -> None:
+    """Below gpu_min_entries a scope is searched on the CPU; from it on, on the device."""
+    from semcache.index.vectors import ScopeIndex
+
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 40)
+    device = RecordingDevice()
+    scope = ScopeIndex(384, IndexSettings(gpu_min_entries=30, hnsw_min_entries=10), device)  # type: ignore[arg-type]
+    for i in range(29):
+        scope.add(f"e{i}", vectors[i])
+    (best, _), *_ = scope.search(vectors[7], 2)
+    assert best == "e7" and device.searches == 0 and scope.kind == "flat"
+    for i in range(29, 40):
+        scope.add(f"e{i}", vectors[i])
+    (best, _), *_ = scope.search(vectors[33], 2)
+    # A scope that has a device never builds an HNSW graph (hnsw_min_entries=10 ignored).
+    assert best == "e33" and device.searches == 1 and scope.kind == "gpu-flat"
+    for i in range(15):
+        scope.remove(f"e{i}")
+    (best, _), *_ = scope.search(vectors[20], 2)
+    assert best == "e20" and device.searches == 1 and scope.kind == "flat"
