@@ -65,6 +65,8 @@ class Sample:
     kind: str
     stream: bool
     error: str | None = None
+    reason: str | None = None
+    """The proxy's `X-Semcache-Reason` (why a request bypassed the cache), if any."""
 
 
 @dataclass(kw_only=True)
@@ -115,6 +117,8 @@ def summarize(samples: list[Sample], wall_s: float) -> dict[str, Any]:
         "by_outcome": {k: block(v) for k, v in sorted(by_outcome.items())},
         "by_kind": {k: dict(Counter(s.outcome for s in samples if s.kind == k))
                     for k in sorted({s.kind for s in samples})},
+        "bypass_reasons": dict(Counter(s.reason or "none" for s in samples
+                                       if s.outcome == "bypass")),
     }
 
 
@@ -157,13 +161,15 @@ async def send_one(session: aiohttp.ClientSession, base_url: str, item: WorkItem
             else:
                 await resp.read()
             outcome = resp.headers.get("X-Semcache", "none")
+            reason = resp.headers.get("X-Semcache-Reason")
             status = resp.status
         error = None
     except (aiohttp.ClientError, TimeoutError, OSError) as e:
-        status, outcome, error = 0, "error", type(e).__name__
+        status, outcome, error, reason = 0, "error", type(e).__name__, None
     end = time.perf_counter()
     return Sample(start_s=started - t0, latency_s=end - started, ttfb_s=ttfb or end - started,
-                  status=status, outcome=outcome, kind=item.kind, stream=item.stream, error=error)
+                  status=status, outcome=outcome, kind=item.kind, stream=item.stream, error=error,
+                  reason=reason)
 
 
 async def run_load(
