@@ -38,7 +38,7 @@ from .pairs import read_pairs
 
 log = logging.getLogger(__name__)
 
-THRESHOLDS = np.round(np.arange(0.50, 1.0001, 0.005), 3)
+THRESHOLDS = np.round(np.arange(0.20, 1.0001, 0.005), 3)
 VERIFIER_MIN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 STAGES = ("static", "checks", "verifier", "checks+verifier")
 ADAPTIVE_SAMPLE = 0.1
@@ -259,7 +259,7 @@ def plot(curves: dict[str, list[dict[str, float]]], title: str, out: Path,
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semcache eval", description=__doc__.split("\n\n")[0])
     p.add_argument("pairs", type=Path, help="labelled pairs, .jsonl or .jsonl.gz")
-    p.add_argument("--split", choices=["all", "dev", "test"], default="all")
+    p.add_argument("--split", choices=["all", "dev", "test", "calibration"], default="all")
     p.add_argument("--limit", type=int, default=0, help="first N pairs of the split (0: all)")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument("--config", type=Path, help="config.toml (default: the bundled one)")

@@ -18,8 +18,30 @@ def split_of(a: str, b: str) -> str:
     return "test" if int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % TEST_SHARE == 0 else "dev"
 
 
+CALIBRATION_SHARE = 10
+"""One dev pair in CALIBRATION_SHARE (by another hash) is also in the `calibration` split: the
+verifier is trained on the rest of dev and its cut-off (`cache.verifier_min`) is chosen on
+these, so neither the training nor that choice sees `test`, and the choice does not see
+pairs the model was fitted to."""
+
+
+def in_calibration(a: str, b: str) -> bool:
+    key = "\x00".join(sorted((a, b))).encode()
+    return int.from_bytes(hashlib.sha256(b"calib" + key).digest()[:4], "big") % CALIBRATION_SHARE == 0
+
+
+def _in_split(row: dict[str, Any], split: str) -> bool:
+    if split == "all":
+        return True
+    part = split_of(row["a"], row["b"])
+    if split == "calibration":
+        return part == "dev" and in_calibration(row["a"], row["b"])
+    return part == split
+
+
 def read_pairs(path: Path, split: str = "all", limit: int = 0) -> list[dict[str, Any]]:
-    """Rows {"a", "b", "label", ["kind"]} of a .jsonl or .jsonl.gz file, one split of them."""
+    """Rows {"a", "b", "label", ["kind"]} of a .jsonl or .jsonl.gz file, one split of them
+    (all, dev, test, or calibration: a tenth of dev)."""
     opener = gzip.open if path.suffix == ".gz" else open
     rows: list[dict[str, Any]] = []
     with opener(path, "rt", encoding="utf-8") as fh:
@@ -27,7 +49,7 @@ def read_pairs(path: Path, split: str = "all", limit: int = 0) -> list[dict[str,
             if not line.strip():
                 continue
             row = json.loads(line)
-            if split == "all" or split_of(row["a"], row["b"]) == split:
+            if _in_split(row, split):
                 rows.append(row)
             if limit and len(rows) >= limit:
                 break

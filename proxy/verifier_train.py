@@ -2,12 +2,15 @@
 
 A cross-encoder reads both prompts together and outputs the probability that one answer
 serves both. It starts from the packaged all-MiniLM-L6-v2 weights with a fresh one-logit
-head and trains on the dev split of the Quora pairs plus augmentations that teach what a
-prompt cache needs and Quora lacks: near misses made from Quora questions by changing a
-number, swapping "from X to Y", inserting a negation, flipping a comparative, or swapping a
-capitalised name / language for one from another question (label 0), and paraphrases made
-by typos, filler words, lower-casing and moving a trailing phrase to the front (label 1).
-The near-miss evaluation set (loadtest/data/near_miss.jsonl) is never used here.
+head and trains on the dev split of the Quora pairs (less the tenth that is the calibration
+split, proxy/pairs.py) plus augmentations that teach what a prompt cache needs and Quora lacks:
+near misses made from Quora questions by changing a number, swapping "from X to Y",
+"X better than Y" or "convert X to Y", inserting a negation, flipping a comparative,
+swapping a capitalised name / language for one from another question, or asking for a
+format, audience or language (label 0), and paraphrases made by typos, filler words,
+lower-casing, moving a trailing phrase to the front, chat-style short forms and acronyms,
+and the passive voice (label 1). The near-miss evaluation set
+(loadtest/data/near_miss.jsonl) is never used here.
 
 Output: DIR/verifier.pt (state dict, fp16) and DIR/tokenizer.json; `export` turns them into
 DIR/model_int8.onnx (and fp32 for a GPU), which proxy/verifier.py loads.
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from .checks import _ANTONYMS, _NATURAL, _PROG
-from .pairs import read_pairs
+from .pairs import in_calibration, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +44,50 @@ _NEGATABLE = re.compile(r"\b(is|are|do|does|can|should|will|was|were|did)\b (?!n
 _CAP = re.compile(r"(?<=\w )([A-Z][a-z]+)")
 _OPP = {a: b for a, b in _ANTONYMS} | {b: a for a, b in _ANTONYMS}
 _LANGS = sorted(_PROG | _NATURAL)
+_KEYBOARD = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
+# Short forms people type (the reverse of checks' alias table, plus a few it need not know).
+_SHORT = [("you", "u"), ("your", "ur"), ("are", "r"), ("please", "pls"), ("people", "ppl"),
+          ("difference", "diff"), ("information", "info"), ("application", "app"),
+          ("applications", "apps"), ("because", "bc"), ("without", "w/o"), ("with", "w/"),
+          ("by the way", "btw"), ("as soon as possible", "asap"), ("what is", "whats"),
+          ("what is", "what's"), ("how to", "how 2"), ("girlfriend", "gf"), ("boyfriend", "bf"),
+          ("document", "doc"), ("documents", "docs"), ("picture", "pic"), ("pictures", "pics"),
+          ("thanks", "thx"), ("though", "tho"), ("tomorrow", "tmrw"), ("message", "msg"),
+          ("something", "smth"), ("government", "govt"), ("department", "dept"),
+          ("approximately", "approx"), ("minimum", "min"), ("maximum", "max"),
+          ("number", "no."), ("versus", "vs"), ("favorite", "fav"), ("really", "rly"),
+          ("probably", "prob"), ("definitely", "def"), ("I do not know", "idk"),
+          ("in my opinion", "imo"), ("for example", "e.g."), ("okay", "ok")]
+# Capitalised names of two to four words ("of"/"for"/"the" inside), not the sentence's first
+# word: acronym candidates.
+_NAME = re.compile(r"(?<=\w )[A-Z][a-z]+(?: (?:of |for |the )?[A-Z][a-z]+){1,3}\b")
+_IRREGULAR = {"wrote": "written", "made": "made", "built": "built", "drew": "drawn",
+              "sang": "sung", "gave": "given", "took": "taken", "began": "begun",
+              "found": "found", "won": "won", "led": "led", "sold": "sold", "bought": "bought",
+              "taught": "taught", "ran": "run", "told": "told", "sent": "sent", "paid": "paid",
+              "held": "held", "wore": "worn", "chose": "chosen", "broke": "broken",
+              "stole": "stolen", "ate": "eaten", "killed": "killed", "shot": "shot"}
+_WHO_DID = re.compile(r"^(Who|Which \w+|What \w+) (\w+) (.+?)\?*$")
+# Requested formats, audiences and languages that change the answer when one side adds them.
+_QUALIFIERS = [" in JSON", " as a bullet list", " in one sentence", " in a table", " in 100 words",
+               " in Spanish", " in French", " for a five-year-old", " as a poem", " in detail",
+               " in Python", " in Java", " with code examples", " as a numbered list",
+               " in three sentences", " for experts"]
+_THAN = re.compile(r"\b(\w+) (better|worse|faster|slower|bigger|smaller|cheaper|safer|"
+                   r"harder|easier|more \w+|less \w+) than (\w+)", re.I)
+_TO_SWAP = re.compile(r"\b(convert|translate|switch|move|migrate|transfer) (\w+(?: \w+)?) to "
+                      r"(\w+(?: \w+)?)", re.I)
 
 
 def typo(text: str, rng: random.Random) -> str:
+    """One to four keyboard slips: swapped, dropped, doubled or mistyped (often a
+    neighbouring key) letters, now and then two words run together."""
     chars = list(text)
-    for _ in range(rng.choice((1, 1, 2, 3))):
+    if rng.random() < 0.1:
+        spaces = [i for i, c in enumerate(chars) if c == " "]
+        if spaces:
+            del chars[rng.choice(spaces)]
+    for _ in range(rng.choice((1, 1, 2, 3, 4))):
         spots = [i for i in range(1, len(chars) - 2) if chars[i].isalpha() and chars[i + 1].isalpha()]
         if not spots:
             break
@@ -58,13 +100,57 @@ def typo(text: str, rng: random.Random) -> str:
         elif op == 2:
             chars.insert(i, chars[i])
         else:
-            chars[i] = rng.choice("abcdefghijklmnopqrstuvwxyz")
+            row = next((r for r in _KEYBOARD if chars[i].lower() in r), None)
+            if row and rng.random() < 0.7:
+                k = row.index(chars[i].lower())
+                chars[i] = row[max(0, min(len(row) - 1, k + rng.choice((-1, 1))))]
+            else:
+                chars[i] = rng.choice("abcdefghijklmnopqrstuvwxyz")
     return "".join(chars)
 
 
+def abbreviate(q: str, rng: random.Random) -> str | None:
+    """Chat-style short forms and acronyms of capitalised names ("New York City" -> "NYC"),
+    often lower-cased; None when q has nothing to shorten."""
+    out = q
+    found = [(long, short) for long, short in _SHORT if re.search(rf"\b{long}\b", out, re.I)]
+    rng.shuffle(found)
+    for long, short in found[:rng.choice((1, 2, 3))]:
+        out = re.sub(rf"\b{long}\b", short, out, count=1, flags=re.I)
+    names = _NAME.findall(out)
+    if names and (out == q or rng.random() < 0.5):
+        name = rng.choice(names)
+        acronym = "".join(w[0] for w in name.split() if w[0].isupper())
+        out = out.replace(name, acronym, 1)
+    if out == q:
+        return None
+    return out.lower().rstrip("?") + ("?" if rng.random() < 0.5 else "") if rng.random() < 0.5 else out
+
+
+def passive(q: str) -> str | None:
+    """"Who wrote Hamlet?" -> "By whom was Hamlet written?" / "Who was Hamlet written by?";
+    None unless q is such a question with a known past form."""
+    m = _WHO_DID.match(q.strip())
+    if not m:
+        return None
+    subject, verb, obj = m.groups()
+    part = _IRREGULAR.get(verb.lower()) or (verb if verb.endswith("ed") and len(verb) > 4 else None)
+    if part is None or len(obj.split()) > 8:
+        return None
+    be = "were" if obj.lower().split()[-1].endswith("s") and not obj.lower().endswith("ss") else "was"
+    if subject == "Who":
+        return (f"By whom {be} {obj} {part}?" if len(obj) % 2 else f"Who {be} {obj} {part} by?")
+    return f"By {subject[0].lower()}{subject[1:]} {be} {obj} {part}?"
+
+
 def paraphrase(q: str, rng: random.Random) -> str:
-    """A rewrite one answer still serves: typos, filler, case and punctuation, a moved phrase."""
-    op = rng.randrange(5)
+    """A rewrite one answer still serves: typos, filler, case and punctuation, a moved phrase,
+    short forms and acronyms, passive voice."""
+    op = rng.randrange(7)
+    if op == 5:
+        return abbreviate(q, rng) or typo(q, rng)
+    if op == 6:
+        return passive(q) or abbreviate(q, rng) or typo(q.lower(), rng)
     if op == 0:
         return typo(q, rng)
     if op == 1:
@@ -97,6 +183,13 @@ def near_miss(q: str, rng: random.Random, names: list[str]) -> str | None:
     if langs:
         lang = rng.choice(langs)
         ops.append(lambda: re.sub(rf"\b{re.escape(lang)}\b", rng.choice(_LANGS).title(), q, count=1))
+    if _THAN.search(q):
+        ops.append(lambda: _THAN.sub(lambda m: f"{m.group(3)} {m.group(2)} than {m.group(1)}", q, count=1))
+    if _TO_SWAP.search(q):
+        ops.append(lambda: _TO_SWAP.sub(lambda m: f"{m.group(1)} {m.group(3)} to {m.group(2)}", q,
+                                        count=1))
+    if len(q) < 120:
+        ops.append(lambda: q.rstrip("?.! ") + rng.choice(_QUALIFIERS) + q[len(q.rstrip("?.! ")):])
     caps = _CAP.findall(q)
     if caps and names:
         name = rng.choice(caps)
@@ -114,8 +207,11 @@ def _other_number(n: str, rng: random.Random) -> str:
     return str(value + rng.choice((1, 2, 5, 10, -1)) if value > 1 else value + 3)
 
 
+AUG_SHARE = 0.3
+
+
 def build_examples(rows: list[dict[str, Any]], seed: int,
-                   aug_share: float = 0.6) -> list[tuple[str, str, int]]:
+                   aug_share: float = AUG_SHARE) -> list[tuple[str, str, int]]:
     """Quora pairs (both orders) plus about aug_share * len(rows) of each augmentation kind."""
     rng = random.Random(seed)
     examples = [(r["a"], r["b"], int(r["label"])) for r in rows]
@@ -143,9 +239,24 @@ def build_examples(rows: list[dict[str, Any]], seed: int,
     return [(a, b, y) if rng.random() < 0.5 else (b, a, y) for a, b, y in examples]
 
 
-def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: int = 2,
-          batch: int = 64, lr: float = 4e-5, max_len: int = 96,
-          device: str = "auto") -> dict[str, Any]:
+def _batches(examples: list[tuple[str, str, int]], batch: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of similar length (sorted within windows of 50 batches): far less
+    padding than random batches, the same examples per epoch."""
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    window = 50 * batch
+    out = []
+    for start in range(0, len(order), window):
+        part = sorted(order[start:start + window], key=lambda i: len(examples[i][0]) + len(examples[i][1]))
+        out += [part[k:k + batch] for k in range(0, len(part), batch)]
+    rng.shuffle(out)
+    return out
+
+
+def fit(source: Path, examples: list[tuple[str, str, int]], *, seed: int = 13, epochs: int = 3,
+        batch: int = 64, lr: float = 5e-5, max_len: int = 96, device: str = "auto") -> tuple[Any, Any]:
+    """(model, tokenizer): a one-logit head on the MiniLM at `source`, fitted to `examples`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
@@ -154,26 +265,21 @@ def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: i
     random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = device
-    rows = read_pairs(pairs, "dev")
-    examples = build_examples(rows, seed)
+    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     tok = AutoTokenizer.from_pretrained(str(source))
-    model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1).to(dev)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=1, dtype=torch.float32).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * ((len(examples) + batch - 1) // batch)
     # Linear warm-up over 6% of the steps, then linear decay to 0.
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, s / (0.06 * steps)) * max(0.0, (steps - s) / steps))
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    started, step = time.monotonic(), 0
+    step = 0
     model.train()
     for epoch in range(epochs):
-        order = list(range(len(examples)))
-        random.Random(seed + epoch).shuffle(order)
-        for start in range(0, len(order), batch):
-            chunk = [examples[i] for i in order[start:start + batch]]
+        for idx in _batches(examples, batch, seed + epoch):
+            chunk = [examples[i] for i in idx]
             enc = tok([c[0] for c in chunk], [c[1] for c in chunk], truncation=True,
                       max_length=max_len, padding=True, return_tensors="pt").to(dev)
             labels = torch.tensor([float(c[2]) for c in chunk], device=dev)
@@ -186,15 +292,51 @@ def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: i
             sched.step()
             opt.zero_grad()
             step += 1
-            if step % 200 == 0:
+            if step % 500 == 0:
                 log.info("epoch %d step %d/%d loss %.4f", epoch, step, steps, loss.item())
+    return model.eval(), tok
+
+
+def score(model: Any, tok: Any, pairs: list[tuple[str, str]], batch: int = 256) -> list[float]:
+    """Probabilities from a fitted model (torch), for the calibration report."""
+    import torch
+
+    dev = next(model.parameters()).device
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch):
+            chunk = pairs[start:start + batch]
+            enc = tok([a for a, _ in chunk], [b for _, b in chunk], truncation=True,
+                      max_length=128, padding=True, return_tensors="pt").to(dev)
+            out += torch.sigmoid(model(**enc).logits.float()[:, 0]).tolist()
+    return out
+
+
+def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: int = 3,
+          batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE, max_len: int = 96,
+          device: str = "auto") -> dict[str, Any]:
+    import torch
+
+    rows = read_pairs(pairs, "dev")
+    calibration = [r for r in rows if in_calibration(r["a"], r["b"])]
+    fitted = [r for r in rows if not in_calibration(r["a"], r["b"])]
+    examples = build_examples(fitted, seed, aug_share=aug_share)
+    started = time.monotonic()
+    model, tok = fit(source, examples, seed=seed, epochs=epochs, batch=batch, lr=lr,
+                     max_len=max_len, device=device)
+    train_s = time.monotonic() - started
+    calib_scores = score(model, tok, [(r["a"], r["b"]) for r in calibration])
+    trained_on = str(next(model.parameters()).device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model.float().cpu().eval()
+    model = model.float().cpu()
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
+    (out_dir / "calibration.json").write_text(json.dumps(
+        [[round(s, 5), int(r["label"])] for s, r in zip(calib_scores, calibration, strict=True)]))
     info = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "max_len": max_len,
-            "examples": len(examples), "quora_dev_pairs": len(rows), "device": dev,
-            "train_s": round(time.monotonic() - started, 1), "torch": torch.__version__}
+            "aug_share": aug_share, "examples": len(examples), "quora_dev_pairs_fitted": len(fitted),
+            "calibration_pairs": len(calibration), "device": trained_on,
+            "train_s": round(train_s, 1), "torch": torch.__version__}
     (out_dir / "training.json").write_text(json.dumps(info, indent=1))
     return info
 
@@ -265,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also export ONNX here (default: embeddings/verifier/ of the repo)")
     p.add_argument("--source", type=Path, default=None, help="MiniLM folder (default: packaged)")
     p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--aug-share", type=float, default=AUG_SHARE,
+                   help="synthetic near misses and paraphrases, each as a share of the Quora pairs")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-export", action="store_true")
     args = p.parse_args(argv)
@@ -274,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         from semcache.embeddings.export import resolve_source
 
         args.source = resolve_source("packaged")[1]
-    info = train(args.source, args.pairs, args.out, seed=args.seed, epochs=args.epochs, device=args.device)
+    info = train(args.source, args.pairs, args.out, seed=args.seed, epochs=args.epochs,
+                 aug_share=args.aug_share, device=args.device)
     print(json.dumps(info))
     if not args.no_export:
         target = args.export_to or Path(__file__).resolve().parent.parent / "embeddings" / "verifier"

@@ -1,0 +1,87 @@
+"""The verifier's training data: the synthetic near misses and paraphrases it learns from, the
+calibration split its cut-off is chosen on, and the batching (no torch needed)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from semcache.proxy import verifier_train as vt
+from semcache.proxy.pairs import in_calibration, read_pairs, split_of
+
+QUORA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qqp_dev_pairs.jsonl.gz"
+if not QUORA.exists():
+    QUORA = Path("/work/shared/data/qqp_dev_pairs.jsonl.gz")
+pytestmark = pytest.mark.skipif(not QUORA.exists(), reason="qqp_dev_pairs.jsonl.gz not found")
+
+
+def test_passive_voice_of_who_questions() -> None:
+    assert vt.passive("Who wrote Hamlet?") in ("By whom was Hamlet written?",
+                                               "Who was Hamlet written by?")
+    assert vt.passive("Who invented the light bulb?") in (
+        "By whom was the light bulb invented?", "Who was the light bulb invented by?")
+    assert vt.passive("Which band recorded Abbey Road?") == "By which band was Abbey Road recorded?"
+    assert vt.passive("Who is the president?") is None  # no past form: nothing to turn
+    assert vt.passive("How do I learn guitar?") is None
+
+
+def test_abbreviations_shorten_words_and_names() -> None:
+    rng = random.Random(0)
+    outs = {vt.abbreviate("How many people live in the United Kingdom without a visa?", rng)
+            for _ in range(20)}
+    assert all(o is not None for o in outs)
+    assert any("ppl" in o or "w/o" in o for o in outs if o)
+    assert any("UK" in o for o in outs if o)
+    assert vt.abbreviate("Why is the sky blue?", rng) is None
+
+
+def test_near_misses_change_what_is_asked() -> None:
+    rng = random.Random(1)
+    made = {vt.near_miss("Is Python faster than Java?", rng, []) for _ in range(30)}
+    assert "Is Java faster than Python?" in made
+    made = {vt.near_miss("How do I convert Celsius to Fahrenheit?", rng, []) for _ in range(30)}
+    assert "How do I convert Fahrenheit to Celsius?" in made
+    assert any(m and m.startswith("How do I convert Celsius to Fahrenheit ") for m in made)  # a format
+    assert all(m != "How do I convert Celsius to Fahrenheit?" for m in made)
+
+
+def test_typos_keep_the_text_recognisable() -> None:
+    rng = random.Random(2)
+    q = "What are the symptoms of vitamin deficiency?"
+    for _ in range(50):
+        t = vt.typo(q, rng)
+        assert abs(len(t) - len(q)) <= 5 and t[:1] == q[:1]
+
+
+def test_examples_are_seeded_and_labelled_both_ways() -> None:
+    rows = read_pairs(QUORA, "dev", limit=400)
+    a, b = vt.build_examples(rows, 7, aug_share=0.3), vt.build_examples(rows, 7, aug_share=0.3)
+    assert a == b
+    assert a != vt.build_examples(rows, 8, aug_share=0.3)
+    labels = [y for _, _, y in a]
+    synthetic = len(a) - len(rows)
+    assert 0.5 * 0.3 * len(rows) < synthetic and 0 < sum(labels) < len(labels)
+
+
+def test_calibration_is_a_tenth_of_dev_and_never_test() -> None:
+    rows = read_pairs(QUORA, "all", limit=5000)
+    calib = [r for r in rows if in_calibration(r["a"], r["b"])
+             and split_of(r["a"], r["b"]) == "dev"]
+    dev = [r for r in rows if split_of(r["a"], r["b"]) == "dev"]
+    assert 0.07 < len(calib) / len(dev) < 0.13
+    assert read_pairs(QUORA, "calibration", limit=100) == [
+        r for r in read_pairs(QUORA, "dev", limit=3000) if in_calibration(r["a"], r["b"])][:100]
+    assert not any(split_of(r["a"], r["b"]) == "test" for r in read_pairs(QUORA, "calibration", limit=300))
+
+
+def test_batches_hold_every_example_once_and_group_lengths() -> None:
+    rng = random.Random(3)
+    ex = [("x" * rng.randrange(1, 200), "y", 1) for _ in range(1000)]
+    batches = vt._batches(ex, 16, seed=5)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(1000))
+    spread = [max(len(ex[i][0]) for i in b) - min(len(ex[i][0]) for i in b) for b in batches]
+    assert sum(spread) / len(spread) < 40  # random batches of 16 would spread ~170
+    assert vt._batches(ex, 16, seed=5) == batches
