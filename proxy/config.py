@@ -134,7 +134,7 @@ class CacheSettings:
     """Once it has loaded, ask the cross-encoder verifier about candidates in
     [verifier_floor, verify_below) (near misses score high on cosine alone)."""
 
-    verifier_floor: float = 0.50
+    verifier_floor: float = 0.30
     """With the verifier loaded, the lowest similarity it may rescue (replaces `threshold`,
     which applies while the verifier is off or still loading)."""
 

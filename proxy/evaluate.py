@@ -39,7 +39,7 @@ from .pairs import read_pairs
 log = logging.getLogger(__name__)
 
 THRESHOLDS = np.round(np.arange(0.20, 1.0001, 0.005), 3)
-VERIFIER_MIN_GRID = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+VERIFIER_MIN_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98)
 STAGES = ("static", "checks", "verifier", "checks+verifier")
 ADAPTIVE_SAMPLE = 0.1
 """Share of the lookups that would be served which the adaptive replay verifies (and so
@@ -307,12 +307,14 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
     if verifier is not None:
         result["verifier_cost"] = verifier_cost(verifier, rows, sims, cache)
     if scores is not None:
-        # The verifier's own cut-off, searched with the threshold: best recall at the target.
+        # The verifier's own cut-off: at the configured floor (how `verifier_min` is chosen,
+        # on the calibration split), and searched with the threshold for the target.
         grid = {}
         for vmin in VERIFIER_MIN_GRID:
             curve = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
                           verifier_min=vmin, stages=("checks+verifier",))["checks+verifier"]
-            grid[str(vmin)] = operating_point(curve, target)
+            grid[str(vmin)] = {"at_floor": at_threshold(curve, cache.verifier_floor),
+                               "operating_point": operating_point(curve, target)}
         result["checks+verifier_by_verifier_min"] = grid
     result["check_fired"] = {  # [on label-0 pairs, on label-1 pairs]
         name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
@@ -392,6 +394,11 @@ def report(result: dict[str, Any]) -> None:
               f"wrong={p['wrong_hit_rate']:.3f}") if p else "not reached"
         print(f"{stage:<17}{c['threshold']:>14.3f}{c['precision']:>7.3f}{c['recall']:>7.3f}"
               f"{c['wrong_hit_rate']:>7.3f}   {op}")
+    grid = result.get("checks+verifier_by_verifier_min")
+    if grid:
+        print("checks+verifier at the floor, by verifier_min: " + "  ".join(
+            f"{vmin}: P={g['at_floor']['precision']:.3f} R={g['at_floor']['recall']:.3f}"
+            for vmin, g in grid.items()))
     adaptive = result.get("adaptive")
     if adaptive:
         print(f"adaptive replay: {adaptive['sample']:.0%} of would-be hits verified (not served), "
