@@ -139,3 +139,53 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
     client.app[SERVICE].verifier = fixed = _Fixed(0.9)  # type: ignore[assignment]
     resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
     assert resp.headers["X-Semcache"] == "hit-semantic" and fixed.calls == 1
+
+
+@pytest.mark.slow
+async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url: str,
+                                                  upstream: Any, model_dir: Path) -> None:
+    """The shipped configuration, end to end with the real encoder and bundled verifier:
+    typo'd and shortened paraphrases hit (they score as low as 0.3 on cosine), near misses
+    of each kind stay misses."""
+    import asyncio
+
+    from conftest import make_settings
+
+    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+    from semcache.proxy.config import load_settings
+
+    shipped = load_settings(environ={}).cache
+    settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
+                             cache__verifier=True, cache__verifier_floor=shipped.verifier_floor,
+                             cache__verifier_min=shipped.verifier_min)
+    client = await aiohttp_client(build_app(settings))
+    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+    for _ in range(600):
+        if client.app[SERVICE].verifier is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert client.app[SERVICE].verifier is not None
+
+    async def ask(text: str) -> Any:
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": text}]}
+        resp = await client.post("/v1/chat/completions", json=body)
+        await client.app[SERVICE].drain(10)
+        return resp
+
+    stored = ["How do I bake chocolate chip cookies?", "Which flights go from Boston to Denver?",
+              "How do I convert Celsius to Fahrenheit?", "What changed in Python 3.8?",
+              "What foods should I eat during pregnancy?", "How many people live in the United Kingdom?"]
+    for text in stored:
+        assert (await ask(text)).headers["X-Semcache"] == "miss"
+    for para, source in (("how do i bake choclate chip cookeis", stored[0]),
+                         ("how many ppl live in the UK?", stored[5]),
+                         ("Hey, how do I bake chocolate chip cookies? Thanks!", stored[0])):
+        resp = await ask(para)
+        assert resp.headers["X-Semcache"] == "hit-semantic", para
+        answer = (await resp.json())["choices"][0]["message"]["content"]
+        assert answer.startswith(f"answer to: {source}")
+    for near in ("Which flights go from Denver to Boston?", "How do I convert Fahrenheit to Celsius?",
+                 "What changed in Python 3.12?", "What foods should I not eat during pregnancy?",
+                 "How many people live in the United States?"):
+        resp = await ask(near)
+        assert resp.headers["X-Semcache"] == "miss", near
