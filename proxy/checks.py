@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 ALL_CHECKS = ("numbers", "negation", "entities", "order", "antonyms", "languages", "format",
               "dates", "units", "scope")
@@ -460,16 +460,18 @@ def _tolerant(name: str, pick: Callable[[str], set[str]]) -> Callable[[str, str]
     out as an acronym ('SQL' / 'Structured Query Language')."""
     def check(a: str, b: str) -> bool:
         sa, sb = pick(a), pick(b)
-        for extra, other in ((sa - sb, b), (sb - sa, a)):
-            if not extra:
-                continue
-            words = _raw_words(other)
-            if any(not _fuzzy_in(w, words) and _unacronym(w) not in _acronyms(other)
-                   for w in extra):
-                return False
-        return True
+        return not (_absent_from(sa - sb, b) or _absent_from(sb - sa, a))
     check.__name__ = f"check_{name}"
     return check
+
+
+def _absent_from(extra: Collection[str], other: str) -> bool:
+    """Whether a word of `extra` is missing from `other`, even allowing a typo or an acronym
+    ('SQL' / 'Structured Query Language')."""
+    if not extra:
+        return False
+    words = _raw_words(other)
+    return any(not _fuzzy_in(w, words) and _unacronym(w) not in _acronyms(other) for w in extra)
 
 
 def _languages(text: str) -> set[str]:
@@ -648,15 +650,7 @@ def check_format(a: str, b: str) -> bool:
     you do as a kid', 'a list of my accounts') and passes."""
     asked_a, named_a = _formats(a)
     asked_b, named_b = _formats(b)
-    for asked, named, other in ((asked_a, named_b, b), (asked_b, named_a, a)):
-        extra = asked - named
-        if not extra:
-            continue
-        words = _raw_words(other)
-        if any(not _fuzzy_in(w, words) and _unacronym(w) not in _acronyms(other)
-               for w in extra):
-            return False
-    return True
+    return not (_absent_from(asked_a - named_b, b) or _absent_from(asked_b - named_a, a))
 
 
 @functools.lru_cache(maxsize=8192)
