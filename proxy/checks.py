@@ -70,6 +70,13 @@ _ANTONYMS = [
     ("import", "export"), ("open", "close"), ("on", "off"), ("always", "never"),
     ("happy", "sad"), ("love", "hate"), ("like", "dislike"), ("agree", "disagree"),
     ("possible", "impossible"), ("likely", "unlikely"), ("common", "rare"),
+    ("rise", "fall"), ("rises", "falls"), ("rising", "falling"), ("rose", "fell"),
+    ("difference", "similarity"), ("differences", "similarities"), ("accept", "reject"),
+    ("arrive", "depart"), ("arrival", "departure"), ("enter", "exit"), ("include", "exclude"),
+    ("attack", "defend"), ("borrow", "lend"), ("success", "failure"),
+    ("strengths", "weaknesses"), ("overweight", "underweight"), ("ascending", "descending"),
+    ("north", "south"), ("east", "west"), ("sunrise", "sunset"), ("input", "output"),
+    ("internal", "external"), ("maximize", "minimize"), ("profit", "loss"), ("wet", "dry"),
 ]
 _OPPOSITE: dict[str, set[str]] = {}
 for _a, _b in _ANTONYMS:

@@ -32,6 +32,7 @@ from typing import Any
 
 from .checks import _ANTONYMS, _NATURAL, _PROG
 from .pairs import in_calibration, read_pairs
+from .verifier import PARTICIPLES
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,6 @@ _SHORT = [("you", "u"), ("your", "ur"), ("are", "r"), ("please", "pls"), ("peopl
 # Capitalised names of two to four words ("of"/"for"/"the" inside), not the sentence's first
 # word: acronym candidates.
 _NAME = re.compile(r"(?<=\w )[A-Z][a-z]+(?: (?:of |for |the )?[A-Z][a-z]+){1,3}\b")
-_IRREGULAR = {"wrote": "written", "made": "made", "built": "built", "drew": "drawn",
-              "sang": "sung", "gave": "given", "took": "taken", "began": "begun",
-              "found": "found", "won": "won", "led": "led", "sold": "sold", "bought": "bought",
-              "taught": "taught", "ran": "run", "told": "told", "sent": "sent", "paid": "paid",
-              "held": "held", "wore": "worn", "chose": "chosen", "broke": "broken",
-              "stole": "stolen", "ate": "eaten", "killed": "killed", "shot": "shot"}
 _WHO_DID = re.compile(r"^(Who|Which \w+|What \w+) (\w+) (.+?)\?*$")
 # Requested formats, audiences and languages that change the answer when one side adds them.
 _QUALIFIERS = [" in JSON", " as a bullet list", " in one sentence", " in a table", " in 100 words",
@@ -134,7 +129,7 @@ def passive(q: str) -> str | None:
     if not m:
         return None
     subject, verb, obj = m.groups()
-    part = _IRREGULAR.get(verb.lower()) or (verb if verb.endswith("ed") and len(verb) > 4 else None)
+    part = PARTICIPLES.get(verb.lower()) or (verb if verb.endswith("ed") and len(verb) > 4 else None)
     if part is None or len(obj.split()) > 8:
         return None
     be = "were" if obj.lower().split()[-1].endswith("s") and not obj.lower().endswith("ss") else "was"

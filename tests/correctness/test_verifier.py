@@ -39,6 +39,21 @@ def test_the_same_question_in_other_case_and_punctuation_is_served_without_the_m
     assert scores[0] == scores[1] == 1.0 and scores[2] < 0.5
 
 
+def test_the_same_who_question_in_the_other_voice_is_served_without_the_model() -> None:
+    from semcache.proxy.verifier import same_question
+
+    active = "Who composed the Moonlight Sonata?"
+    for passive in ("By whom was the Moonlight Sonata composed?",
+                    "Who was the Moonlight Sonata composed by?",
+                    "the moonlight sonata was composed by whom"):
+        assert same_question(active, passive) and same_question(passive, active)
+    assert same_question("Who drew this map?", "By whom was this map drawn?")  # irregular
+    assert not same_question(active, "Who composed the Ninth Symphony?")
+    assert not same_question(active, "By whom was the Moonlight Sonata performed?")
+    assert not same_question("Who hired Anna?", "Who was hired by Anna?")  # roles swapped
+    assert not same_question("Who is the mayor?", "Who was the mayor?")
+
+
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
     with pytest.raises(VerifierError):
         Verifier.open(tmp_path, device="cpu")
