@@ -66,6 +66,9 @@ class Hit:
     """`exact` or `semantic`."""
     similarity: float
     threshold: float | None = None
+    verifier_score: float | None = None
+    """The verifier's probability that one answer serves both (1.0: the same question, not
+    asked); None where it did not run."""
 
 
 @dataclass(kw_only=True)
@@ -83,6 +86,10 @@ class Lookup:
     best_similarity: float | None = None
     """Closest candidate the semantic tier saw, hit or not (for explaining misses)."""
     threshold: float | None = None
+    checks_fired: tuple[str, ...] = ()
+    """Checks that stopped the best candidate (for explaining misses)."""
+    verifier_score: float | None = None
+    """The verifier's score of the candidate it judged (for explaining misses)."""
     turned_down: tuple[Entry, float, float] | None = None
     """(entry, similarity, default threshold) of a candidate that only its adaptive threshold
     kept from being served, picked for a sampled check once the upstream has answered."""
@@ -223,6 +230,8 @@ class CacheService:
             # The same decision `semcache eval` measures (proxy/decision.py).
             checks = () if explicit else self.settings.cache.checks
             fired = run_checks(lookup.req.query_text or "", entry.query, checks)
+            if fired and not lookup.checks_fired:
+                lookup.checks_fired = fired
             score = None
             if not fired and needs_verifier(similarity, threshold, self.settings.cache.verify_below):
                 # One verifier run per lookup (~4-5 ms on a 2-core CPU) bounds what a miss
@@ -231,11 +240,12 @@ class CacheService:
                 if verified:
                     continue
                 verified = True
-                score = await self._verify(lookup, entry)
+                score = lookup.verifier_score = await self._verify(lookup, entry)
             if not decide(similarity, threshold, score, fired,
                           verifier_min=self.settings.cache.verifier_min):
                 continue
-            return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold)
+            return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold,
+                       verifier_score=score)
         return None
 
     def _verifying(self, lookup: Lookup) -> bool:
@@ -266,6 +276,10 @@ class CacheService:
             headers["X-Semcache-Reason"] = lookup.bypass_reason
         if lookup.best_similarity is not None:
             headers["X-Semcache-Similarity"] = f"{lookup.best_similarity:.4f}"
+        if lookup.checks_fired:
+            headers["X-Semcache-Checks"] = ",".join(lookup.checks_fired)
+        if lookup.verifier_score is not None:
+            headers["X-Semcache-Verifier"] = f"{lookup.verifier_score:.4f}"
         store = outcome == "miss" and not lookup.directives.no_store
         forward = self._forward_stream if req.stream else self._forward
         status = 502
@@ -299,6 +313,8 @@ class CacheService:
         }
         if hit.threshold is not None:
             headers["X-Semcache-Threshold"] = f"{hit.threshold:.4f}"
+        if hit.verifier_score is not None:
+            headers["X-Semcache-Verifier"] = f"{hit.verifier_score:.4f}"
         if req.stream:
             response = web.StreamResponse(
                 headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

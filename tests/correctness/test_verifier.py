@@ -197,6 +197,7 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
                          ("Hey, how do I bake chocolate chip cookies? Thanks!", stored[0])):
         resp = await ask(para)
         assert resp.headers["X-Semcache"] == "hit-semantic", para
+        assert float(resp.headers["X-Semcache-Verifier"]) >= shipped.verifier_min  # why it hit
         answer = (await resp.json())["choices"][0]["message"]["content"]
         assert answer.startswith(f"answer to: {source}")
     for near in ("Which flights go from Denver to Boston?", "How do I convert Fahrenheit to Celsius?",
@@ -204,3 +205,5 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
                  "How many people live in the United States?"):
         resp = await ask(near)
         assert resp.headers["X-Semcache"] == "miss", near
+        why = resp.headers.get("X-Semcache-Checks") or resp.headers["X-Semcache-Verifier"]
+        assert why and (why[0].isalpha() or float(why) < shipped.verifier_min), (near, why)
