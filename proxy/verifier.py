@@ -97,12 +97,71 @@ def same_question(cached: str, new: str) -> bool:
     return key is not None and key == _voice_key(new)
 
 
-def _to_ask(pairs: list[tuple[str, str]]) -> tuple[np.ndarray, list[int], list[str]]:
+_WORDS = re.compile(r"[A-Za-z]+")
+
+
+_CONTRACTIONS = {"whats", "thats", "dont", "doesnt", "didnt", "cant", "wont", "isnt", "arent",
+                 "im", "ive", "youre", "theyre", "hows", "wheres", "whos", "lets", "shouldnt"}
+
+
+def known_words(tokenizer: Any) -> frozenset[str]:
+    """The whole words of the tokenizer's vocabulary (~22k English words and names), and
+    contractions typed without their apostrophe."""
+    return frozenset(w for w in tokenizer.get_vocab() if w.isalpha() and w.islower()) | _CONTRACTIONS
+
+
+def _close(typed: str, word: str) -> bool:
+    """One slip apart (a letter dropped, added, changed, or two swapped), or two for words of
+    8 letters or more: optimal string alignment distance, cut off early."""
+    limit = 2 if min(len(typed), len(word)) >= 8 else 1
+    if abs(len(typed) - len(word)) > limit:
+        return False
+    prev2: list[int] = []
+    prev = list(range(len(word) + 1))
+    for i, ch in enumerate(typed, 1):
+        row = [i] + [0] * len(word)
+        for j, wc in enumerate(word, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ch != wc))
+            if i > 1 and j > 1 and ch == word[j - 2] and typed[i - 2] == wc:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        if min(row) > limit:
+            return False
+        prev2, prev = prev, row
+    return prev[-1] <= limit
+
+
+def repair_typos(cached: str, new: str, known: frozenset[str]) -> tuple[str, str]:
+    """Each side's misspelt words replaced by the word of the other side they are a slip
+    away from ("vitmain" -> "vitamin", "asutraalia" -> "australia"). Only a word that is no
+    known word becomes a known one: a real word ("lit", "Iraq" for "Iran") is a different
+    question as far as this goes, and two unknown ones ("gigabytes" / "megabytes", names)
+    stay apart, and so do words that differ in their first letter ("bake" / "cake": not every
+    word is in the vocabulary); the checks and the model decide those."""
+    def fix(text: str, other: str) -> str:
+        theirs = {w.lower() for w in _WORDS.findall(other) if len(w) >= 4} & known
+        if not theirs:
+            return text
+
+        def sub(m: re.Match[str]) -> str:
+            typed = m.group(0).lower()
+            if len(typed) < 3 or typed in known or typed in theirs:
+                return m.group(0)
+            for word in theirs:  # people rarely mistype a word's first letter
+                if word[0] == typed[0] and _close(typed, word):
+                    return word
+            return m.group(0)
+        return _WORDS.sub(sub, text)
+    return fix(cached, new), fix(new, cached)
+
+
+def _to_ask(pairs: list[tuple[str, str]], known: frozenset[str]
+            ) -> tuple[np.ndarray, list[int], list[str]]:
     """Scores with 1.0 for the same question, and the positions and keys of the pairs the
-    model must score."""
+    model must score, misspellings repaired against the other side first."""
     out = np.ones(len(pairs), dtype=np.float32)
-    ask = [i for i, (a, b) in enumerate(pairs) if not same_question(a, b)]
-    return out, ask, [pair_key(*pairs[i]) for i in ask]
+    repaired = [repair_typos(a, b, known) for a, b in pairs]
+    ask = [i for i, (a, b) in enumerate(repaired) if not same_question(a, b)]
+    return out, ask, [pair_key(*repaired[i]) for i in ask]
 
 
 def pair_key(cached: str, new: str) -> str:
@@ -133,6 +192,7 @@ class Verifier:
     def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN) -> None:
         self.session = session
         self.tokenizer = tokenizer
+        self.known = known_words(tokenizer)
         self.max_len = max_len
         self.inputs = {i.name for i in session.get_inputs()}
         self.provider = session.get_providers()[0]
@@ -172,7 +232,7 @@ class Verifier:
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
-        out, ask, keys = _to_ask(pairs)
+        out, ask, keys = _to_ask(pairs, self.known)
         if ask:
             out[ask] = self.core(self.pre(keys))[:, 0]
         return out
@@ -248,7 +308,7 @@ class VerifierService:
 
     async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         self.calls += 1
-        out, ask, keys = _to_ask(pairs)
+        out, ask, keys = _to_ask(pairs, self.verifier.known)
         if ask:
             out[ask] = (await self._batcher.embed_many(keys))[:, 0]
         return out

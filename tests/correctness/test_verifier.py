@@ -54,6 +54,26 @@ def test_the_same_who_question_in_the_other_voice_is_served_without_the_model() 
     assert not same_question("Who is the mayor?", "Who was the mayor?")
 
 
+def test_misspellings_are_repaired_against_the_other_side_only_into_known_words() -> None:
+    from tokenizers import Tokenizer
+
+    from semcache.proxy.verifier import known_words, repair_typos, same_question
+
+    known = known_words(Tokenizer.from_file(str(BUNDLED / "tokenizer.json")))
+    cached = "What are the health benefits of turmeric and ginger?"
+    for typed in ("What are the health benefist of turmeric and ginger?",  # swapped letters
+                  "what are the helth benefits of turmeric and ginger",    # dropped letter
+                  "What are the health beneffits of turmeric and gingger?"):  # doubled
+        a, b = repair_typos(cached, typed, known)
+        assert same_question(a, b), (a, b)
+    # Real words, two unknown words, another first letter: left for the checks and the model.
+    for a, b in (("What is the capital of Iran?", "What is the capital of Iraq?"),
+                 ("How do I sort a list?", "How do I sort a lit?"),
+                 ("How many gigabytes in a terabyte?", "How many megabytes in a terabyte?"),
+                 ("How do I bake bread?", "How do I make bread?")):
+        assert repair_typos(a, b, known) == (a, b)
+
+
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
     with pytest.raises(VerifierError):
         Verifier.open(tmp_path, device="cpu")
