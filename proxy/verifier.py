@@ -45,8 +45,8 @@ PARTICIPLES = {"wrote": "written", "made": "made", "built": "built", "drew": "dr
                "taught": "taught", "ran": "run", "told": "told", "sent": "sent", "paid": "paid",
                "held": "held", "wore": "worn", "chose": "chosen", "broke": "broken",
                "stole": "stolen", "ate": "eaten", "shot": "shot", "spoke": "spoken",
-               "threw": "thrown", "sank": "sunk",
-               "struck": "struck", "forgot": "forgotten", "hid": "hidden", "froze": "frozen"}
+               "threw": "thrown", "sank": "sunk", "struck": "struck", "forgot": "forgotten",
+               "hid": "hidden", "froze": "frozen"}
 """Past forms whose participle differs from them ("wrote" / "written"); a regular verb's
 are one form ("invented")."""
 _BE = r"(?:was|were|is|are)"
