@@ -29,6 +29,8 @@ from semcache.embeddings.encoder import Batch
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 
+from .checks import edits
+
 BUNDLED = Path(__file__).resolve().parent.parent / "embeddings" / "verifier"
 MAX_LEN = 96
 """Tokens of the pair together (the training length); longer pairs are truncated."""
@@ -112,22 +114,9 @@ def known_words(tokenizer: Any) -> frozenset[str]:
 
 def _close(typed: str, word: str) -> bool:
     """One slip apart (a letter dropped, added, changed, or two swapped), or two for words of
-    8 letters or more: optimal string alignment distance, cut off early."""
+    8 letters or more."""
     limit = 2 if min(len(typed), len(word)) >= 8 else 1
-    if abs(len(typed) - len(word)) > limit:
-        return False
-    prev2: list[int] = []
-    prev = list(range(len(word) + 1))
-    for i, ch in enumerate(typed, 1):
-        row = [i] + [0] * len(word)
-        for j, wc in enumerate(word, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ch != wc))
-            if i > 1 and j > 1 and ch == word[j - 2] and typed[i - 2] == wc:
-                row[j] = min(row[j], prev2[j - 2] + 1)
-        if min(row) > limit:
-            return False
-        prev2, prev = prev, row
-    return prev[-1] <= limit
+    return abs(len(typed) - len(word)) <= limit and edits(typed, word) <= limit
 
 
 def repair_typos(cached: str, new: str, known: frozenset[str]) -> tuple[str, str]:
