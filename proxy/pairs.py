@@ -12,10 +12,15 @@ TEST_SHARE = 5
 """One pair in TEST_SHARE (by hash) is held out as `test`."""
 
 
-def split_of(a: str, b: str) -> str:
-    """`test` or `dev`, fixed by the pair's text (order-independent), not by file position."""
+def _pair_hash(a: str, b: str, salt: bytes = b"") -> int:
+    """A number fixed by the pair's text (order-independent), not by its file position."""
     key = "\x00".join(sorted((a, b))).encode()
-    return "test" if int.from_bytes(hashlib.sha256(key).digest()[:4], "big") % TEST_SHARE == 0 else "dev"
+    return int.from_bytes(hashlib.sha256(salt + key).digest()[:4], "big")
+
+
+def split_of(a: str, b: str) -> str:
+    """`test` or `dev`."""
+    return "test" if _pair_hash(a, b) % TEST_SHARE == 0 else "dev"
 
 
 CALIBRATION_SHARE = 10
@@ -26,8 +31,7 @@ pairs the model was fitted to."""
 
 
 def in_calibration(a: str, b: str) -> bool:
-    key = "\x00".join(sorted((a, b))).encode()
-    return int.from_bytes(hashlib.sha256(b"calib" + key).digest()[:4], "big") % CALIBRATION_SHARE == 0
+    return _pair_hash(a, b, b"calib") % CALIBRATION_SHARE == 0
 
 
 def _in_split(row: dict[str, Any], split: str) -> bool:
