@@ -127,5 +127,8 @@ class Periodic:
                 await self.work()
             except (RedisError, OSError):
                 pass  # the cache's own probe reports the outage; try again next period
+            # asyncio.timeout, not wait_for: wait_for would wrap the wait in a new task each
+            # period, and a task that comes and goes looks like a leak to anyone counting them
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.period_s)
+                async with asyncio.timeout(self.period_s):
+                    await self._stop.wait()

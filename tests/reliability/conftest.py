@@ -59,14 +59,26 @@ def working_tasks() -> list[asyncio.Task[Any]]:
             if getattr(t.get_coro(), "__qualname__", "") != "RequestHandler.start"]
 
 
-async def settle(app: web.Application, baseline_tasks: int, timeout_s: float = 5.0) -> int:
-    """Wait for write-backs and stray tasks to finish; the number of working tasks left over
-    the baseline (0 when nothing leaked)."""
+async def settle(app: web.Application, before: set[asyncio.Task[Any]],
+                 timeout_s: float = 5.0) -> list[str]:
+    """Wait for write-backs and stray tasks to finish; the working tasks started since `before`
+    (a `set(working_tasks())`) that are still alive, each as its coroutine's name and the line
+    it waits on (empty when nothing leaked)."""
     await app[SERVICE].drain(timeout_s)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        extra = len(working_tasks()) - baseline_tasks
-        if extra <= 0 or loop.time() > deadline:
-            return extra
+        extra = [t for t in working_tasks() if t not in before]
+        if not extra or loop.time() > deadline:
+            return [_where(t) for t in extra]
         await asyncio.sleep(0.05)
+
+
+def _where(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", repr(coro))
+    frames = task.get_stack()
+    if not frames:
+        return name
+    frame = frames[-1]
+    return f"{name} at {frame.f_code.co_filename}:{frame.f_lineno}"
