@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from conftest import make_settings
 
 from semcache.index.redis_server import EmbeddedRedis
@@ -81,6 +82,37 @@ async def test_redis_stopped_during_load_then_back(aiohttp_client: Any, upstream
         assert await outcome_of(client, "after the outage") == "miss"
         assert await outcome_of(client, "after the outage") == "hit-exact"  # the cache resumed
     finally:
+        await redis.stop()
+
+
+async def test_redis_hung_requests_bypass_within_its_timeout(aiohttp_client: Any,
+                                                             upstream: FakeUpstream,
+                                                             tmp_path: Path) -> None:
+    """A Redis that stops answering (CLIENT PAUSE: connections open, no replies) costs a
+    request at most the command timeout; it is served from the upstream as a bypass."""
+    redis = EmbeddedRedis(tmp_path / "redis")
+    await redis.start()
+    admin = aioredis.Redis.from_url(redis.url)
+    try:
+        settings = make_settings(redis.url, upstream.base_url, tmp_path,
+                                 redis__timeout_s=0.25, redis__retry_after_s=0.2)
+        client = await aiohttp_client(build_app(settings))
+        assert await outcome_of(client, "before the pause") == "miss"
+        assert await outcome_of(client, "before the pause") == "hit-exact"
+        pause_s = 3.0
+        loop = asyncio.get_running_loop()
+        await admin.execute_command("CLIENT", "PAUSE", int(pause_s * 1000), "ALL")
+        paused_until = loop.time() + pause_s
+        outcomes = [await outcome_of(client, q) for q in ("before the pause", "during the pause")]
+        # Both were answered while Redis was still paused: none waited for it.
+        assert loop.time() < paused_until - 1.0
+        assert outcomes == ["bypass", "bypass"]
+        # The pause ends on its own (an UNPAUSE would wait behind it too), then retry_after_s
+        # passes and the cache is tried again.
+        await asyncio.sleep(paused_until - loop.time() + 0.5)
+        assert await outcome_of(client, "before the pause") == "hit-exact"
+    finally:
+        await admin.aclose()
         await redis.stop()
 
 
