@@ -15,8 +15,12 @@ from collections.abc import Sequence
 
 def needs_verifier(similarity: float, threshold: float, verify_below: float) -> bool:
     """The verifier runs only for candidates in [threshold, verify_below): above the band the
-    similarity alone is trusted, below it the candidate is a miss without asking."""
-    return threshold <= similarity < verify_below
+    similarity alone is trusted, below it the candidate is a miss without asking.
+    verify_below >= 1.0 verifies every candidate, a cosine of 1.0 included: two different
+    prompts embed identically when they differ only past the encoder's 256 tokens."""
+    if similarity < threshold:
+        return False
+    return verify_below >= 1.0 or similarity < verify_below
 
 
 def decide(similarity: float, threshold: float, verifier_score: float | None = None,

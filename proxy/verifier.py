@@ -40,7 +40,8 @@ BATCHING = EmbeddingSettings(max_batch=64, max_wait_ms=1.0, max_queue=1024, lru_
 """How concurrent lookups' pairs are gathered into one run."""
 
 
-_PUNCTUATION = re.compile(r"[\s?.!,;:'\"`]+")
+_PUNCTUATION = re.compile(r"[\s?.!,;:\"`]+")
+_APOSTROPHES = re.compile(r"['\u2019]")
 PARTICIPLES = {"wrote": "written", "made": "made", "built": "built", "drew": "drawn",
                "sang": "sung", "gave": "given", "took": "taken", "began": "begun",
                "found": "found", "won": "won", "led": "led", "sold": "sold", "bought": "bought",
@@ -63,7 +64,8 @@ _VOICE_FORMS = (  # (pattern, index of the verb, index of the object, passive?)
 
 
 def _canon(text: str) -> str:
-    return _PUNCTUATION.sub(" ", text.casefold()).strip()
+    """Case, spacing, sentence punctuation and apostrophes ("isn't" / "isnt") ignored."""
+    return _PUNCTUATION.sub(" ", _APOSTROPHES.sub("", text.casefold())).strip()
 
 
 def _voice_key(text: str) -> tuple[str, str] | None:
@@ -143,14 +145,53 @@ def repair_typos(cached: str, new: str, known: frozenset[str]) -> tuple[str, str
     return fix(cached, new), fix(new, cached)
 
 
-def _to_ask(pairs: list[tuple[str, str]], known: frozenset[str]
+FOCUS_CONTEXT = 12
+"""Words kept either side of the part of a long pair that differs."""
+
+
+def focus(cached: str, new: str, context: int = FOCUS_CONTEXT) -> tuple[str, str]:
+    """The part of two prompts that differs, with `context` words either side: the words
+    both share at their start and at their end are cut ("..." marks a cut). Used for a pair
+    too long for the model to read whole, so that a difference in the tail of two long
+    prompts ("<the same 300-token code> Why does it crash?" / "... How do I make it
+    faster?") is what the model reads, not their identical head."""
+    a, b = cached.split(), new.split()
+    shortest = min(len(a), len(b))
+    head = 0
+    while head < shortest and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    start, cut = max(0, head - context), max(0, tail - context)
+
+    def window(words: list[str]) -> str:
+        inner = " ".join(words[start:len(words) - cut])
+        return ("... " if start else "") + inner + (" ..." if cut else "")
+    return window(a), window(b)
+
+
+def _to_ask(pairs: list[tuple[str, str]], verifier: Verifier
             ) -> tuple[np.ndarray, list[int], list[str]]:
-    """Scores with 1.0 for the same question, and the positions and keys of the pairs the
-    model must score, misspellings repaired against the other side first."""
+    """Scores with 1.0 for the same question and 0.0 for a pair the model cannot read whole
+    even after `focus` (a miss: what it cannot see it cannot vouch for), and the positions
+    and keys of the pairs the model must score, misspellings repaired against the other
+    side first."""
     out = np.ones(len(pairs), dtype=np.float32)
-    repaired = [repair_typos(a, b, known) for a, b in pairs]
-    ask = [i for i, (a, b) in enumerate(repaired) if not same_question(a, b)]
-    return out, ask, [pair_key(*repaired[i]) for i in ask]
+    ask, keys = [], []
+    for i, (cached, new) in enumerate(pairs):
+        a, b = repair_typos(cached, new, verifier.known)
+        if same_question(a, b):
+            continue
+        if not verifier.fits(a, b):
+            a, b = focus(a, b)
+            if not verifier.fits(a, b):
+                out[i] = 0.0
+                verifier.too_long += 1
+                continue
+        ask.append(i)
+        keys.append(pair_key(a, b))
+    return out, ask, keys
 
 
 def pair_key(cached: str, new: str) -> str:
@@ -181,7 +222,10 @@ class Verifier:
     def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN) -> None:
         self.session = session
         self.tokenizer = tokenizer
+        self._counter = _untruncated(tokenizer)
         self.known = known_words(tokenizer)
+        self.too_long = 0
+        """Pairs turned down unread: longer than max_len even where they differ."""
         self.max_len = max_len
         self.inputs = {i.name for i in session.get_inputs()}
         self.provider = session.get_providers()[0]
@@ -219,9 +263,13 @@ class Verifier:
             raise VerifierError(f"could not load the verifier from {folder}: {e}") from e
         return cls(session, tokenizer)
 
+    def fits(self, cached: str, new: str) -> bool:
+        """Whether the model reads the pair whole (no token cut off)."""
+        return len(self._counter.encode(cached, new).ids) <= self.max_len
+
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
-        out, ask, keys = _to_ask(pairs, self.known)
+        out, ask, keys = _to_ask(pairs, self)
         if ask:
             out[ask] = self.core(self.pre(keys))[:, 0]
         return out
@@ -259,10 +307,21 @@ class Verifier:
         return raw
 
     def describe(self) -> dict[str, Any]:
-        return {"model": "verifier", "provider": self.provider, "max_seq_len": self.max_len}
+        return {"model": "verifier", "provider": self.provider, "max_seq_len": self.max_len,
+                "too_long": self.too_long}
 
     def close(self) -> None:
         self.session = None
+
+
+def _untruncated(tokenizer: Any) -> Any:
+    """A copy of the tokenizer that cuts nothing, to count a pair's tokens."""
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(tokenizer.to_str())
+    counter.no_truncation()
+    counter.no_padding()
+    return counter
 
 
 def _gpu_model(folder: Path) -> Any:
@@ -297,7 +356,7 @@ class VerifierService:
 
     async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         self.calls += 1
-        out, ask, keys = _to_ask(pairs, self.verifier.known)
+        out, ask, keys = _to_ask(pairs, self.verifier)
         if ask:
             out[ask] = (await self._batcher.embed_many(keys))[:, 0]
         return out

@@ -27,6 +27,10 @@ def test_decide_threshold_checks_and_verifier() -> None:
 def test_verifier_band() -> None:
     assert needs_verifier(0.9, 0.85, 0.97)
     assert not needs_verifier(0.98, 0.85, 0.97)
+    # 1.0 verifies everything above the threshold, a cosine of 1.0 (or a rounding past it)
+    # included: prompts that differ only past the encoder's window embed identically.
+    assert needs_verifier(1.0, 0.3, 1.0) and needs_verifier(1.0000001, 0.3, 1.0)
+    assert not needs_verifier(0.2, 0.3, 1.0)
     assert not needs_verifier(0.8, 0.85, 0.97)
 
 

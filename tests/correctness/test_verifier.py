@@ -37,6 +37,8 @@ def test_the_same_question_in_other_case_and_punctuation_is_served_without_the_m
                              (q, "WhAt does it feel like to be an introvert?"),
                              ("Is C++ hard to learn?", "Is C hard to learn?")])
     assert scores[0] == scores[1] == 1.0 and scores[2] < 0.5
+    # Apostrophes are spelling, not meaning.
+    assert same_question("Why isn't my code working? I'm stuck", "why isnt my code working im stuck")
 
 
 def test_the_same_who_question_in_the_other_voice_is_served_without_the_model() -> None:
@@ -72,6 +74,35 @@ def test_misspellings_are_repaired_against_the_other_side_only_into_known_words(
                  ("How many gigabytes in a terabyte?", "How many megabytes in a terabyte?"),
                  ("How do I bake bread?", "How do I make bread?")):
         assert repair_typos(a, b, known) == (a, b)
+
+
+def test_focus_keeps_the_part_that_differs_with_context() -> None:
+    from semcache.proxy.verifier import focus
+
+    head = " ".join(f"w{i}" for i in range(40))
+    a, b = focus(f"{head} Why does it crash?", f"{head} How do I make it faster?", context=3)
+    assert (a, b) == ("... w37 w38 w39 Why does it crash?", "... w37 w38 w39 How do I make it faster?")
+    a, b = focus(f"Translate this: {head}", f"Summarise this: {head}", context=2)
+    assert (a, b) == ("Translate this: w0 ...", "Summarise this: w0 ...")
+    assert focus("a b c", "a b c d") == ("a b c", "a b c d")  # nothing to cut
+    assert focus("same words", "same words") == ("same words", "same words")
+
+
+def test_long_prompts_are_judged_on_what_differs_or_not_served() -> None:
+    """Two prompts that share a long head (beyond the 96 tokens the model reads) and differ
+    in their final question: the model reads the differing tail, not the identical head, and
+    turns the pair down. A pair that differs all through and is too long to read whole
+    scores 0 (a miss), never a guess from its first tokens."""
+    verifier = Verifier.open(device="cpu")
+    code = "\n".join(f"def step_{i}(data):\n    return sorted(x * {i} for x in data)" for i in range(30))
+    crash, faster = (f"Here is my module:\n{code}\nWhy does it crash with a KeyError?",
+                     f"Here is my module:\n{code}\nHow can I make it run faster?")
+    assert not verifier.fits(crash, faster)
+    typo = crash.replace("Why does it crash", "Why dose it crash")
+    reworded = " ".join(reversed(crash.split()))
+    scores = verifier.score([(crash, faster), (crash, typo), (crash, reworded)])
+    assert scores[0] < 0.5 and scores[1] > 0.8, scores  # the tail decides, a typo is a typo
+    assert scores[2] == 0.0 and verifier.too_long == 1
 
 
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
@@ -227,3 +258,11 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
         assert resp.headers["X-Semcache"] == "miss", near
         why = resp.headers.get("X-Semcache-Checks") or resp.headers["X-Semcache-Verifier"]
         assert why and (why[0].isalpha() or float(why) < shipped.verifier_min), (near, why)
+    # Long prompts that differ only past the encoder's 256 tokens embed identically (cosine
+    # 1.0); the verifier still reads where they differ.
+    code = "\n".join(f"def step_{i}(data):\n    return sorted(x * {i} for x in data)" for i in range(40))
+    assert (await ask(f"Here is my module:\n{code}\nWhy does it crash?")).headers["X-Semcache"] == "miss"
+    resp = await ask(f"Here is my module:\n{code}\nHow can I make it run faster?")
+    assert resp.headers["X-Semcache"] == "miss"
+    assert float(resp.headers["X-Semcache-Similarity"]) > 0.999  # the encoder cannot tell them apart
+    assert float(resp.headers["X-Semcache-Verifier"]) < shipped.verifier_min
