@@ -78,10 +78,25 @@ _ANTONYMS = [
     ("north", "south"), ("east", "west"), ("sunrise", "sunset"), ("input", "output"),
     ("internal", "external"), ("maximize", "minimize"), ("profit", "loss"), ("wet", "dry"),
 ]
+_IRREGULAR = [("bought", "sold"), ("won", "lost"), ("winning", "losing"), ("wins", "loses"),
+              ("went up", "went down")]
+
+
+def _inflected(word: str) -> list[str]:
+    """The word and its -s, -ed and -ing forms ("import": "imports", "imported",
+    "importing"; "increase": "increases", "increased", "increasing"). Forms that are no
+    word ("bads") are harmless: they never occur."""
+    if word.endswith("e"):
+        return [word, word + "s", word + "d", word[:-1] + "ing"]
+    return [word, word + "s", word + "ed", word + "ing"]
+
+
 _OPPOSITE: dict[str, set[str]] = {}
-for _a, _b in _ANTONYMS:
-    _OPPOSITE.setdefault(_a, set()).add(_b)
-    _OPPOSITE.setdefault(_b, set()).add(_a)
+for _a, _b in [*_ANTONYMS, *_IRREGULAR]:
+    # the same form of each: "imports" / "exports", "increased" / "decreased"
+    for _fa, _fb in zip(_inflected(_a), _inflected(_b), strict=True):
+        _OPPOSITE.setdefault(_fa, set()).add(_fb)
+        _OPPOSITE.setdefault(_fb, set()).add(_fa)
 _PROG = {"python", "javascript", "java", "c++", "c#", "rust", "ruby", "php", "kotlin", "scala",
          "haskell", "typescript", "node.js", "perl", "matlab", "bash", "powershell", "lua",
          "elixir", "erlang", "clojure", "julia", "fortran", "cobol", "dart", "objective-c",

@@ -203,11 +203,38 @@ def _other_number(n: str, rng: random.Random) -> str:
 
 
 AUG_SHARE = 0.3
+LONG_SHARE = 0.0
+"""Off: a model trained with 0.3 (max_len 128) did no better on any near-miss set, long
+prompts included (loadtest/results/verifier_long_prompts_h100.json)."""
+MAX_LEN = 96
 
 
-def build_examples(rows: list[dict[str, Any]], seed: int,
-                   aug_share: float = AUG_SHARE) -> list[tuple[str, str, int]]:
-    """Quora pairs (both orders) plus about aug_share * len(rows) of each augmentation kind."""
+def compose(rows: list[dict[str, Any]], same: list[dict[str, Any]], rng: random.Random,
+            names: list[str]) -> tuple[str, str, int] | None:
+    """A long prompt made of two questions, and a rewrite of it: real prompts run to several
+    sentences, Quora's to one. One part is a Quora duplicate pair (the same question in other
+    words: it changes nothing), the other a Quora pair of either label, which decides the
+    label. Rewrites: both parts reworded, both reworded and their order swapped, one detail
+    changed with the rest word for word (a near miss), or typos, filler and short forms (a
+    paraphrase)."""
+    context, deciding = rng.choice(same), rng.choice(rows)
+    first, second = (context, deciding) if rng.random() < 0.5 else (deciding, context)
+    prompt = f"{first['a']} {second['a']}"
+    op = rng.randrange(4)
+    if op == 0:
+        return prompt, f"{first['b']} {second['b']}", int(deciding["label"])
+    if op == 1:
+        return prompt, f"{second['b']} {first['b']}", int(deciding["label"])
+    if op == 2:
+        other = near_miss(prompt, rng, names)
+        return (prompt, other, 0) if other is not None else None
+    return prompt, paraphrase(prompt, rng), 1
+
+
+def build_examples(rows: list[dict[str, Any]], seed: int, aug_share: float = AUG_SHARE,
+                   long_share: float = LONG_SHARE) -> list[tuple[str, str, int]]:
+    """Quora pairs (both orders) plus about aug_share * len(rows) of each augmentation kind
+    (near misses, paraphrases) and long_share * len(rows) long prompts (`compose`)."""
     rng = random.Random(seed)
     examples = [(r["a"], r["b"], int(r["label"])) for r in rows]
     questions = sorted({q for r in rows for q in (r["a"], r["b"])})
@@ -230,6 +257,13 @@ def build_examples(rows: list[dict[str, Any]], seed: int,
     for a, b, label in list(examples[:len(rows)]):
         if label == 1 and rng.random() < 0.3:
             examples.append((a, paraphrase(b, rng), 1))
+    same = [r for r in rows if int(r["label"]) == 1]
+    made_long = 0
+    while same and made_long < int(long_share * len(rows)):
+        long = compose(rows, same, rng, names)
+        if long is not None:
+            examples.append(long)
+            made_long += 1
     rng.shuffle(examples)
     return [(a, b, y) if rng.random() < 0.5 else (b, a, y) for a, b, y in examples]
 
@@ -250,7 +284,7 @@ def _batches(examples: list[tuple[str, str, int]], batch: int, seed: int) -> lis
 
 
 def fit(source: Path, examples: list[tuple[str, str, int]], *, seed: int = 13, epochs: int = 3,
-        batch: int = 64, lr: float = 5e-5, max_len: int = 96, device: str = "auto") -> tuple[Any, Any]:
+        batch: int = 64, lr: float = 5e-5, max_len: int = MAX_LEN, device: str = "auto") -> tuple[Any, Any]:
     """(model, tokenizer): a one-logit head on the MiniLM at `source`, fitted to `examples`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -293,15 +327,15 @@ def fit(source: Path, examples: list[tuple[str, str, int]], *, seed: int = 13, e
 
 
 def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: int = 3,
-          batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE, max_len: int = 96,
-          device: str = "auto") -> dict[str, Any]:
+          batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE,
+          long_share: float = LONG_SHARE, max_len: int = MAX_LEN, device: str = "auto") -> dict[str, Any]:
     import torch
 
     # The calibration split stays out: `verifier_min` is chosen on it afterwards, with
     # `semcache eval --split calibration` on the exported int8 file the proxy loads.
     rows = read_pairs(pairs, "dev")
     fitted = [r for r in rows if not in_calibration(r["a"], r["b"])]
-    examples = build_examples(fitted, seed, aug_share=aug_share)
+    examples = build_examples(fitted, seed, aug_share=aug_share, long_share=long_share)
     started = time.monotonic()
     model, tok = fit(source, examples, seed=seed, epochs=epochs, batch=batch, lr=lr,
                      max_len=max_len, device=device)
@@ -312,7 +346,7 @@ def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: i
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
     info = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "max_len": max_len,
-            "aug_share": aug_share, "examples": len(examples), "quora_dev_pairs_fitted": len(fitted),
+            "aug_share": aug_share, "long_share": long_share, "examples": len(examples), "quora_dev_pairs_fitted": len(fitted),
             "calibration_pairs": len(rows) - len(fitted), "device": trained_on,
             "train_s": round(train_s, 1), "torch": torch.__version__}
     (out_dir / "training.json").write_text(json.dumps(info, indent=1))
@@ -388,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--aug-share", type=float, default=AUG_SHARE,
                    help="synthetic near misses and paraphrases, each as a share of the Quora pairs")
+    p.add_argument("--long-share", type=float, default=LONG_SHARE,
+                   help="long two-question prompts, as a share of the Quora pairs")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-export", action="store_true")
     args = p.parse_args(argv)
@@ -397,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
 
         args.source = resolve_source("packaged")[1]
     info = train(args.source, args.pairs, args.out, seed=args.seed, epochs=args.epochs,
-                 aug_share=args.aug_share, device=args.device)
+                 aug_share=args.aug_share, long_share=args.long_share, device=args.device)
     print(json.dumps(info))
     if not args.no_export:
         target = args.export_to or Path(__file__).resolve().parent.parent / "embeddings" / "verifier"

@@ -43,6 +43,10 @@ def test_verifier_band() -> None:
     ("What is the capital of Australia?", "What is the capital of Austria?", "entities"),
     ("Why is Python slower than C?", "Why is Python faster than C?", "antonyms"),
     ("Why did housing prices rise in 2008?", "Why did housing prices fall in 2008?", "antonyms"),
+    ("What goods does the UK mostly imports from China?",  # inflected forms of a pair
+     "What goods does the UK mostly exports to China?", "antonyms"),
+    ("Why has crime increased in the city?", "Why has crime decreased in the city?", "antonyms"),
+    ("Which stocks were bought most this week?", "Which stocks were sold most this week?", "antonyms"),
     ("What are the similarities between frogs and toads?",
      "What are the differences between frogs and toads?", "antonyms"),
     ("How do I reverse a string in Python?", "How do I reverse a string in Ruby?", "languages"),

@@ -85,3 +85,30 @@ def test_batches_hold_every_example_once_and_group_lengths() -> None:
     spread = [max(len(ex[i][0]) for i in b) - min(len(ex[i][0]) for i in b) for b in batches]
     assert sum(spread) / len(spread) < 40  # random batches of 16 would spread ~170
     assert vt._batches(ex, 16, seed=5) == batches
+
+
+def test_long_prompts_are_two_questions_labelled_by_the_deciding_pair() -> None:
+    same = [{"a": "How do I learn Python?", "b": "What is the best way to learn Python?", "label": 1}]
+    differ = [{"a": "What is the capital of Peru?", "b": "What is the capital of Chile?", "label": 0}]
+    rng = random.Random(3)
+    kinds = set()
+    for _ in range(60):
+        long = vt.compose(differ, same, rng, ["Lima"])
+        if long is None:
+            continue
+        a, b, label = long
+        assert "learn Python" in a and "capital of Peru" in a  # both questions, either order
+        if "Chile" in b:  # both parts reworded: the same only if every part is
+            assert label == 0 and "best way to learn Python" in b
+            kinds.add("reworded")
+        else:  # the prompt itself, a detail changed (0) or typos and short forms (1)
+            kinds.add(label)
+    assert kinds == {"reworded", 0, 1}
+    long_same = [vt.compose(same, same, random.Random(i), []) for i in range(40)]
+    assert {y for _, b, y in filter(None, long_same) if "best way" in b} == {1}
+    assert any(b.startswith("What is the best") and b.endswith("learn Python?")
+               for _, b, _ in filter(None, long_same))  # parts reworded
+    rows = read_pairs(QUORA, "dev", limit=400)
+    with_long = vt.build_examples(rows, 7, aug_share=0.3, long_share=0.3)
+    without = vt.build_examples(rows, 7, aug_share=0.3, long_share=0.0)
+    assert len(with_long) - len(without) == int(0.3 * len(rows))
