@@ -346,7 +346,8 @@ def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: i
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
     info = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "max_len": max_len,
-            "aug_share": aug_share, "long_share": long_share, "examples": len(examples), "quora_dev_pairs_fitted": len(fitted),
+            "aug_share": aug_share, "long_share": long_share, "examples": len(examples),
+            "quora_dev_pairs_fitted": len(fitted),
             "calibration_pairs": len(rows) - len(fitted), "device": trained_on,
             "train_s": round(train_s, 1), "torch": torch.__version__}
     (out_dir / "training.json").write_text(json.dumps(info, indent=1))
