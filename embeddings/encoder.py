@@ -254,6 +254,10 @@ class OnnxEncoder:
         # The graph already normalises; renormalising in float32 removes fp16 rounding.
         return normalise(raw)
 
+    def fits(self, text: str) -> bool:
+        """Whether the encoder reads `text` whole: nothing cut at max_seq_len tokens."""
+        return not self._tokenizer.encode(text).overflowing
+
     def describe(self) -> dict[str, Any]:
         return {"model": self.model, "variant": self.variant, "provider": self.provider,
                 "max_seq_len": self.max_seq_len, "dim": self.dim,

@@ -108,6 +108,11 @@ class EmbeddingService:
     def describe(self) -> dict[str, Any]:
         return dict(self._encoder.describe())
 
+    def fits(self, text: str) -> bool:
+        """Whether the encoder reads `text` whole (an encoder that cannot tell: yes)."""
+        fits = getattr(self._encoder, "fits", None)
+        return True if fits is None else bool(fits(text))
+
     # ---------------------------------------------------------------- public calls
     async def embed(self, text: str) -> np.ndarray:
         """The unit vector of `text` (shape (dim,), float32, read-only)."""

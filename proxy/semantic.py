@@ -69,6 +69,11 @@ class SemanticTier:
     async def embed(self, text: str) -> np.ndarray:
         return await self.embeddings.embed(text)
 
+    def reads_whole(self, text: str) -> bool:
+        """Whether the encoder saw all of `text`: two prompts that differ only past its
+        window (256 tokens for MiniLM) embed identically."""
+        return self.embeddings.fits(text)
+
     async def search(self, scope: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         if self.index.scope_size(scope) < self.offload_min_entries:
             return self.index.search(scope, vector, k)  # microseconds: not worth a thread hop

@@ -229,7 +229,8 @@ class CacheService:
                 continue
             # The same decision `semcache eval` measures (proxy/decision.py).
             checks = () if explicit else self.settings.cache.checks
-            fired = run_checks(lookup.req.query_text or "", entry.query, checks)
+            query = lookup.req.query_text or ""
+            fired = run_checks(query, entry.query, checks)
             if fired and not lookup.checks_fired:
                 lookup.checks_fired = fired
             score = None
@@ -241,6 +242,12 @@ class CacheService:
                     continue
                 verified = True
                 score = lookup.verifier_score = await self._verify(lookup, entry)
+            if score is None and not fired and not (
+                    semantic.reads_whole(entry.query) and semantic.reads_whole(query)):
+                # No verifier read them and the encoder cut one off: what differs past its
+                # window nobody has seen. Fail closed.
+                lookup.checks_fired = lookup.checks_fired or ("too-long",)
+                continue
             if not decide(similarity, threshold, score, fired,
                           verifier_min=self.settings.cache.verifier_min):
                 continue
@@ -394,7 +401,8 @@ class CacheService:
 
         async def answer_if_served() -> Any:
             checks = self.settings.cache.checks
-            fired = run_checks(lookup.req.query_text or "", entry.query, checks)
+            query = lookup.req.query_text or ""
+            fired = run_checks(query, entry.query, checks)
             score = None
             if not fired and needs_verifier(similarity, default, self.settings.cache.verify_below):
                 score = await self._verify(lookup, entry)

@@ -266,3 +266,36 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
     assert resp.headers["X-Semcache"] == "miss"
     assert float(resp.headers["X-Semcache-Similarity"]) > 0.999  # the encoder cannot tell them apart
     assert float(resp.headers["X-Semcache-Verifier"]) < shipped.verifier_min
+
+
+@pytest.mark.slow
+async def test_long_prompts_without_a_verifier_fail_closed(aiohttp_client: Any, redis_url: str,
+                                                           upstream: Any, model_dir: Path) -> None:
+    """With no verifier to read them (off here; also while it loads, or for a request that
+    names its own threshold), two prompts that differ only past the encoder's 256 tokens
+    embed identically: the proxy must not serve one for the other. Short prompts still hit."""
+    import asyncio
+
+    from conftest import make_settings
+
+    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+
+    settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
+                             cache__verifier=False, cache__threshold=0.9)
+    client = await aiohttp_client(build_app(settings))
+    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+
+    async def ask(text: str) -> Any:
+        body = {"model": "fake-model", "messages": [{"role": "user", "content": text}]}
+        resp = await client.post("/v1/chat/completions", json=body)
+        await client.app[SERVICE].drain(10)
+        return resp
+
+    code = "\n".join(f"def step_{i}(data):\n    return sorted(x * {i} for x in data)" for i in range(40))
+    assert (await ask(f"Here is my module:\n{code}\nWhy does it crash?")).headers["X-Semcache"] == "miss"
+    resp = await ask(f"Here is my module:\n{code}\nHow can I make it run faster?")
+    assert resp.headers["X-Semcache"] == "miss"
+    assert float(resp.headers["X-Semcache-Similarity"]) > 0.999
+    assert resp.headers["X-Semcache-Checks"] == "too-long"
+    assert (await ask("How do I learn Python quickly?")).headers["X-Semcache"] == "miss"
+    assert (await ask("How do I learn Python quickly??")).headers["X-Semcache"] == "hit-semantic"
