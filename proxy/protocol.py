@@ -138,7 +138,7 @@ def _split_messages(messages: Any) -> tuple[Any, str | None, list[Any]]:
                 f"'messages[{i}].content' parts must be objects", param="messages"
             )
     last = messages[-1]
-    text = message_text(last) if last["role"] == "user" else None
+    text = message_text(last) if last["role"] == "user" and _text_only(last) else None
     query = canonical({**last, "content": _canonical_content(last.get("content"))})
     return query, text, messages[:-1]
 
@@ -159,6 +159,17 @@ def _split_prompt(prompt: Any) -> Any:
         "'prompt' is required: a string, an array of strings or an array of token ids",
         param="prompt",
     )
+
+
+def _text_only(message: dict[str, Any]) -> bool:
+    """Whether the message is its text and nothing else: no image, audio or file part and
+    no other field. Only such a message may be matched by meaning; "What is in this
+    picture?" with another picture is another question, and the encoder sees only text
+    (the exact tier still serves the identical message)."""
+    content = message.get("content")
+    if set(message) - {"role", "content"}:
+        return False
+    return not isinstance(content, list) or all(p.get("type") == "text" for p in content)
 
 
 def message_text(message: dict[str, Any]) -> str | None:

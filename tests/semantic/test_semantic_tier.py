@@ -118,6 +118,30 @@ async def test_image_only_question_uses_exact_tier(proxy: Any, upstream: FakeUps
     assert len(proxy.app[SEMANTIC].index) == 0  # no vector was written for it
 
 
+async def test_text_with_another_image_is_another_question(proxy: Any, upstream: FakeUpstream) -> None:
+    """Same text, other picture: the encoder reads only the text, so a message with any
+    non-text part is matched exactly or not at all."""
+    def with_image(data: str, text: str = "What is in this picture?") -> dict[str, Any]:
+        parts = [{"type": "text", "text": text},
+                 {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}]
+        return {"model": "fake-model", "messages": [{"role": "user", "content": parts}]}
+
+    await ask(proxy, with_image("CAT0"))
+    resp, _ = await ask(proxy, with_image("DOG0"))
+    assert resp.headers["X-Semcache"] == "miss"
+    resp, _ = await ask(proxy, with_image("DOG0", "What's in this picture?"))
+    assert resp.headers["X-Semcache"] == "miss"  # no match by meaning either
+    resp, _ = await ask(proxy, with_image("CAT0"))
+    assert resp.headers["X-Semcache"] == "hit-exact"
+    assert len(proxy.app[SEMANTIC].index) == 0
+    # A message of text parts only is still matched by meaning.
+    text_parts = {"model": "fake-model", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is the capital city of France?"}]}]}
+    await ask(proxy, chat("What is the capital of France?"))
+    resp, _ = await ask(proxy, text_parts)
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+
+
 async def test_ttl_expiry_and_deletion_remove_hits(proxy: Any, upstream: FakeUpstream) -> None:
     await ask(proxy, chat(PARAPHRASES[0]), **{"X-Semcache-TTL": "1"})
     resp, _ = await ask(proxy, chat(PARAPHRASES[1]))
