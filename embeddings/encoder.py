@@ -255,7 +255,10 @@ class OnnxEncoder:
         return normalise(raw)
 
     def fits(self, text: str) -> bool:
-        """Whether the encoder reads `text` whole: nothing cut at max_seq_len tokens."""
+        """Whether the encoder reads `text` whole: nothing cut at max_seq_len tokens. A token
+        covers at least one character, so a text that short needs no tokenising."""
+        if len(text) <= self.max_seq_len - 2:  # [CLS] and [SEP]
+            return True
         return not self._tokenizer.encode(text).overflowing
 
     def describe(self) -> dict[str, Any]:

@@ -78,8 +78,7 @@ _ANTONYMS = [
     ("north", "south"), ("east", "west"), ("sunrise", "sunset"), ("input", "output"),
     ("internal", "external"), ("maximize", "minimize"), ("profit", "loss"), ("wet", "dry"),
 ]
-_IRREGULAR = [("bought", "sold"), ("won", "lost"), ("winning", "losing"), ("wins", "loses"),
-              ("went up", "went down")]
+_IRREGULAR = [("bought", "sold"), ("won", "lost"), ("winning", "losing"), ("wins", "loses")]
 
 
 def _inflected(word: str) -> list[str]:

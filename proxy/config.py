@@ -125,6 +125,10 @@ class CacheSettings:
     """Candidates fetched from the index per lookup; the best one that passes every check
     (threshold, freshness, still in Redis) is served."""
 
+    semantic_max_chars: int = 4000
+    """Longer prompts use the exact tier only: the encoder reads ~1,000 characters of a
+    prompt, and the near-miss checks cost ~4 ms of the event loop per 1,000 characters."""
+
     checks: tuple[str, ...] = ("numbers", "negation", "entities", "order", "antonyms",
                                "languages", "format", "dates", "units")
     """Cheap near-miss checks a semantic candidate must pass (proxy/checks.py; `scope` also
@@ -326,6 +330,7 @@ def _validate(settings: Any, where: str) -> None:
     positive = {
         "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
+        "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
     }
     for f in dataclasses.fields(settings):

@@ -24,7 +24,7 @@ def needs_verifier(similarity: float, threshold: float, verify_below: float) -> 
 
 
 def decide(similarity: float, threshold: float, verifier_score: float | None = None,
-           checks: Sequence[str] = (), *, verifier_min: float = 0.5) -> bool:
+           checks: Sequence[str] = (), *, verifier_min: float = 0.5, read_whole: bool = True) -> bool:
     """True to serve the candidate.
 
     similarity: cosine of the query and the entry's prompt.
@@ -32,10 +32,14 @@ def decide(similarity: float, threshold: float, verifier_score: float | None = N
     verifier_score: probability from the verifier that one answer serves both prompts;
         None where it did not run (disabled, or the similarity was above its band).
     checks: names of the cheap checks that fired (see checks.run_checks); any one is a miss.
+    read_whole: whether the encoder read both prompts whole; a candidate no verifier scored
+        is served only if it did (two prompts that differ past its window embed alike).
     """
     if similarity < threshold or checks:
         return False
-    return verifier_score is None or verifier_score >= verifier_min
+    if verifier_score is None:
+        return read_whole
+    return verifier_score >= verifier_min
 
 
 MIN_EVIDENCE = 20

@@ -68,8 +68,9 @@ def progress(items: Sequence[Any], label: str, every: int = 1) -> Iterator[Any]:
             sys.stderr.flush()
 
 
-async def embed_all(settings: Settings, texts: list[str]) -> np.ndarray:
-    """Unit vectors of `texts`, in chunks that fit the service's queue."""
+async def embed_all(settings: Settings, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of `texts`, in chunks that fit the service's queue, and whether the
+    encoder read each whole (as the proxy asks, for candidates no verifier reads)."""
     from semcache.embeddings.service import EmbeddingService
 
     service = await EmbeddingService.open(settings.embeddings, settings.data_dir)
@@ -78,7 +79,8 @@ async def embed_all(settings: Settings, texts: list[str]) -> np.ndarray:
         parts = []
         for start in progress(range(0, len(texts), chunk), "embedding"):
             parts.append(await service.embed_many(texts[start:start + chunk]))
-        return np.concatenate(parts) if parts else np.zeros((0, service.dim), np.float32)
+        vectors = np.concatenate(parts) if parts else np.zeros((0, service.dim), np.float32)
+        return vectors, np.array([service.fits(t) for t in texts], dtype=bool)
     finally:
         await service.close()
 
@@ -94,25 +96,33 @@ def metrics(served: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "wrong_hit_rate": round(fp / neg, 4) if neg else 0.0, "served": tp + fp}
 
 
+def pair_decision(i: int, threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
+                  scores: np.ndarray | None, stage: str, *, verify_below: float,
+                  verifier_min: float, whole: np.ndarray | None = None) -> bool:
+    """decide() for pair i as the proxy takes it with `stage`'s parts: the checks, the
+    verifier's score where the pair is in its band, and whether the encoder read both
+    prompts whole (`whole`; None: all were)."""
+    sim = float(sims[i])
+    score = None
+    if "verifier" in stage and scores is not None and needs_verifier(sim, threshold, verify_below):
+        score = float(scores[i])
+    return decide(sim, threshold, score, fired[i] if "checks" in stage else (),
+                  verifier_min=verifier_min, read_whole=True if whole is None else bool(whole[i]))
+
+
 def served_at(threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
               scores: np.ndarray | None, stage: str, *, verify_below: float,
-              verifier_min: float) -> np.ndarray:
+              verifier_min: float, whole: np.ndarray | None = None) -> np.ndarray:
     """Run decide() on every pair for one stage at one threshold."""
-    use_checks = "checks" in stage
-    use_verifier = "verifier" in stage and scores is not None
-    out = np.zeros(len(sims), dtype=bool)
-    for i, sim in enumerate(sims):
-        score = None
-        if use_verifier and scores is not None and needs_verifier(float(sim), threshold, verify_below):
-            score = float(scores[i])
-        out[i] = decide(float(sim), threshold, score, fired[i] if use_checks else (),
-                        verifier_min=verifier_min)
-    return out
+    return np.array([pair_decision(i, threshold, sims, fired, scores, stage,
+                                   verify_below=verify_below, verifier_min=verifier_min,
+                                   whole=whole) for i in range(len(sims))], dtype=bool)
 
 
 def sweep(sims: np.ndarray, labels: np.ndarray, fired: list[tuple[str, ...]],
           scores: np.ndarray | None, *, verify_below: float, verifier_min: float,
-          stages: Sequence[str] = STAGES) -> dict[str, list[dict[str, float]]]:
+          stages: Sequence[str] = STAGES, whole: np.ndarray | None = None,
+          ) -> dict[str, list[dict[str, float]]]:
     curves: dict[str, list[dict[str, float]]] = {}
     for stage in stages:
         if "verifier" in stage and scores is None:
@@ -120,7 +130,7 @@ def sweep(sims: np.ndarray, labels: np.ndarray, fired: list[tuple[str, ...]],
         curves[stage] = [
             {"threshold": float(t), **metrics(served_at(
                 float(t), sims, fired, scores, stage, verify_below=verify_below,
-                verifier_min=verifier_min), labels)}
+                verifier_min=verifier_min, whole=whole), labels)}
             for t in THRESHOLDS
         ]
     return curves
@@ -130,7 +140,7 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
                       fired: list[tuple[str, ...]], scores: np.ndarray | None, *, stage: str,
                       default: float, verify_below: float, verifier_min: float,
                       max_wrong_rate: float, sample: float, seed: int,
-                      scope_pool: bool = True) -> dict[str, Any]:
+                      scope_pool: bool = True, whole: np.ndarray | None = None) -> dict[str, Any]:
     """Adaptive thresholds as the online process the proxy runs, replayed over the pairs.
 
     In a seeded random order each pair is one lookup: `entries[i]` (side `a`, by its text, so
@@ -153,8 +163,6 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
     """
     rng = np.random.default_rng(seed)
     order, draws = rng.permutation(len(sims)), rng.random(len(sims))
-    use_checks = "checks" in stage
-    use_verifier = "verifier" in stage and scores is not None
     own: dict[str, deque[tuple[float, bool]]] = {}
     pool: deque[tuple[float, bool]] = deque(maxlen=SCOPE_OBSERVATIONS)
     scope_t = default
@@ -163,11 +171,8 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
     verified_hit = np.zeros(len(sims), dtype=bool)
     for i in order:
         sim, entry = float(sims[i]), entries[i]
-        score = None
-        if use_verifier and scores is not None and needs_verifier(sim, default, verify_below):
-            score = float(scores[i])
-        if not decide(sim, default, score, fired[i] if use_checks else (),
-                      verifier_min=verifier_min):
+        if not pair_decision(i, default, sims, fired, scores, stage, verify_below=verify_below,
+                             verifier_min=verifier_min, whole=whole):
             continue  # not even the un-adapted decision would serve it
         hit = sim >= applied_threshold(own.get(entry, ()), scope_t, default, max_wrong_rate)
         cold = scope_pool and len(pool) < MIN_EVIDENCE
@@ -196,7 +201,7 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
 
 def adaptive_runs(entries: Sequence[str], sims: np.ndarray, labels: np.ndarray,
                   fired: list[tuple[str, ...]], scores: np.ndarray | None, cache: Any, *,
-                  sample: float, seed: int) -> dict[str, Any]:
+                  sample: float, seed: int, whole: np.ndarray | None = None) -> dict[str, Any]:
     runs = {}
     for name, (stage, pool) in ADAPTIVE_RUNS.items():
         if "verifier" in stage and scores is None:
@@ -205,7 +210,8 @@ def adaptive_runs(entries: Sequence[str], sims: np.ndarray, labels: np.ndarray,
         runs[name] = {"adapts": stage, "default": default, **simulate_adaptive(
             entries, sims, labels, fired, scores, stage=stage, default=default,
             verify_below=cache.verify_below, verifier_min=cache.verifier_min,
-            max_wrong_rate=cache.max_wrong_rate, sample=sample, seed=seed, scope_pool=pool)}
+            max_wrong_rate=cache.max_wrong_rate, sample=sample, seed=seed, scope_pool=pool,
+            whole=whole)}
     return {"sample": sample, "seed": seed, "max_wrong_rate": cache.max_wrong_rate, "runs": runs}
 
 
@@ -278,32 +284,35 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
              target: float, sample: float = ADAPTIVE_SAMPLE, seed: int = 0) -> dict[str, Any]:
     """Everything the command reports, for pairs already read (deterministic)."""
     cache = settings.cache
-    vectors = asyncio.run(embed_all(settings, [r["a"] for r in rows] + [r["b"] for r in rows]))
+    vectors, read = asyncio.run(embed_all(settings, [r["a"] for r in rows] + [r["b"] for r in rows]))
     n = len(rows)
     sims = np.round(np.sum(vectors[:n] * vectors[n:], axis=1).astype(np.float64), 5)
+    whole = read[:n] & read[n:]
     labels = np.array([int(r["label"]) for r in rows])
     fired = [run_checks(r["a"], r["b"], cache.checks) for r in progress(rows, "checks", 500)]
     scores = None
     if verifier is not None:
-        band = [i for i in range(n) if sims[i] >= float(THRESHOLDS[0]) and sims[i] < cache.verify_below]
-        scores = np.ones(n)
+        # Every pair the verifier may see at some threshold of the sweep; NaN elsewhere (never
+        # read: a NaN that were would serve nothing).
+        band = [i for i in range(n) if needs_verifier(sims[i], float(THRESHOLDS[0]), cache.verify_below)]
+        scores = np.full(n, np.nan)
         pairs = [(rows[i]["a"], rows[i]["b"]) for i in band]
         if pairs:
             scores[band] = verifier(pairs)
     curves = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
-                   verifier_min=cache.verifier_min)
+                   verifier_min=cache.verifier_min, whole=whole)
     result: dict[str, Any] = {"pairs": n, "positives": int(labels.sum()),
                               "target_precision": target, "stages": {}}
     for stage, curve in curves.items():
         point = operating_point(curve, target)
         floor = cache.verifier_floor if "verifier" in stage else cache.threshold
         configured = at_threshold(curve, floor)
-        served = served_at(floor, sims, fired, scores, stage,
-                           verify_below=cache.verify_below, verifier_min=cache.verifier_min)
+        served = served_at(floor, sims, fired, scores, stage, verify_below=cache.verify_below,
+                           verifier_min=cache.verifier_min, whole=whole)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
                                    "by_kind": by_kind(rows, served), "curve": curve}
     result["adaptive"] = adaptive_runs([r["a"] for r in rows], sims, labels, fired, scores, cache,
-                                       sample=sample, seed=seed)
+                                       sample=sample, seed=seed, whole=whole)
     if verifier is not None:
         result["verifier_cost"] = verifier_cost(verifier, rows, sims, cache)
     if scores is not None:
@@ -312,10 +321,12 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
         grid = {}
         for vmin in VERIFIER_MIN_GRID:
             curve = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
-                          verifier_min=vmin, stages=("checks+verifier",))["checks+verifier"]
+                          verifier_min=vmin, stages=("checks+verifier",),
+                          whole=whole)["checks+verifier"]
             grid[str(vmin)] = {"at_floor": at_threshold(curve, cache.verifier_floor),
                                "operating_point": operating_point(curve, target)}
         result["checks+verifier_by_verifier_min"] = grid
+    result["too_long"] = int(n - whole.sum())  # pairs the encoder did not read whole
     result["check_fired"] = {  # [on label-0 pairs, on label-1 pairs]
         name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
                for k in (0, 1)] for name in cache.checks}
@@ -333,7 +344,8 @@ def verifier_cost(verifier: Callable[[list[tuple[str, str]]], np.ndarray],
         t0 = time.perf_counter()
         verifier([pair])
         times.append(time.perf_counter() - t0)
-    in_band = (sims >= cache.verifier_floor) & (sims < cache.verify_below)
+    in_band = np.array([needs_verifier(float(x), cache.verifier_floor, cache.verify_below)
+                        for x in sims], dtype=bool)
     return {"p50_ms": round(1000 * float(np.median(times)), 2),
             "p95_ms": round(1000 * float(np.percentile(times, 95)), 2),
             "share_of_pairs_in_band": round(float(np.mean(in_band)), 4)}

@@ -127,8 +127,9 @@ class Periodic:
                 await self.work()
             except (RedisError, OSError):
                 pass  # the cache's own probe reports the outage; try again next period
-            # asyncio.timeout, not wait_for: wait_for would wrap the wait in a new task each
-            # period, and a task that comes and goes looks like a leak to anyone counting them
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a new
+            # task each period, and a task that comes and goes looks like a leak to anyone
+            # counting them (the reliability tests do)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.period_s):
                     await self._stop.wait()

@@ -169,15 +169,24 @@ class CacheService:
             return None
         if entry is not None and entry.scope == lookup.scope.id and fresh(entry, lookup.directives):
             return Hit(entry=entry, tier="exact", similarity=1.0)
-        semantic = self.semantic
-        if semantic is None or lookup.req.query_text is None:
-            return None  # images-only questions and a warming tier: exact tier alone
+        semantic, text = self.semantic, self._semantic_text(lookup)
+        if semantic is None or text is None:
+            return None  # non-text parts, huge prompts and a warming tier: exact tier alone
         try:
-            lookup.vector = await semantic.embed(lookup.req.query_text)
+            lookup.vector = await semantic.embed(text)
         except EmbeddingError as e:
             lookup.bypass_reason = "encoder-busy" if isinstance(e, QueueFullError) else "encoder-unavailable"
             return None
         return await self._semantic_hit(semantic, lookup)
+
+    def _semantic_text(self, lookup: Lookup) -> str | None:
+        """The text matched by meaning: the last user message's, unless it has other parts
+        (protocol.py) or is longer than `cache.semantic_max_chars` (said on the miss)."""
+        text = lookup.req.query_text
+        if text is not None and len(text) > self.settings.cache.semantic_max_chars:
+            lookup.checks_fired = ("too-long",)
+            return None
+        return text
 
     def threshold_for(self, lookup: Lookup) -> float:
         # 0 is a valid threshold (serve the nearest entry), so only fall back on None.
@@ -227,33 +236,45 @@ class CacheService:
                         and random.random() < self._check_rate(lookup.scope.id)):
                     lookup.turned_down = (entry, similarity, default)
                 continue
-            # The same decision `semcache eval` measures (proxy/decision.py).
-            checks = () if explicit else self.settings.cache.checks
-            query = lookup.req.query_text or ""
-            fired = run_checks(query, entry.query, checks)
+            # One verifier run per lookup (~4-5 ms on a 2-core CPU) bounds what a miss costs;
+            # a weaker candidate the best one's verdict did not clear is not worth another.
+            serve, score, fired = await self._judge(semantic, lookup, entry, similarity, threshold,
+                                                    may_verify=not verified)
             if fired and not lookup.checks_fired:
                 lookup.checks_fired = fired
-            score = None
-            if not fired and needs_verifier(similarity, threshold, self.settings.cache.verify_below):
-                # One verifier run per lookup (~4-5 ms on a 2-core CPU) bounds what a miss
-                # costs; a weaker candidate the best one's verdict did not clear is not
-                # worth another run.
-                if verified:
-                    continue
-                verified = True
-                score = lookup.verifier_score = await self._verify(lookup, entry)
-            if score is None and not fired and not (
-                    semantic.reads_whole(entry.query) and semantic.reads_whole(query)):
-                # No verifier read them and the encoder cut one off: what differs past its
-                # window nobody has seen. Fail closed.
-                lookup.checks_fired = lookup.checks_fired or ("too-long",)
-                continue
-            if not decide(similarity, threshold, score, fired,
-                          verifier_min=self.settings.cache.verifier_min):
-                continue
-            return Hit(entry=entry, tier="semantic", similarity=similarity, threshold=threshold,
-                       verifier_score=score)
+            if score is not None:
+                verified, lookup.verifier_score = True, score
+            if serve:
+                return Hit(entry=entry, tier="semantic", similarity=similarity,
+                           threshold=threshold, verifier_score=score)
         return None
+
+    async def _judge(self, semantic: SemanticTier, lookup: Lookup, entry: Entry,
+                     similarity: float, threshold: float, *, may_verify: bool = True,
+                     ) -> tuple[bool, float | None, tuple[str, ...]]:
+        """Whether to serve one candidate at `threshold`: the decision `semcache eval`
+        measures (proxy/decision.py). (serve, the verifier's score or None where it did not
+        run, what stopped it: the checks that fired, or "too-long"). A candidate in the
+        verifier's band is not served unless it was scored, so may_verify=False (its run for
+        this lookup spent) turns it down."""
+        cache = self.settings.cache
+        query = lookup.req.query_text or ""
+        fired = run_checks(query, entry.query,
+                           () if lookup.directives.threshold is not None else cache.checks)
+        score = None
+        if not fired and self._verifying(lookup) and needs_verifier(
+                similarity, threshold, cache.verify_below):
+            if not may_verify:
+                return False, None, fired
+            score = await self._verify(lookup, entry)
+        # No verifier read them and the encoder cut one off: what differs past its window
+        # nobody has seen (two such prompts embed identically). Fail closed.
+        read_whole = score is not None or bool(fired) or (
+            semantic.reads_whole(entry.query) and semantic.reads_whole(query))
+        if not read_whole:
+            fired = ("too-long",)
+        return decide(similarity, threshold, score, fired, verifier_min=cache.verifier_min,
+                      read_whole=read_whole), score, fired
 
     def _verifying(self, lookup: Lookup) -> bool:
         """Verifier on and loaded, and the client did not pick its own threshold (while it
@@ -400,16 +421,11 @@ class CacheService:
         entry, similarity, default = lookup.turned_down
 
         async def answer_if_served() -> Any:
-            checks = self.settings.cache.checks
-            query = lookup.req.query_text or ""
-            fired = run_checks(query, entry.query, checks)
-            score = None
-            if not fired and needs_verifier(similarity, default, self.settings.cache.verify_below):
-                score = await self._verify(lookup, entry)
-            if not decide(similarity, default, score, fired,
-                          verifier_min=self.settings.cache.verifier_min):
+            semantic = self.semantic
+            if semantic is None:
                 return _NOT_SERVED
-            return orjson.loads(answer)
+            serve, _, _ = await self._judge(semantic, lookup, entry, similarity, default)
+            return orjson.loads(answer) if serve else _NOT_SERVED
 
         await self._record_check("miss", entry, similarity, answer_if_served())
 
@@ -572,7 +588,8 @@ class CacheService:
 
     async def _ensure_vector(self, lookup: Lookup) -> None:
         """Embed the question if the lookup did not (no-cache, or the tier was warming)."""
-        if lookup.vector is not None or lookup.req.query_text is None:
+        text = self._semantic_text(lookup)
+        if lookup.vector is not None or text is None:
             return
         if not (self.settings.cache.semantic and self.settings.cache.enabled):
             return
@@ -583,7 +600,7 @@ class CacheService:
         if self.semantic is None:
             return  # stored exact-only; still served by the exact tier
         try:
-            lookup.vector = await self.semantic.embed(lookup.req.query_text)
+            lookup.vector = await self.semantic.embed(text)
         except EmbeddingError:
             self.metrics.writes.labels("no-vector").inc()
 

@@ -41,7 +41,7 @@ BATCHING = EmbeddingSettings(max_batch=64, max_wait_ms=1.0, max_queue=1024, lru_
 
 
 _PUNCTUATION = re.compile(r"[\s?.!,;:\"`]+")
-_APOSTROPHES = re.compile(r"['\u2019]")
+_APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc]")
 PARTICIPLES = {"wrote": "written", "made": "made", "built": "built", "drew": "drawn",
                "sang": "sung", "gave": "given", "took": "taken", "began": "begun",
                "found": "found", "won": "won", "led": "led", "sold": "sold", "bought": "bought",
@@ -145,11 +145,11 @@ def repair_typos(cached: str, new: str, known: frozenset[str]) -> tuple[str, str
     return fix(cached, new), fix(new, cached)
 
 
-FOCUS_CONTEXT = 12
-"""Words kept either side of the part of a long pair that differs."""
+FOCUS_CONTEXT = (12, 6, 3, 0)
+"""Words kept either side of the part of a long pair that differs: as many as still fit."""
 
 
-def focus(cached: str, new: str, context: int = FOCUS_CONTEXT) -> tuple[str, str]:
+def focus(cached: str, new: str, context: int = FOCUS_CONTEXT[0]) -> tuple[str, str]:
     """The part of two prompts that differs, with `context` words either side: the words
     both share at their start and at their end are cut ("..." marks a cut). Used for a pair
     too long for the model to read whole, so that a difference in the tail of two long
@@ -184,8 +184,12 @@ def _to_ask(pairs: list[tuple[str, str]], verifier: Verifier
         if same_question(a, b):
             continue
         if not verifier.fits(a, b):
-            a, b = focus(a, b)
-            if not verifier.fits(a, b):
+            for context in FOCUS_CONTEXT:
+                fa, fb = focus(a, b, context)
+                if verifier.fits(fa, fb):
+                    a, b = fa, fb
+                    break
+            else:
                 out[i] = 0.0
                 verifier.too_long += 1
                 continue
@@ -264,7 +268,10 @@ class Verifier:
         return cls(session, tokenizer)
 
     def fits(self, cached: str, new: str) -> bool:
-        """Whether the model reads the pair whole (no token cut off)."""
+        """Whether the model reads the pair whole (no token cut off). A token covers at
+        least one character, so a pair that short needs no tokenising."""
+        if len(cached) + len(new) <= self.max_len - 3:  # [CLS] and two [SEP]
+            return True
         return len(self._counter.encode(cached, new).ids) <= self.max_len
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:

@@ -33,6 +33,19 @@ def test_metrics_and_operating_point() -> None:
     assert operating_point(curves["checks"], 0.95)["threshold"] <= 0.93  # type: ignore[index]
 
 
+def test_pairs_not_read_whole_are_served_only_when_the_verifier_scored_them() -> None:
+    """As the proxy decides: prompts the encoder cut off (cosine 1.0, say) are not served on
+    similarity alone; where the verifier read them its score decides."""
+    from semcache.proxy.evaluate import served_at
+
+    sims, fired = np.array([1.0, 1.0, 0.95]), [(), (), ()]
+    whole = np.array([False, True, False])
+    kw = dict(verify_below=1.0, verifier_min=0.8, whole=whole)
+    assert served_at(0.9, sims, fired, None, "static", **kw).tolist() == [False, True, False]
+    scores = np.array([0.9, 0.1, 0.95])  # a cosine of 1.0 is verified too
+    assert served_at(0.3, sims, fired, scores, "checks+verifier", **kw).tolist() == [True, False, True]
+
+
 def synthetic_pairs(n: int = 3000) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Pairs whose similarity says little below 0.97: a quarter of those are wrong."""
     rng = np.random.default_rng(7)

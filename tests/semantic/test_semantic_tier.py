@@ -142,6 +142,23 @@ async def test_text_with_another_image_is_another_question(proxy: Any, upstream:
     assert resp.headers["X-Semcache"] == "hit-semantic"
 
 
+async def test_prompts_past_semantic_max_chars_use_the_exact_tier(
+        aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path) -> None:
+    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir,
+                              cache__semantic_max_chars=60)
+    long = "Please summarise this paragraph about the history of the Roman Empire for me."
+    await ask(proxy, chat(long))
+    resp, _ = await ask(proxy, chat(long.replace("summarise", "summarize")))
+    assert resp.headers["X-Semcache"] == "miss"
+    assert resp.headers["X-Semcache-Checks"] == "too-long"  # why it was not matched
+    resp, _ = await ask(proxy, chat(long))
+    assert resp.headers["X-Semcache"] == "hit-exact"
+    assert len(proxy.app[SEMANTIC].index) == 0  # neither was embedded
+    await ask(proxy, chat("What is the capital of France?"))  # short ones still are
+    resp, _ = await ask(proxy, chat("What's the capital city of France?"))
+    assert resp.headers["X-Semcache"] == "hit-semantic"
+
+
 async def test_ttl_expiry_and_deletion_remove_hits(proxy: Any, upstream: FakeUpstream) -> None:
     await ask(proxy, chat(PARAPHRASES[0]), **{"X-Semcache-TTL": "1"})
     resp, _ = await ask(proxy, chat(PARAPHRASES[1]))
