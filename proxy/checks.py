@@ -77,6 +77,9 @@ _ANTONYMS = [
     ("strengths", "weaknesses"), ("overweight", "underweight"), ("ascending", "descending"),
     ("north", "south"), ("east", "west"), ("sunrise", "sunset"), ("input", "output"),
     ("internal", "external"), ("maximize", "minimize"), ("profit", "loss"), ("wet", "dry"),
+    # aggregates: another statistic is another answer ("total" / "average sale amount")
+    ("total", "average"), ("sum", "average"), ("total", "mean"), ("sum", "mean"),
+    ("average", "median"), ("mean", "median"), ("total", "median"), ("sum", "median"),
 ]
 _IRREGULAR = [("bought", "sold"), ("won", "lost"), ("winning", "losing"), ("wins", "loses")]
 
@@ -731,8 +734,30 @@ def check_dates(a: str, b: str) -> bool:
     return not (all_a - all_b and all_b - all_a)
 
 
+_SYMBOLS = re.compile(r"[\d\s.,:;!?*+\-/^%=<>#$&|~()\[\]{}]*")
+
+
+def check_numbers(a: str, b: str) -> bool:
+    """Fails on other numbers ('Python 3.8' / '3.12', 'one cup' / 'two cups'), and on the
+    same text whose one differing stretch is digits and symbols only, with a digit in it:
+    the same numbers in another order or with other operators ('0 3 * * 1' / '0 3 1 * *'
+    in a crontab, 'x^2 + 3' / 'x^3 + 2'). Punctuation alone ('?' / '??', '1,000' / '1000')
+    and spelled-out forms ('1st' / 'first') are not that."""
+    if numbers(a) != numbers(b):
+        return False
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    da, db = a[head:len(a) - tail], b[head:len(b) - tail]
+    return not (da != db and any(c.isdigit() for c in da + db)
+                and _SYMBOLS.fullmatch(da) is not None and _SYMBOLS.fullmatch(db) is not None)
+
+
 _CHECKS: dict[str, Callable[[str, str], bool]] = {
-    "numbers": lambda a, b: numbers(a) == numbers(b),
+    "numbers": check_numbers,
     "negation": check_negation,
     "entities": check_entities,
     "order": check_order,

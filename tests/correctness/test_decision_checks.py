@@ -36,6 +36,11 @@ def test_verifier_band() -> None:
 
 @pytest.mark.parametrize(("a", "b", "check"), [
     ("What's new in Python 3.8?", "What's new in Python 3.12?", "numbers"),
+    # the same numbers in another order, other operators: a digits-and-symbols-only change
+    ("When does '0 3 * * 1 /opt/backup.sh' run?", "When does '0 3 1 * * /opt/backup.sh' run?", "numbers"),
+    ("Simplify x^2 + 3 for me", "Simplify x^3 + 2 for me", "numbers"),
+    ("Which formula gives the total sales of the North region?",  # another statistic
+     "Which formula gives the average sales of the North region?", "antonyms"),
     ("Find flights from Boston to Denver", "Find flights from Denver to Boston", "order"),
     ("Is Python faster than Java?", "Is Java faster than Python?", "order"),
     ("What foods to eat when pregnant?", "What foods not to eat when pregnant?", "negation"),
@@ -64,6 +69,7 @@ def test_near_miss_kinds_fire(a: str, b: str, check: str) -> None:
     ("How do I reverse a list in Python?", "how do i revrese a list in ptyhon"),  # typos
     ("What is the capital of Australia?", "what is the capital of Austrlia"),
     ("How do I reset my router?", "Hey, quick question: how do I reset my router? Thanks!"),
+    ("Is 1,000 dollars a lot?", "is 1000 dollars a lot??"),  # punctuation is no other number
     ("In Excel, how do I merge two columns?", "How do I merge two columns in Excel?"),
     ("Who wrote Hamlet?", "By whom was Hamlet written?"),
     ("What is the population of New York City?", "what's the population of NYC?"),
