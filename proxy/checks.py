@@ -22,7 +22,8 @@ from __future__ import annotations
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 ALL_CHECKS = ("numbers", "negation", "entities", "order", "antonyms", "languages", "format",
               "dates", "units", "scope")
@@ -269,6 +270,19 @@ def numbers(text: str) -> Counter[str]:
         if word.isdigit() and word not in found and word in _WORD_NUMBERS.values():
             found[word] += 1
     return found
+
+
+def common_ends(a: Sequence[Any], b: Sequence[Any]) -> tuple[int, int]:
+    """How many items (characters, words) a and b share at their start and, after that, at
+    their end: what lies between is where they differ."""
+    shortest = min(len(a), len(b))
+    head = 0
+    while head < shortest and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    return head, tail
 
 
 def edits(a: str, b: str) -> int:
@@ -745,12 +759,7 @@ def check_numbers(a: str, b: str) -> bool:
     and spelled-out forms ('1st' / 'first') are not that."""
     if numbers(a) != numbers(b):
         return False
-    head = 0
-    while head < min(len(a), len(b)) and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
+    head, tail = common_ends(a, b)
     da, db = a[head:len(a) - tail], b[head:len(b) - tail]
     return not (da != db and any(c.isdigit() for c in da + db)
                 and _SYMBOLS.fullmatch(da) is not None and _SYMBOLS.fullmatch(db) is not None)

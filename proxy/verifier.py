@@ -29,7 +29,7 @@ from semcache.embeddings.encoder import Batch
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 
-from .checks import edits
+from .checks import common_ends, edits
 
 BUNDLED = Path(__file__).resolve().parent.parent / "embeddings" / "verifier"
 MAX_LEN = 96
@@ -156,13 +156,7 @@ def focus(cached: str, new: str, context: int = FOCUS_CONTEXT[0]) -> tuple[str, 
     prompts ("<the same 300-token code> Why does it crash?" / "... How do I make it
     faster?") is what the model reads, not their identical head."""
     a, b = cached.split(), new.split()
-    shortest = min(len(a), len(b))
-    head = 0
-    while head < shortest and a[head] == b[head]:
-        head += 1
-    tail = 0
-    while tail < shortest - head and a[-1 - tail] == b[-1 - tail]:
-        tail += 1
+    head, tail = common_ends(a, b)
     start, cut = max(0, head - context), max(0, tail - context)
 
     def window(words: list[str]) -> str:
@@ -226,7 +220,7 @@ class Verifier:
     def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN) -> None:
         self.session = session
         self.tokenizer = tokenizer
-        self._counter = _untruncated(tokenizer)
+        tokenizer.enable_truncation(max_len)  # `fits` reads its overflow
         self.known = known_words(tokenizer)
         self.too_long = 0
         """Pairs turned down unread: longer than max_len even where they differ."""
@@ -248,7 +242,6 @@ class Verifier:
             raise VerifierError("device=cuda but onnxruntime sees no usable CUDA provider")
         try:
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            tokenizer.enable_truncation(MAX_LEN)
             tokenizer.no_padding()  # the file pads to 128; runs pad to the longest pair
             opts = ort.SessionOptions()
             # Idle intra-op threads must not spin: they would take the cores from the
@@ -272,7 +265,7 @@ class Verifier:
         least one character, so a pair that short needs no tokenising."""
         if len(cached) + len(new) <= self.max_len - 3:  # [CLS] and two [SEP]
             return True
-        return len(self._counter.encode(cached, new).ids) <= self.max_len
+        return not self.tokenizer.encode(cached, new).overflowing
 
     def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
         """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
@@ -319,16 +312,6 @@ class Verifier:
 
     def close(self) -> None:
         self.session = None
-
-
-def _untruncated(tokenizer: Any) -> Any:
-    """A copy of the tokenizer that cuts nothing, to count a pair's tokens."""
-    from tokenizers import Tokenizer
-
-    counter = Tokenizer.from_str(tokenizer.to_str())
-    counter.no_truncation()
-    counter.no_padding()
-    return counter
 
 
 def _gpu_model(folder: Path) -> Any:
