@@ -127,7 +127,7 @@ class CacheSettings:
 
     semantic_max_chars: int = 4000
     """Longer prompts use the exact tier only: the encoder reads ~1,000 characters of a
-    prompt, and the near-miss checks cost ~4 ms of the event loop per 1,000 characters."""
+    prompt, and the near-miss checks take event-loop time that grows with the text."""
 
     checks: tuple[str, ...] = ("numbers", "negation", "entities", "order", "antonyms",
                                "languages", "format", "dates", "units")
