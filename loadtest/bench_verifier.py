@@ -1,10 +1,10 @@
-"""Verifier cost: what the cross-encoder adds to a semantic hit that falls in its band.
+"""Pair-model cost: what the cross-encoder adds to a semantic hit that falls in its band.
 
     python -m semcache.loadtest.bench_verifier [--device cpu|cuda] [--seconds 5]
 
 Measures, on real Quora question pairs, (1) the latency of scoring one pair alone (what a
 hit pays at concurrency 1), and (2) pairs scored per second and per-lookup latency through
-`VerifierService` (the proxy's micro-batcher) under 1, 16, 64 and 256 concurrent lookups.
+`PairModelService` (the proxy's micro-batcher) under 1, 16, 64 and 256 concurrent lookups.
 On CUDA the model is the shipped int8 file dequantised at load (or a model_fp32.onnx next
 to it). Writes loadtest/results/verifier_<machine>.json.
 """
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semcache.proxy.verifier import Verifier, VerifierService
+from semcache.proxy.judge.model import PairModel, PairModelService
 
 from .loadgen import write_json
 from .machine import machine_info, machine_slug
@@ -41,7 +41,7 @@ def ms(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def alone(verifier: Verifier, pairs: list[tuple[str, str]], seconds: float) -> dict[str, Any]:
+def alone(verifier: PairModel, pairs: list[tuple[str, str]], seconds: float) -> dict[str, Any]:
     for p in pairs[:5]:
         verifier.score([p])
     lat: list[float] = []
@@ -55,7 +55,7 @@ def alone(verifier: Verifier, pairs: list[tuple[str, str]], seconds: float) -> d
     return {"runs": len(lat), "p50_ms": 1000 * statistics.median(lat), "p99_ms": ms(lat, 0.99)}
 
 
-async def concurrent(service: VerifierService, pairs: list[tuple[str, str]], callers: int,
+async def concurrent(service: PairModelService, pairs: list[tuple[str, str]], callers: int,
                      seconds: float, offset: int) -> dict[str, Any]:
     lat: list[float] = []
     end = time.perf_counter() + seconds
@@ -81,11 +81,11 @@ async def concurrent(service: VerifierService, pairs: list[tuple[str, str]], cal
 
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     pairs = load_pairs(args.pairs, 4000)
-    verifier = Verifier.open(device=args.device)
+    verifier = PairModel.open(device=args.device)
     result: dict[str, Any] = {"provider": verifier.provider,
                               "alone": alone(verifier, pairs, args.seconds), "service": []}
     print("alone", json.dumps(result["alone"]), file=sys.stderr)
-    service = VerifierService(verifier)
+    service = PairModelService(verifier)
     try:
         for n, callers in enumerate(args.callers):
             row = await concurrent(service, pairs, callers, args.seconds, offset=n * 100_000)

@@ -36,12 +36,12 @@ async def serve(args: argparse.Namespace, ours: argparse.Namespace) -> None:
     on = settings.server.access_log and not ours.no_access_log
     extra = {"access_log": logging.getLogger("aiohttp.access") if on else None}
     if ours.no_hit_count:
-        from semcache.proxy.serving import CacheService
+        from semcache.proxy.pipeline.replay import HitCounter
 
-        def no_count(self: CacheService, entry: object) -> None:
+        def no_count(self: HitCounter, entry: object) -> None:
             return None
 
-        CacheService._note_hit = no_count  # type: ignore[method-assign,assignment]
+        HitCounter.note = no_count  # type: ignore[method-assign,assignment]
     runner = web.AppRunner(build_app(settings), shutdown_timeout=settings.server.shutdown_grace_s,
                            **extra)
     await runner.setup()

@@ -1,9 +1,9 @@
 """The aiohttp application: typed state under AppKeys, opened and closed in cleanup contexts.
 
-Start-up order: metrics -> Redis (embedded or external) -> upstream (bundled or a URL) ->
-the cache service -> the semantic tier, which loads in the background (encoder, index
-rebuild) while the exact tier already serves. Nothing here touches the network at import
-time.
+Start-up order: metrics -> Redis (embedded or external) -> admin state (run-time settings,
+time series) -> upstream (bundled or a URL) -> the cache pipeline -> the semantic tier and
+the judge's pair model, which load in the background (encoder, index rebuild, model) while
+the exact tier already serves. Nothing here touches the network at import time.
 """
 
 from __future__ import annotations
@@ -12,62 +12,46 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from semcache.embeddings.service import EmbeddingService
-from semcache.index.redis_server import EmbeddedRedis
-from semcache.index.store import Store
 from semcache.index.sync import IndexSync
 from semcache.index.vectors import VectorIndex
 
 from . import admin, routes
-from .adaptive import SCOPE_REFRESH_S
-from .bundled import BundledBackend
 from .config import Settings
 from .errors import error_middleware
 from .events import Observer
+from .judge.model import PairModelService
+from .judge.observations import SCOPE_REFRESH_S
 from .metrics import Metrics
-from .runtime import Periodic, RuntimeState
+from .pipeline.replay import HIT_FLUSH_S
+from .pipeline.service import SERVICE, CacheService
+from .resources import (
+    EMBEDDED_REDIS,
+    METRICS,
+    OBSERVER,
+    READY,
+    REDIS_URL,
+    RUNTIME,
+    SEMANTIC,
+    SETTINGS,
+    STORE,
+    UPSTREAM,
+    SemanticState,
+    redis_ctx,
+    upstream_ctx,
+)
+from .runtime import Periodic
 from .semantic import SemanticTier
-from .serving import HIT_FLUSH_S, CacheService
-from .upstream import Upstream
-from .verifier import VerifierService
+
+__all__ = ["EMBEDDED_REDIS", "METRICS", "OBSERVER", "READY", "REDIS_URL", "RUNTIME", "SEMANTIC",
+           "SERVICE", "SETTINGS", "STORE", "UPSTREAM", "build_app"]
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class SemanticState:
-    """The semantic tier's parts, filled in once they have loaded (after the app started)."""
-
-    given_embeddings: EmbeddingService | None = None
-    """An encoder passed to build_app (tests); not closed by the app."""
-    embeddings: EmbeddingService | None = None
-    index: VectorIndex | None = None
-    tier: SemanticTier | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-SETTINGS = web.AppKey("settings", Settings)
-METRICS = web.AppKey("metrics", Metrics)
-OBSERVER = web.AppKey("observer", Observer)
-STORE = web.AppKey("store", Store)
-UPSTREAM = web.AppKey("upstream", Upstream)
-SERVICE = web.AppKey("service", CacheService)
-READY = web.AppKey("ready", asyncio.Event)
-EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
-RUNTIME = web.AppKey("runtime", RuntimeState)
-"""Settings changed at run time (the semantic threshold), shared by replicas through Redis."""
-REDIS_URL = web.AppKey("redis_url", str)
-SEMANTIC = web.AppKey("semantic", SemanticState)
-
-
-
-REDIS_PROBE_S = 1.0
-"""How often Redis is pinged to update the gauge and re-open the cache after an outage."""
 
 
 def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None) -> web.Application:
@@ -82,76 +66,23 @@ def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None)
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app[SEMANTIC] = SemanticState(given_embeddings=embeddings)
-    app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
-    app.cleanup_ctx.append(_upstream_ctx)
+    app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(_service_ctx)
     app.cleanup_ctx.append(_semantic_ctx)
     routes.add_routes(app)
+    admin.add_routes(app)
     return app
-
-
-async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    url = settings.redis.url
-    embedded: EmbeddedRedis | None = None
-    if url == "embedded":
-        embedded = EmbeddedRedis(settings.data_dir / "redis")
-        await embedded.start()
-        app[EMBEDDED_REDIS] = embedded
-        url = embedded.url
-    app[REDIS_URL] = url
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=settings.redis.timeout_s,
-        socket_connect_timeout=settings.redis.timeout_s,
-        max_connections=512,
-    )
-    store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
-                  max_entries=settings.cache.max_entries)
-    app[STORE] = store
-    metrics = app[METRICS]
-
-    async def probe() -> None:
-        metrics.redis_up.set(1 if await store.ping() else 0)
-
-    prober = Periodic(REDIS_PROBE_S, probe)
-    prober.start()
-    try:
-        yield
-    finally:
-        await prober.stop()
-        await client.aclose()
-        if embedded is not None:
-            await embedded.stop()
-
-
-async def _upstream_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    backend: BundledBackend | None = None
-    base_url = settings.upstream.base_url
-    if base_url == "bundled":
-        backend = BundledBackend(settings)
-        base_url = backend.base_url
-        await backend.start()
-    upstream = Upstream(base_url, settings.upstream)
-    await upstream.open()
-    app[UPSTREAM] = upstream
-    try:
-        yield
-    finally:
-        await upstream.close()
-        if backend is not None:
-            await backend.stop()
 
 
 async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER], app.get(RUNTIME))
     app[SERVICE] = service
-    hit_flusher = Periodic(HIT_FLUSH_S, service.flush_hits)
+    hit_flusher = Periodic(HIT_FLUSH_S, service.hits.flush)
     hit_flusher.start()
-    pools = Periodic(SCOPE_REFRESH_S, service.adaptive.refresh)  # adaptive thresholds' scopes
+    pools = Periodic(SCOPE_REFRESH_S, service.observations.refresh)  # adaptive thresholds
     pools.start()
     app[READY].set()
     try:
@@ -169,8 +100,8 @@ async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     loaders = [asyncio.create_task(_start_semantic(app))]
-    if settings.cache.verifier:
-        loaders.append(asyncio.create_task(_start_verifier(app)))
+    if settings.judge.model:
+        loaders.append(asyncio.create_task(_start_pair_model(app)))
     try:
         yield
     finally:
@@ -178,10 +109,11 @@ async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
             loader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await loader
-        app[SERVICE].semantic = None
-        verifier, app[SERVICE].verifier = app[SERVICE].verifier, None
-        if verifier is not None:
-            verifier.close()
+        service = app[SERVICE]
+        service.semantic = None
+        model, service.pair_model = service.pair_model, None
+        if model is not None:
+            await model.close()
         state = app[SEMANTIC]
         if state.tier is not None:
             await state.tier.stop()
@@ -190,21 +122,21 @@ async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
             await state.embeddings.close()
 
 
-async def _start_verifier(app: web.Application) -> None:
-    """Load the cross-encoder verifier; until it is there, the configured threshold and the
-    checks decide alone. A verifier that cannot load leaves the proxy running without it."""
+async def _start_pair_model(app: web.Application) -> None:
+    """Load the judge's pair model; until it is there, nothing under `judge.threshold` is
+    served. A model that cannot load leaves the proxy running without it (the same bar)."""
     settings = app[SETTINGS]
-    folder = Path(settings.cache.verifier_path) if settings.cache.verifier_path else None
+    folder = Path(settings.judge.model_path) if settings.judge.model_path else None
     try:
-        verifier = await VerifierService.open(folder, device=settings.embeddings.device)
+        model = await PairModelService.open(folder, device=settings.embeddings.device)
     except asyncio.CancelledError:
         raise
     except Exception as e:
-        log.error("verifier not loaded (%s: %s); semantic hits use the threshold and checks only",
-                  type(e).__name__, e)
+        log.error("pair model not loaded (%s: %s); semantic hits need similarity >= %.2f and "
+                  "the checks", type(e).__name__, e, settings.judge.threshold)
         return
-    app[SERVICE].verifier = verifier
-    log.info("verifier ready")
+    app[SERVICE].pair_model = model
+    log.info("pair model ready: %s", model.model.describe())
 
 
 async def _start_semantic(app: web.Application) -> None:

@@ -25,11 +25,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return backend_main(argv[1:])
     if argv[:1] == ["eval"]:
-        from .evaluate import main as eval_main
+        from .judge.evaluate import main as eval_main
 
         return eval_main(argv[1:])
     if argv[:2] == ["model", "train-verifier"]:
-        from .verifier_train import main as train_main
+        from .judge.training.train import main as train_main
 
         return train_main(argv[2:])
     if argv[:2] == ["model", "export"]:

@@ -20,6 +20,8 @@ from semcache.backend.settings import BackendSettings
 from semcache.embeddings.settings import EmbeddingSettings
 from semcache.index.vectors import IndexSettings
 
+from .judge.settings import ALL_CHECKS, JudgeSettings
+
 ENV_PREFIX = "SEMCACHE__"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
 
@@ -115,9 +117,6 @@ class CacheSettings:
     semantic: bool = True
     """Look up paraphrases too (embedding + vector index); false: exact tier only."""
 
-    threshold: float = 0.92
-    """Minimum cosine similarity of a semantic hit (X-Semcache-Threshold overrides it)."""
-
     max_entries: int = 1_000_000
     """Bound on the number of entries; the least recently used are evicted (0: no bound)."""
 
@@ -128,45 +127,6 @@ class CacheSettings:
     semantic_max_chars: int = 4000
     """Longer prompts use the exact tier only: the encoder reads ~1,000 characters of a
     prompt, and the near-miss checks take event-loop time that grows with the text."""
-
-    checks: tuple[str, ...] = ("numbers", "negation", "entities", "order", "antonyms",
-                               "languages", "format", "dates", "units")
-    """Cheap near-miss checks a semantic candidate must pass (proxy/checks.py; `scope` also
-    exists but is off: on Quora duplicates it fired as often as on non-duplicates)."""
-
-    verifier: bool = True
-    """Once it has loaded, ask the cross-encoder verifier about candidates in
-    [verifier_floor, verify_below) (near misses score high on cosine alone)."""
-
-    verifier_floor: float = 0.30
-    """With the verifier loaded, the lowest similarity it may rescue (replaces `threshold`,
-    which applies while the verifier is off or still loading)."""
-
-    verify_below: float = 1.0
-    """Candidates at or above this similarity skip the verifier (1.0: all are verified, the
-    default: Quora pairs above 0.97 are only 0.9 precise on similarity and checks alone)."""
-
-    verifier_min: float = 0.8
-    """Verifier probability a candidate needs to be served."""
-
-    verifier_path: str = ""
-    """Folder of the verifier's ONNX model and tokenizer; empty: the one kept in the repo
-    (embeddings/verifier/, trained by `semcache model train-verifier`)."""
-
-    max_wrong_rate: float = 0.05
-    """Bound on the wrong-hit rate that adaptive thresholds keep: an entry's (and a scope's)
-    threshold is the lowest at which the wrong-hit rate among its observed semantic hits,
-    bounded with 95% confidence, stays within it (proxy/decision.py:entry_threshold)."""
-
-    verify_sample: float = 0.0
-    """Fraction of semantic candidates checked in the background against the upstream's
-    answer and recorded as observations: served hits (asked again) and candidates turned down
-    by their adaptive threshold alone (compared with the miss's answer); every one while the
-    scope has fewer than MIN_EVIDENCE observations. 0: off."""
-
-    answer_similarity: float = 0.9
-    """Two answers count as the same when their normalised texts are equal or the encoder's
-    cosine of them reaches this (sampled verification)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -208,6 +168,7 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
     costs: CostSettings = field(default_factory=CostSettings)
     embeddings: EmbeddingSettings = field(default_factory=EmbeddingSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
@@ -337,16 +298,12 @@ def _validate(settings: Any, where: str) -> None:
         value = getattr(settings, f.name)
         if f.name in positive and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
-    if isinstance(settings, CacheSettings):
-        from .checks import ALL_CHECKS
-
+    if isinstance(settings, JudgeSettings):
         unknown = set(settings.checks) - set(ALL_CHECKS)
         if unknown:
             raise ConfigError(f"{where}checks: unknown {sorted(unknown)}; choose from {ALL_CHECKS}")
-    if isinstance(settings, CacheSettings) and not 0.0 <= settings.threshold <= 1.0:
-        raise ConfigError(f"{where}threshold: must be between 0 and 1, got {settings.threshold!r}")
-    if isinstance(settings, CacheSettings):
-        for name in ("verify_sample", "answer_similarity"):
+        for name in ("threshold", "model_floor", "model_min", "verify_below", "verify_sample",
+                     "answer_similarity"):
             value = getattr(settings, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}{name}: must be between 0 and 1, got {value!r}")

@@ -35,7 +35,10 @@ class Directives:
     ttl_s: int | None = None
     """`X-Semcache-TTL`: lifetime of the entry this request writes."""
     threshold: float | None = None
-    """`X-Semcache-Threshold`: minimum similarity for a semantic hit."""
+    """`X-Semcache-Threshold`: the similarity bar for a semantic hit (the checks and the
+    pair model still decide above it)."""
+    similarity_only: bool = False
+    """`X-Semcache-Judge: similarity`: the similarity alone decides (no checks, no model)."""
     namespace: str = ""
     """`X-Semcache-Namespace`: narrows the scope within the tenant."""
 
@@ -61,6 +64,10 @@ def parse_directives(headers: CIMultiDictProxy[str], settings: CacheSettings) ->
     ttl = headers.get("X-Semcache-TTL")
     threshold = headers.get("X-Semcache-Threshold")
     namespace = headers.get("X-Semcache-Namespace", "").strip()
+    judge = headers.get("X-Semcache-Judge", "").strip().lower()
+    if judge not in ("", "model", "similarity"):
+        raise BadRequestError("X-Semcache-Judge must be 'model' or 'similarity'",
+                              code="invalid_header")
     if namespace and not _NAMESPACE_RE.match(namespace):
         raise BadRequestError(
             "X-Semcache-Namespace must be 1-128 characters of letters, digits and ._:/-",
@@ -72,6 +79,7 @@ def parse_directives(headers: CIMultiDictProxy[str], settings: CacheSettings) ->
         max_age=max_age,
         ttl_s=None if ttl is None else _int_header("X-Semcache-TTL", ttl, 1, settings.max_ttl_s),
         threshold=None if threshold is None else _threshold(threshold),
+        similarity_only=judge == "similarity",
         namespace=namespace,
     )
 

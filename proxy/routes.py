@@ -5,17 +5,17 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from . import admin
-from . import app as state
+from . import resources as state
 from .passthrough import relay
+from .pipeline.service import SERVICE
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[state.SERVICE].handle(request, "chat")
+    return await request.app[SERVICE].handle(request, "chat")
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    return await request.app[state.SERVICE].handle(request, "completions")
+    return await request.app[SERVICE].handle(request, "completions")
 
 
 async def passthrough(request: web.Request) -> web.StreamResponse:
@@ -60,4 +60,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    admin.add_routes(app)

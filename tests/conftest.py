@@ -65,7 +65,7 @@ def make_settings(redis_url: str, upstream_url: str, data_dir: Path, **overrides
     Redis commands get 2 s rather than the shipped 0.25 s: on a loaded 2-core CI box a burst
     of requests can keep one past 0.25 s, and the proxy then (rightly) bypasses the cache,
     which is not what most tests are about. The test of a hung Redis sets it back."""
-    overrides = {"cache__semantic": False, "cache__verifier": False, "redis__timeout_s": 2.0,
+    overrides = {"cache__semantic": False, "judge__model": False, "redis__timeout_s": 2.0,
                  **overrides}
     base = load_settings(
         environ={},

@@ -86,7 +86,7 @@ async def test_similar_to_ranks_by_meaning(aiohttp_client: Any, redis_url: str, 
     settings = make_settings(redis_url, upstream.base_url, tmp_path, cache__semantic=True)
     service = EmbeddingService.from_encoder(HashEncoder(), EmbeddingSettings())
     proxy = await aiohttp_client(build_app(settings, embeddings=service))
-    from semcache.proxy.admin import component
+    from semcache.proxy.admin.api import component
 
     for _ in range(200):
         if component(proxy.app, "embeddings") is not None:
@@ -135,7 +135,7 @@ async def test_threshold_is_set_at_run_time_for_every_replica(proxy: Any, aiohtt
     other = await aiohttp_client(build_app(settings))
     assert (await api(proxy, "GET", "threshold"))["threshold"] is None
     body = await api(proxy, "PUT", "threshold", {"threshold": 0.8})
-    assert body["threshold"] == 0.8 and body["configured"] == settings.cache.threshold
+    assert body["threshold"] == 0.8 and body["configured"] == settings.judge.threshold
     assert proxy.app[RUNTIME].threshold == 0.8
     runtime: RuntimeState = other.app[RUNTIME]
     await runtime.refresh()  # what its 2-second loop does

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from admin.admin_helpers import api
 
-from semcache.proxy.admin import AdminForbiddenError, authorize, is_loopback
+from semcache.proxy.admin.auth import AdminForbiddenError, authorize, is_loopback
 from semcache.proxy.errors import UnauthorizedError
 
 

@@ -29,7 +29,7 @@ from semcache.embeddings.fake import HashEncoder
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 from semcache.loadtest.fake_upstream import FakeUpstream
-from semcache.proxy.admin import ADMIN, component
+from semcache.proxy.admin.api import ADMIN, component
 from semcache.proxy.app import SERVICE, build_app
 from semcache.proxy.events import RequestEvent
 

@@ -1,9 +1,9 @@
-"""Per-entry thresholds from served lookups and their feedback (decision.entry_threshold)."""
+"""Per-entry thresholds from served lookups and their feedback (judge.thresholds.entry_threshold)."""
 
 from __future__ import annotations
 
 from semcache.index.store import decode_observations, encode_observation
-from semcache.proxy.decision import (
+from semcache.proxy.judge.thresholds import (
     MIN_EVIDENCE,
     applied_threshold,
     entry_threshold,

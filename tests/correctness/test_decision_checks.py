@@ -7,31 +7,42 @@ from pathlib import Path
 
 import pytest
 
-from semcache.proxy.checks import ALL_CHECKS, DEFAULT_CHECKS, one_edit, run_checks
-from semcache.proxy.decision import decide, needs_verifier
+from semcache.proxy.judge import needs_model, rule
+from semcache.proxy.judge.checks import ALL_CHECKS, DEFAULT_CHECKS, one_edit, run_checks
 
 NEAR_MISS = Path(__file__).resolve().parents[2] / "loadtest" / "data" / "near_miss.jsonl"
 
 
-def test_decide_threshold_checks_and_verifier() -> None:
+def decide(similarity: float, threshold: float, score: float | None = None,
+           checks: tuple[str, ...] = (), model_min: float = 0.5, base: float | None = None) -> bool:
+    return rule(similarity, threshold if base is None else base, threshold, score, checks,
+                model_min=model_min, read_whole=True)[0]
+
+
+def test_rule_threshold_checks_and_model() -> None:
     assert decide(0.95, 0.92)
     assert not decide(0.91, 0.92)
     assert decide(0.92, 0.92)  # the threshold itself is a hit
     assert not decide(0.99, 0.92, checks=("numbers",))
     assert not decide(0.95, 0.92, 0.2)
     assert decide(0.95, 0.92, 0.8)
-    assert decide(0.95, 0.92, 0.6, verifier_min=0.6)
-    assert not decide(0.5, 0.92, 1.0)  # the verifier never rescues a candidate below the floor
+    assert decide(0.95, 0.92, 0.6, model_min=0.6)
+    assert not decide(0.5, 0.92, 1.0)  # the model never rescues a candidate below the bar
+    reasons = [rule(s, 0.3, t, score, c, model_min=0.8, read_whole=whole)[1]
+               for s, t, score, c, whole in [(0.2, 0.3, None, (), True), (0.5, 0.6, None, (), True),
+                                             (0.9, 0.3, 0.9, ("numbers",), True),
+                                             (0.9, 0.3, 0.1, (), True), (0.9, 0.3, None, (), False),
+                                             (0.9, 0.3, 0.9, (), True)]]
+    assert reasons == ["below-threshold", "raised-by-feedback", "check", "model", "too-long",
+                       "served"]
 
 
-def test_verifier_band() -> None:
-    assert needs_verifier(0.9, 0.85, 0.97)
-    assert not needs_verifier(0.98, 0.85, 0.97)
-    # 1.0 verifies everything above the threshold, a cosine of 1.0 (or a rounding past it)
+def test_model_band() -> None:
+    assert needs_model(0.9, 0.97)
+    assert not needs_model(0.98, 0.97)
+    # 1.0 reads everything above the threshold, a cosine of 1.0 (or a rounding past it)
     # included: prompts that differ only past the encoder's window embed identically.
-    assert needs_verifier(1.0, 0.3, 1.0) and needs_verifier(1.0000001, 0.3, 1.0)
-    assert not needs_verifier(0.2, 0.3, 1.0)
-    assert not needs_verifier(0.8, 0.85, 0.97)
+    assert needs_model(1.0, 1.0) and needs_model(1.0000001, 1.0)
 
 
 @pytest.mark.parametrize(("a", "b", "check"), [

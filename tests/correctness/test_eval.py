@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semcache.proxy.evaluate import main, metrics, operating_point, simulate_adaptive, sweep
-from semcache.proxy.pairs import split_of
+from semcache.proxy.judge.evaluate import main, metrics, operating_point, simulate_adaptive, sweep
+from semcache.proxy.judge.pairs import split_of
 
 
 def test_split_is_fixed_by_text_and_holds_out_a_fifth() -> None:
@@ -36,7 +36,7 @@ def test_metrics_and_operating_point() -> None:
 def test_pairs_not_read_whole_are_served_only_when_the_verifier_scored_them() -> None:
     """As the proxy decides: prompts the encoder cut off (cosine 1.0, say) are not served on
     similarity alone; where the verifier read them its score decides."""
-    from semcache.proxy.evaluate import served_at
+    from semcache.proxy.judge.evaluate import served_at
 
     sims, fired = np.array([1.0, 1.0, 0.95]), [(), (), ()]
     whole = np.array([False, True, False])

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from semcache.proxy.verifier import BUNDLED, Verifier, VerifierError, VerifierService
+from semcache.proxy.judge.model import SHIPPED, PairModel, PairModelError, PairModelService
 
 
 def test_bundled_verifier_loads_on_cpu_and_scores_in_order() -> None:
-    verifier = Verifier.open(device="cpu")
+    verifier = PairModel.open(device="cpu")
     pairs = [("How do I learn Python quickly?", "How can I learn Python fast?"),
              ("What foods should I eat when pregnant?", "What foods should I not eat when pregnant?"),
              ("What is the capital of Australia?", "What is the capital of Austria?")]
@@ -22,13 +22,13 @@ def test_bundled_verifier_loads_on_cpu_and_scores_in_order() -> None:
     # Batching must not change a pair's score (per-row arithmetic, sorted chunks).
     alone = np.array([verifier.score([p])[0] for p in pairs])
     assert np.allclose(scores, alone, atol=2e-3)
-    assert (BUNDLED / "model_int8.onnx").stat().st_size < 30 * 1024 * 1024
+    assert (SHIPPED / "model_int8.onnx").stat().st_size < 30 * 1024 * 1024
 
 
 def test_the_same_question_in_other_case_and_punctuation_is_served_without_the_model() -> None:
-    from semcache.proxy.verifier import same_question
+    from semcache.proxy.judge.text import same_question
 
-    verifier = Verifier.open(device="cpu")
+    verifier = PairModel.open(device="cpu")
     q = "What does it feel like to be an introvert?"
     assert same_question(q, "WhAt does it  feel like to be an introvert")
     assert not same_question("Is C++ hard to learn?", "Is C hard to learn?")
@@ -42,7 +42,7 @@ def test_the_same_question_in_other_case_and_punctuation_is_served_without_the_m
 
 
 def test_the_same_who_question_in_the_other_voice_is_served_without_the_model() -> None:
-    from semcache.proxy.verifier import same_question
+    from semcache.proxy.judge.text import same_question
 
     active = "Who composed the Moonlight Sonata?"
     for passive in ("By whom was the Moonlight Sonata composed?",
@@ -59,9 +59,9 @@ def test_the_same_who_question_in_the_other_voice_is_served_without_the_model() 
 def test_misspellings_are_repaired_against_the_other_side_only_into_known_words() -> None:
     from tokenizers import Tokenizer
 
-    from semcache.proxy.verifier import known_words, repair_typos, same_question
+    from semcache.proxy.judge.text import known_words, repair_typos, same_question
 
-    known = known_words(Tokenizer.from_file(str(BUNDLED / "tokenizer.json")))
+    known = known_words(Tokenizer.from_file(str(SHIPPED / "tokenizer.json")))
     cached = "What are the health benefits of turmeric and ginger?"
     for typed in ("What are the health benefist of turmeric and ginger?",  # swapped letters
                   "what are the helth benefits of turmeric and ginger",    # dropped letter
@@ -77,7 +77,7 @@ def test_misspellings_are_repaired_against_the_other_side_only_into_known_words(
 
 
 def test_focus_keeps_the_part_that_differs_with_context() -> None:
-    from semcache.proxy.verifier import focus
+    from semcache.proxy.judge.text import focus
 
     head = " ".join(f"w{i}" for i in range(40))
     a, b = focus(f"{head} Why does it crash?", f"{head} How do I make it faster?", context=3)
@@ -93,7 +93,7 @@ def test_long_prompts_are_judged_on_what_differs_or_not_served() -> None:
     in their final question: the model reads the differing tail, not the identical head, and
     turns the pair down. A pair that differs all through and is too long to read whole
     scores 0 (a miss), never a guess from its first tokens."""
-    verifier = Verifier.open(device="cpu")
+    verifier = PairModel.open(device="cpu")
     code = "\n".join(f"def step_{i}(data):\n    return sorted(x * {i} for x in data)" for i in range(30))
     crash, faster = (f"Here is my module:\n{code}\nWhy does it crash with a KeyError?",
                      f"Here is my module:\n{code}\nHow can I make it run faster?")
@@ -106,18 +106,18 @@ def test_long_prompts_are_judged_on_what_differs_or_not_served() -> None:
 
 
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
-    with pytest.raises(VerifierError):
-        Verifier.open(tmp_path, device="cpu")
+    with pytest.raises(PairModelError):
+        PairModel.open(tmp_path, device="cpu")
 
 
 async def test_service_scores_off_the_loop() -> None:
-    service = await VerifierService.open(device="cpu")
+    service = await PairModelService.open(device="cpu")
     try:
         scores = await service.score([("How do I reset my router?",
                                         "Hi, quick question: how do I reset my router?")])
         assert scores[0] > 0.5 and service.calls == 1
     finally:
-        service.close()
+        await service.close()
 
 
 def test_float_graph_for_gpus_scores_like_the_int8_file() -> None:
@@ -125,14 +125,14 @@ def test_float_graph_for_gpus_scores_like_the_int8_file() -> None:
     import onnx
     import onnxruntime as ort
 
-    from semcache.proxy.verifier import _gpu_model
+    from semcache.proxy.judge.model import _gpu_model
 
-    int8 = Verifier.open(device="cpu")
-    graph = _gpu_model(BUNDLED)
+    int8 = PairModel.open(device="cpu")
+    graph = _gpu_model(SHIPPED)
     ops = {n.op_type for n in onnx.load_from_string(graph).graph.node}
     assert "MatMul" in ops and not ops & {"MatMulIntegerToFloat", "QuantizeLinear"}
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
-    floats = Verifier(session, int8.tokenizer)
+    floats = PairModel(session, int8.tokenizer)
     pairs = [("How do I learn Python quickly?", "How can I learn Python fast?"),
              ("What is the capital of Australia?", "What is the capital of Austria?"),
              ("Flights from Boston to Denver", "Flights from Denver to Boston"),
@@ -145,16 +145,16 @@ def test_float_graph_for_gpus_scores_like_the_int8_file() -> None:
 async def test_concurrent_lookups_are_scored_in_shared_runs() -> None:
     import asyncio
 
-    service = await VerifierService.open(device="cpu")
+    service = await PairModelService.open(device="cpu")
     try:
         pairs = [(f"How do I cook rice in {n} minutes?", f"How can I cook rice in {n} minutes?")
                  for n in range(24)]
-        alone = service.verifier.score(pairs)
+        alone = service.model.score(pairs)
         scores = await asyncio.gather(*(service.score([p]) for p in pairs))
         assert np.allclose(np.concatenate(scores), alone, atol=2e-3)
         assert service.calls == 24 and service.stats.batches < 24
     finally:
-        service.close()
+        await service.close()
 
 
 class _Fixed:
@@ -167,7 +167,7 @@ class _Fixed:
         self.calls += 1
         return np.full(len(pairs), self.value, dtype=np.float32)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
@@ -181,15 +181,15 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
     from semcache.proxy.app import SEMANTIC, SERVICE, build_app
 
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
-                             cache__verifier=True, cache__threshold=0.99, cache__verifier_floor=0.8,
-                             cache__verify_below=0.999)
+                             judge__model=True, judge__threshold=0.99, judge__model_floor=0.8,
+                             judge__verify_below=0.999)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
     for _ in range(300):  # the app loads the bundled verifier; swap in stand-ins after it
-        if client.app[SERVICE].verifier is not None:
+        if client.app[SERVICE].pair_model is not None:
             break
         await asyncio.sleep(0.05)
-    client.app[SERVICE].verifier = None
+    client.app[SERVICE].pair_model = None
     question = {"role": "user", "content": "How do I learn Python quickly?"}
     body = {"model": "fake-model", "messages": [question]}
     await client.post("/v1/chat/completions", json=body)
@@ -199,10 +199,10 @@ async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_ur
     no_store = {"Cache-Control": "no-store"}
     resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
     assert resp.headers["X-Semcache"] == "miss"
-    client.app[SERVICE].verifier = _Fixed(0.1)  # type: ignore[assignment]
+    client.app[SERVICE].pair_model = _Fixed(0.1)  # type: ignore[assignment]
     resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
     assert resp.headers["X-Semcache"] == "miss"
-    client.app[SERVICE].verifier = fixed = _Fixed(0.9)  # type: ignore[assignment]
+    client.app[SERVICE].pair_model = fixed = _Fixed(0.9)  # type: ignore[assignment]
     resp = await client.post("/v1/chat/completions", json=para, headers=no_store)
     assert resp.headers["X-Semcache"] == "hit-semantic" and fixed.calls == 1
 
@@ -220,17 +220,17 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
     from semcache.proxy.app import SEMANTIC, SERVICE, build_app
     from semcache.proxy.config import load_settings
 
-    shipped = load_settings(environ={}).cache
+    shipped = load_settings(environ={}).judge
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
-                             cache__verifier=True, cache__verifier_floor=shipped.verifier_floor,
-                             cache__verifier_min=shipped.verifier_min)
+                             judge__model=True, judge__model_floor=shipped.model_floor,
+                             judge__model_min=shipped.model_min)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
     for _ in range(600):
-        if client.app[SERVICE].verifier is not None:
+        if client.app[SERVICE].pair_model is not None:
             break
         await asyncio.sleep(0.05)
-    assert client.app[SERVICE].verifier is not None
+    assert client.app[SERVICE].pair_model is not None
 
     async def ask(text: str) -> Any:
         body = {"model": "fake-model", "messages": [{"role": "user", "content": text}]}
@@ -248,7 +248,7 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
                          ("Hey, how do I bake chocolate chip cookies? Thanks!", stored[0])):
         resp = await ask(para)
         assert resp.headers["X-Semcache"] == "hit-semantic", para
-        assert float(resp.headers["X-Semcache-Verifier"]) >= shipped.verifier_min  # why it hit
+        assert float(resp.headers["X-Semcache-Verifier"]) >= shipped.model_min  # why it hit
         answer = (await resp.json())["choices"][0]["message"]["content"]
         assert answer.startswith(f"answer to: {source}")
     for near in ("Which flights go from Denver to Boston?", "How do I convert Fahrenheit to Celsius?",
@@ -257,7 +257,7 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
         resp = await ask(near)
         assert resp.headers["X-Semcache"] == "miss", near
         why = resp.headers.get("X-Semcache-Checks") or resp.headers["X-Semcache-Verifier"]
-        assert why and (why[0].isalpha() or float(why) < shipped.verifier_min), (near, why)
+        assert why and (why[0].isalpha() or float(why) < shipped.model_min), (near, why)
     # Long prompts that differ only past the encoder's 256 tokens embed identically (cosine
     # 1.0); the verifier still reads where they differ.
     code = "\n".join(f"def step_{i}(data):\n    return sorted(x * {i} for x in data)" for i in range(40))
@@ -265,7 +265,7 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
     resp = await ask(f"Here is my module:\n{code}\nHow can I make it run faster?")
     assert resp.headers["X-Semcache"] == "miss"
     assert float(resp.headers["X-Semcache-Similarity"]) > 0.999  # the encoder cannot tell them apart
-    assert float(resp.headers["X-Semcache-Verifier"]) < shipped.verifier_min
+    assert float(resp.headers["X-Semcache-Verifier"]) < shipped.model_min
 
 
 @pytest.mark.slow
@@ -281,7 +281,7 @@ async def test_long_prompts_without_a_verifier_fail_closed(aiohttp_client: Any, 
     from semcache.proxy.app import SEMANTIC, SERVICE, build_app
 
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
-                             cache__verifier=False, cache__threshold=0.9)
+                             judge__model=False, judge__threshold=0.9)
     client = await aiohttp_client(build_app(settings))
     await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from semcache.proxy import verifier_train as vt
-from semcache.proxy.pairs import in_calibration, read_pairs, split_of
+from semcache.proxy.judge.pairs import in_calibration, read_pairs, split_of
+from semcache.proxy.judge.training import train as vt
 
 QUORA = Path(__file__).resolve().parents[3] / "shared" / "data" / "qqp_dev_pairs.jsonl.gz"
 if not QUORA.exists():

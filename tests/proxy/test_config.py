@@ -19,11 +19,11 @@ def test_bundled_config_matches_the_defaults() -> None:
 
 def test_environment_then_overrides(tmp_path: Path) -> None:
     env = {"SEMCACHE__SERVER__PORT": "9090", "SEMCACHE__CACHE__SHARED_ACROSS_KEYS": "true",
-           "SEMCACHE__CACHE__THRESHOLD": "0.8", "OTHER": "x"}
+           "SEMCACHE__JUDGE__THRESHOLD": "0.8", "OTHER": "x"}
     settings = load_settings(environ=env, overrides={"server.port": 7070, "data_dir": tmp_path})
     assert settings.server.port == 7070  # the flag wins over the environment
     assert settings.cache.shared_across_keys is True
-    assert settings.cache.threshold == 0.8
+    assert settings.judge.threshold == 0.8
     assert settings.data_dir == tmp_path
 
 
@@ -32,17 +32,17 @@ def test_environment_then_overrides(tmp_path: Path) -> None:
     [
         ({"SEMCACHE__SERVER__PORT": "eighty"}, "server.port"),
         ({"SEMCACHE__SERVER__PORT": "-1"}, "server.port"),
-        ({"SEMCACHE__CACHE__THRESHOLD": "1.5"}, "cache.threshold"),
+        ({"SEMCACHE__JUDGE__THRESHOLD": "1.5"}, "judge.threshold"),
         ({"SEMCACHE__CACHE__NOPE": "1"}, "cache.nope"),
         ({"SEMCACHE__REDIS__URL": "http://x"}, "redis.url"),
         ({"SEMCACHE__UPSTREAM__BASE_URL": "ftp://x"}, "upstream.base_url"),
         ({"SEMCACHE__CACHE__ENABLED": "maybe"}, "cache.enabled"),
-        ({"SEMCACHE__CACHE__MAX_WRONG_RATE": "1"}, "cache.max_wrong_rate"),
-        ({"SEMCACHE__CACHE__MAX_WRONG_RATE": "-0.01"}, "cache.max_wrong_rate"),
-        ({"SEMCACHE__CACHE__VERIFY_SAMPLE": "1.5"}, "cache.verify_sample"),
-        ({"SEMCACHE__CACHE__VERIFY_SAMPLE": "nan"}, "cache.verify_sample"),
-        ({"SEMCACHE__CACHE__ANSWER_SIMILARITY": "-1"}, "cache.answer_similarity"),
-        ({"SEMCACHE__CACHE__ANSWER_SIMILARITY": "high"}, "cache.answer_similarity"),
+        ({"SEMCACHE__JUDGE__MAX_WRONG_RATE": "1"}, "judge.max_wrong_rate"),
+        ({"SEMCACHE__JUDGE__MAX_WRONG_RATE": "-0.01"}, "judge.max_wrong_rate"),
+        ({"SEMCACHE__JUDGE__VERIFY_SAMPLE": "1.5"}, "judge.verify_sample"),
+        ({"SEMCACHE__JUDGE__VERIFY_SAMPLE": "nan"}, "judge.verify_sample"),
+        ({"SEMCACHE__JUDGE__ANSWER_SIMILARITY": "-1"}, "judge.answer_similarity"),
+        ({"SEMCACHE__JUDGE__ANSWER_SIMILARITY": "high"}, "judge.answer_similarity"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
@@ -51,9 +51,9 @@ def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
 
 
 def test_adaptive_defaults() -> None:
-    cache = load_settings(environ={}).cache
+    cache = load_settings(environ={}).judge
     assert (cache.max_wrong_rate, cache.verify_sample, cache.answer_similarity) == (0.05, 0.0, 0.9)
-    cache = load_settings(environ={"SEMCACHE__CACHE__VERIFY_SAMPLE": "0.25"}).cache
+    cache = load_settings(environ={"SEMCACHE__JUDGE__VERIFY_SAMPLE": "0.25"}).judge
     assert cache.verify_sample == 0.25
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE
-from semcache.proxy.sse import SSEParser, StreamAssembler
+from semcache.proxy.pipeline.sse import SSEParser, StreamAssembler
 
 CHAT = "/v1/chat/completions"
 KEYS = [f"sk-tenant-{i:02d}" for i in range(40)]

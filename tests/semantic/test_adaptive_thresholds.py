@@ -13,7 +13,7 @@ from semantic.test_semantic_tier import ask, chat, start_proxy
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.admin import ADMIN
 from semcache.proxy.app import SERVICE
-from semcache.proxy.decision import MIN_EVIDENCE
+from semcache.proxy.judge.thresholds import MIN_EVIDENCE
 
 STORED = "How do I learn Python quickly?"
 NEAR = "How can I learn Python fast?"  # cosine 0.9607 with STORED
@@ -117,7 +117,7 @@ async def test_enough_wrong_hits_in_a_scope_raise_its_threshold_for_every_entry(
     assert resp.headers["X-Semcache"] == "hit-semantic"
     assert resp.headers["X-Semcache-Threshold"] == "0.9901"
     # the other replica reads the changed pool in the background (every SCOPE_REFRESH_S)
-    await other.app[SERVICE].adaptive.refresh()
+    await other.app[SERVICE].observations.refresh()
     assert (await outcome(other, NEAR)).headers["X-Semcache"] == "miss"
     entry = (await admin(other, "GET", f"entries/{resp.headers['X-Semcache-Entry']}"))["adaptive"]
     assert entry["scope_threshold"] == 0.9901 and entry["scope_observations"] == 20
@@ -128,7 +128,7 @@ async def test_sampled_verification_records_what_the_upstream_says(
     aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path
 ) -> None:
     proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir,
-                              cache__verify_sample=1.0)
+                              judge__verify_sample=1.0)
     await ask(proxy, chat(STORED))
     hit = await outcome(proxy, NEAR)  # the drain in ask() waits for the background check
     assert hit.headers["X-Semcache"] == "hit-semantic"
@@ -178,9 +178,9 @@ async def test_checks_sample_a_fraction_once_the_scope_has_evidence(
     aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path
 ) -> None:
     """While a scope has fewer than MIN_EVIDENCE observations every candidate is checked;
-    after that, cache.verify_sample of them."""
+    after that, judge.verify_sample of them."""
     proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir,
-                              cache__verify_sample=1e-9)
+                              judge__verify_sample=1e-9)
     await ask(proxy, chat(STORED))
     for _ in range(MIN_EVIDENCE + 5):
         assert (await outcome(proxy, NEAR)).headers["X-Semcache"] == "hit-semantic"
@@ -189,4 +189,4 @@ async def test_checks_sample_a_fraction_once_the_scope_has_evidence(
     view = await admin(proxy, "GET", f"entries/{entry_id}")
     assert view["adaptive"]["scope_observations"] == MIN_EVIDENCE
     assert view["adaptive"]["threshold"] == 0.92  # 20 correct hits: no reason to move
-    assert proxy.app[SERVICE]._check_rate(view["scope"]) == 1e-9
+    assert proxy.app[SERVICE].sampler.rate(view["scope"]) == 1e-9

@@ -88,9 +88,18 @@ async def test_other_scopes_never_hit_even_at_threshold_zero(proxy: Any, upstrea
     for body, headers in variants:
         resp, _ = await ask(proxy, body, **headers, **anything)
         assert resp.headers["X-Semcache"] == "miss", (body, headers)
-    # in its own scope, threshold 0 serves the nearest entry to any question not opposite to it
+    # In its own scope a threshold of 0 lowers the bar but keeps the checks: another
+    # language is another question...
     resp, _ = await ask(proxy, chat("Which programming book should I read first?"),
-                        Authorization="Bearer tenant-a", **anything)
+                        Authorization="Bearer tenant-a", **anything, **{"Cache-Control": "no-store"})
+    assert resp.headers["X-Semcache"] == "miss"
+    assert resp.headers["X-Semcache-Reason"] == "check"
+    assert resp.headers["X-Semcache-Checks"] == "languages"
+    assert resp.headers["X-Semcache-Threshold"] == "0.0000"
+    # ...unless the client asks for similarity alone: then the nearest entry is served
+    resp, _ = await ask(proxy, chat("Which programming book should I read first?"),
+                        Authorization="Bearer tenant-a", **anything,
+                        **{"X-Semcache-Judge": "similarity"})
     assert resp.headers["X-Semcache"] == "hit-semantic"
 
 
@@ -213,7 +222,7 @@ async def test_two_replicas_share_one_cache(aiohttp_client: Any, redis_url: str,
                                             model_dir: Path) -> None:
     """A second proxy *process* on the same Redis sees writes and deletes within 100 ms."""
     port = free_port()
-    env = {**os.environ, "SEMCACHE__CACHE__THRESHOLD": "0.92", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "SEMCACHE__JUDGE__THRESHOLD": "0.92", "HF_HUB_OFFLINE": "1"}
     replica = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
         [sys.executable, "-m", "semcache.proxy", "serve", "--port", str(port), "--redis", redis_url,
          "--upstream", upstream.base_url, "--data-dir", str(model_dir), "--device", "cpu"],
@@ -284,12 +293,12 @@ async def test_feedback_removes_a_wrong_hit_from_every_replica(
 async def test_default_decision_with_the_real_verifier(aiohttp_client: Any, redis_url: str,
                                                        upstream: FakeUpstream, model_dir: Path) -> None:
     """The shipped defaults: checks and the bundled verifier decide paraphrases and near misses."""
-    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir, cache__verifier=True)
+    proxy = await start_proxy(aiohttp_client, redis_url, upstream, model_dir, judge__model=True)
     for _ in range(300):
-        if proxy.app[SERVICE].verifier is not None:
+        if proxy.app[SERVICE].pair_model is not None:
             break
         await asyncio.sleep(0.05)
-    assert proxy.app[SERVICE].verifier is not None, "the verifier did not load"
+    assert proxy.app[SERVICE].pair_model is not None, "the verifier did not load"
     stored = ["How do I learn Python quickly?", "Cheapest flights from Boston to Denver in May",
               "What foods should I eat when pregnant?", "How do I reset my password?"]
     for question in stored:
@@ -303,4 +312,4 @@ async def test_default_decision_with_the_real_verifier(aiohttp_client: Any, redi
     for question, outcome in expected.items():
         resp, _ = await ask(proxy, chat(question), **{"Cache-Control": "no-store"})
         assert resp.headers["X-Semcache"] == outcome, question
-    assert proxy.app[SERVICE].verifier.calls >= 1
+    assert proxy.app[SERVICE].pair_model.calls >= 1

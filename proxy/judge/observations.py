@@ -1,8 +1,8 @@
-"""Adaptive thresholds in the proxy: the observations behind them and the thresholds they give.
+"""Observations behind adaptive thresholds: in Redis for the proxy, in memory for eval.
 
 An observation is (similarity, correct) for one semantic candidate whose outcome became
 known: a client's report on a hit through POST /admin/api/feedback, or a sampled check
-(`cache.verify_sample`, proxy/serving.py): a served hit is also sent to the upstream, and a
+(`judge.verify_sample`, proxy/pipeline/sampling.py): a served hit is also sent to the upstream, and a
 candidate turned down by its adaptive threshold alone is compared with the answer its miss
 got; every candidate is checked while its scope has fewer than MIN_EVIDENCE observations.
 Sampling from everything the un-adapted decision would serve keeps the pool a fair picture of
@@ -14,27 +14,25 @@ every threshold above the default. Each observation is appended, in one Redis sc
   keeps in memory and re-reads in the background, only where it changed, every
   SCOPE_REFRESH_S.
 
-A candidate entry must then reach `decision.applied_threshold`: its own threshold from its
+A candidate entry must then reach `thresholds.applied_threshold`: its own threshold from its
 own observations, starting from its scope's threshold from the pool, which starts from the
-threshold the lookup would otherwise use (the verifier's floor once it is loaded, else the
-run-time or configured one). All follow the same rule, `decision.entry_threshold`, with the
-bound `cache.max_wrong_rate`. A request's own X-Semcache-Threshold overrides all of it.
+bar the lookup would otherwise use (judge.py: `Judge.base_threshold`). All follow the same
+rule, `thresholds.entry_threshold`, with the bound `judge.max_wrong_rate`.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import re
+from collections import deque
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from redis.exceptions import RedisError
 
 from semcache.index.store import Entry, Store, decode_observations
 
-from .decision import applied_threshold, entry_threshold, scope_threshold
+from .thresholds import applied_threshold, entry_threshold, scope_threshold
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +56,8 @@ def _own_threshold(raw: str, scope_t: float, default: float, bound: float) -> fl
     return applied_threshold(decode_observations(raw), scope_t, default, bound)
 
 
-class AdaptiveThresholds:
-    """This replica's view of the observations, and the thresholds that follow from them."""
+class RedisObservations:
+    """This replica's view of the observations in Redis, and the thresholds they give."""
 
     def __init__(self, store: Store, *, max_wrong_rate: float, scope_ttl_s: int) -> None:
         self.store = store
@@ -87,13 +85,6 @@ class AdaptiveThresholds:
         raw = self._pools.get(scope)
         return len(decode_observations(raw)) if raw else 0
 
-    def entry_threshold(self, entry: Entry, scope_t: float, default: float) -> float:
-        """The threshold `entry` must reach, given its scope's (`scope_t`)."""
-        raw = entry.extra.get("obs")
-        if not raw:
-            return scope_t
-        return _own_threshold(raw, scope_t, default, self.bound)
-
     def explain(self, entry: Entry, default: float) -> dict[str, Any]:
         """An entry's observations and thresholds, for the admin API."""
         scope_t = self.scope_threshold(entry.scope, default)
@@ -105,7 +96,7 @@ class AdaptiveThresholds:
             "scope_threshold": scope_t,
             "scope_observations": len(decode_observations(self._pools.get(entry.scope, ""))),
             "default_threshold": default,
-            "threshold": self.entry_threshold(entry, scope_t, default),
+            "threshold": _own_threshold(entry.extra.get("obs", ""), scope_t, default, self.bound),
             "max_wrong_rate": self.bound,
         }
 
@@ -149,30 +140,19 @@ class AdaptiveThresholds:
             del self._scope_t[key]
 
 
-# sampled verification: is the cached answer the upstream's answer? ------------------------
+class MemoryObservations:
+    """The same pools for `semcache eval`: the pairs of a file are one scope's lookups."""
 
-_SPACE = re.compile(r"\s+")
+    def __init__(self, *, max_wrong_rate: float) -> None:
+        self.bound = max_wrong_rate
+        self.pools: dict[str, deque[tuple[float, bool]]] = {}
 
+    def scope_threshold(self, scope: str, default: float) -> float:
+        return scope_threshold(self.pools.get(scope, ()), default, self.bound)
 
-def answer_text(body: Any) -> str:
-    """The text of a chat or completions answer (tool calls as JSON), "" if there is none."""
-    if not isinstance(body, dict):
-        return ""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return ""
-    choice = choices[0]
-    if isinstance(choice.get("text"), str):
-        return str(choice["text"])
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        return ""
-    text = message.get("content")
-    if isinstance(text, str) and text:
-        return text
-    calls = message.get("tool_calls")
-    return orjson.dumps(calls, option=orjson.OPT_SORT_KEYS).decode() if calls else ""
+    def pool_size(self, scope: str) -> int:
+        return len(self.pools.get(scope, ()))
 
-
-def normalise(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().strip(".!").lower()
+    def record(self, scope: str, similarity: float, correct: bool) -> None:
+        pool = self.pools.setdefault(scope, deque(maxlen=SCOPE_OBSERVATIONS))
+        pool.append((round(similarity * 10000) / 10000, correct))  # as Redis keeps it

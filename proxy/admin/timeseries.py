@@ -34,9 +34,9 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .events import RequestEvent
-from .metrics import LATENCY_BUCKETS
-from .runtime import Periodic
+from ..events import RequestEvent
+from ..metrics import LATENCY_BUCKETS
+from ..runtime import Periodic
 
 log = logging.getLogger(__name__)
 

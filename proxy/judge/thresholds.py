@@ -1,9 +1,5 @@
-"""The hit decision: one pure function shared by the proxy and `semcache eval`.
-
-A candidate entry is served when its cosine similarity reaches the threshold (the entry's own
-adaptive one, or the configured one), no cheap check found the two prompts asking different
-things, and, where the verifier ran, it judged one answer to serve both. Keeping this in one
-place is what makes the precision measured by `semcache eval` the precision of the proxy.
+"""Adaptive thresholds: the similarity bar an entry (and its scope) must reach, from the
+outcomes observed on it. Pure functions, shared by the proxy and `semcache eval`.
 """
 
 from __future__ import annotations
@@ -11,36 +7,6 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Sequence
-
-
-def needs_verifier(similarity: float, threshold: float, verify_below: float) -> bool:
-    """The verifier runs only for candidates in [threshold, verify_below): above the band the
-    similarity alone is trusted, below it the candidate is a miss without asking.
-    verify_below >= 1.0 verifies every candidate, a cosine of 1.0 included: two different
-    prompts embed identically when they differ only past the encoder's 256 tokens."""
-    if similarity < threshold:
-        return False
-    return verify_below >= 1.0 or similarity < verify_below
-
-
-def decide(similarity: float, threshold: float, verifier_score: float | None = None,
-           checks: Sequence[str] = (), *, verifier_min: float = 0.5, read_whole: bool = True) -> bool:
-    """True to serve the candidate.
-
-    similarity: cosine of the query and the entry's prompt.
-    threshold: the minimum similarity (adaptive per entry, or the configured one).
-    verifier_score: probability from the verifier that one answer serves both prompts;
-        None where it did not run (disabled, or the similarity was above its band).
-    checks: names of the cheap checks that fired (see checks.run_checks); any one is a miss.
-    read_whole: whether the encoder read both prompts whole; a candidate no verifier scored
-        is served only if it did (two prompts that differ past its window embed alike).
-    """
-    if similarity < threshold or checks:
-        return False
-    if verifier_score is None:
-        return read_whole
-    return verifier_score >= verifier_min
-
 
 MIN_EVIDENCE = 20
 """Observations needed before a threshold drops below its default, and before a scope's pool

@@ -1,12 +1,10 @@
 """The admin JSON API (/admin/api/...), the dashboard (/admin) and their background work.
 
-Auth: with `server.admin_token` set, every API call needs `Authorization: Bearer <token>`
-(compared in constant time), from any address. With no token, the API answers only clients
-on the loopback interface, and refuses the rest with 403. The dashboard page itself holds no
-data and is served to anyone; it calls the API with the token the operator gives it.
+Who may call it: admin/auth.py. The dashboard page itself holds no data and is served to
+anyone; it calls the API with the token the operator gives it.
 
 What this module owns in the application (`admin_ctx`): the shared run-time settings
-(`RuntimeState`, under `app.RUNTIME`), the per-minute series in Redis (a sink subscribed to
+(`RuntimeState`, under `resources.RUNTIME`), the per-minute series in Redis (a sink subscribed to
 the Observer), the cache inventory (entry count, memory) and the scrape-time collector that
 exports the embedding service's and the index's figures to /metrics.
 """
@@ -16,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hmac
-import ipaddress
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +27,16 @@ import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from semcache.index.store import Entry, Store, StoreError
+from semcache.index.store import Entry, Store
 
-from . import app as state
-from .errors import BadRequestError, NotFoundError, ProxyError, UnauthorizedError
-from .events import RequestEvent
-from .metrics import Inventory, Metrics, Pricing, StateCollector
-from .runtime import InvalidThresholdError, Periodic, RuntimeState
+from .. import resources as state
+from ..errors import BadRequestError, NotFoundError
+from ..events import RequestEvent
+from ..judge import Ask
+from ..metrics import Inventory, Metrics, Pricing, StateCollector
+from ..pipeline.service import SERVICE
+from ..runtime import InvalidThresholdError, Periodic, RuntimeState
+from .auth import admin_api
 from .timeseries import RETENTION_MINUTES, TimeSeries, minute_summary, window_summary
 
 log = logging.getLogger(__name__)
@@ -60,68 +59,6 @@ INVENTORY_MAX_AGE_S = 5.0
 """How old an inventory the stats endpoint accepts before measuring again."""
 FEEDBACK_LOG = 1000
 """Hit reports kept in `{prefix}feedback` for the operator to read."""
-
-
-class AdminForbiddenError(ProxyError):
-    status = 403
-    type = "permission_error"
-
-
-class AdminUnavailableError(ProxyError):
-    status = 503
-    type = "server_error"
-
-
-# auth -------------------------------------------------------------------------------------
-
-
-def is_loopback(remote: str | None) -> bool:
-    """True for 127.0.0.0/8 and ::1 (also written as an IPv4-mapped IPv6 address)."""
-    if not remote:
-        return False
-    try:
-        address = ipaddress.ip_address(remote.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return address.is_loopback
-
-
-def authorize(token: str, authorization: str | None, remote: str | None) -> None:
-    """Raise unless the caller may use the admin API (see the module docstring)."""
-    if token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
-            raise UnauthorizedError("the admin API needs 'Authorization: Bearer <admin token>'",
-                                    code="missing_admin_token")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise UnauthorizedError("invalid admin token", code="invalid_admin_token")
-        return
-    if not is_loopback(remote):
-        raise AdminForbiddenError(
-            "the admin API answers only loopback clients while server.admin_token is not set",
-            code="admin_loopback_only",
-        )
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def admin_api(handler: Handler) -> Handler:
-    """Checks auth, and turns a Redis failure into a 503 instead of an internal error."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        authorize(request.app[state.SETTINGS].server.admin_token,
-                  request.headers.get("Authorization"), request.remote)
-        try:
-            return await handler(request)
-        except (RedisError, OSError, StoreError) as e:
-            raise AdminUnavailableError("redis is unavailable; try again shortly",
-                                        code="redis_unavailable") from e
-
-    return wrapped
 
 
 def reply(body: Any, status: int = 200) -> web.Response:
@@ -187,14 +124,9 @@ ADMIN = web.AppKey("admin", AdminState)
 
 
 def component(app: web.Application, name: str) -> Any:
-    """An optional part of the semantic tier ("embeddings" or "index"), None while absent:
-    under its own AppKey (EMBEDDINGS, INDEX) or as an attribute of the app's SEMANTIC state."""
-    key = getattr(state, name.upper(), None)
-    if isinstance(key, web.AppKey) and key in app:
-        return app[key]
-    semantic_key = getattr(state, "SEMANTIC", None)
-    holder = app.get(semantic_key) if isinstance(semantic_key, web.AppKey) else None
-    return getattr(holder, name, None)
+    """An optional part of the semantic tier ("embeddings" or "index"), None while absent."""
+    semantic = app[state.SEMANTIC]
+    return {"embeddings": semantic.embeddings, "index": semantic.index}[name]
 
 
 def record_event(admin: AdminState, metrics: Metrics, event: RequestEvent) -> None:
@@ -314,7 +246,7 @@ def summary_json(entry_id: str, values: list[bytes | None], pttl: int) -> dict[s
 @admin_api
 async def get_stats(request: web.Request) -> web.Response:
     app = request.app
-    admin, store, settings = app[ADMIN], app[state.STORE], app[state.SETTINGS]
+    admin, store = app[ADMIN], app[state.STORE]
     minutes = int_param(request, "minutes", 60, 1, RETENTION_MINUTES)
     points = await admin.series.read(minutes)
     inventory = await admin.inventory.get(INVENTORY_MAX_AGE_S)
@@ -333,7 +265,7 @@ async def get_stats(request: web.Request) -> web.Response:
         "top_entries": await top_entries(store, admin.series, int_param(request, "top", 10, 1, 100)),
         "threshold": {
             "runtime": runtime.threshold,
-            "configured": getattr(settings.cache, "threshold", None),
+            **threshold_json(request.app),
             "updated_at": runtime.updated_at or None,
         },
         "redis_up": store.available,
@@ -476,9 +408,10 @@ async def get_entry(request: web.Request) -> web.Response:
         raise NotFoundError(f"no entry {entry_id}", code="entry_not_found")
     pttl = await store.client.pttl(store.entry_key(entry_id))
     body = entry_json(entry, pttl / 1000 if pttl >= 0 else None, full=True)
-    if state.SERVICE in request.app:  # its observations and the threshold it must reach now
-        service = request.app[state.SERVICE]
-        body["adaptive"] = service.adaptive.explain(entry, service.default_threshold())
+    if SERVICE in request.app:  # its observations and the threshold it must reach now
+        service = request.app[SERVICE]
+        body["adaptive"] = service.observations.explain(entry, service.judge.base_threshold(
+            Ask(text=entry.query, scope=entry.scope)))
     return reply(body)
 
 
@@ -530,9 +463,7 @@ async def flush(request: web.Request) -> web.Response:
 
 @admin_api
 async def get_threshold(request: web.Request) -> web.Response:
-    runtime = request.app[state.RUNTIME]
-    configured = getattr(request.app[state.SETTINGS].cache, "threshold", None)
-    return reply({**runtime.to_json(), "configured": configured})
+    return reply(threshold_json(request.app))
 
 
 @admin_api
@@ -545,8 +476,17 @@ async def put_threshold(request: web.Request) -> web.Response:
         await runtime.set_threshold(body["threshold"], time.time())
     except InvalidThresholdError as e:
         raise BadRequestError(str(e), param="threshold", code="invalid_threshold") from e
-    configured = getattr(request.app[state.SETTINGS].cache, "threshold", None)
-    return reply({**runtime.to_json(), "configured": configured})
+    return reply(threshold_json(request.app))
+
+
+def threshold_json(app: web.Application) -> dict[str, Any]:
+    """The run-time threshold, the configured ones, and the bar a request without its own
+    X-Semcache-Threshold starts from right now (`applied`: before adaptive evidence)."""
+    settings, service = app[state.SETTINGS], app[SERVICE]
+    return {**app[state.RUNTIME].to_json(), "configured": settings.judge.threshold,
+            "model_floor": settings.judge.model_floor,
+            "model_loaded": service.pair_model is not None,
+            "applied": service.judge.base_threshold(Ask(text="", scope=""))}
 
 
 async def resolve_request(app: web.Application, request_id: str) -> tuple[str, float | None] | None:
@@ -603,16 +543,17 @@ async def feedback(request: web.Request) -> web.Response:
     if correct and similarity is None:
         raise BadRequestError("a confirmed hit needs its similarity: send its request_id, or "
                               "similarity", param="similarity")
-    service = app[state.SERVICE]
+    service = app[SERVICE]
     entry = await app[state.STORE].get(entry_id)
     removed, threshold = False, None
     if correct or not (remove or similarity is None or similarity >= 1.0):
         assert similarity is not None
-        updated = await service.adaptive.observe(entry, similarity, correct) if entry else None
+        updated = await service.observations.observe(entry, similarity, correct) if entry else None
         if updated is None:
             result = "already-gone"
         else:
-            threshold = service.adaptive.explain(updated, service.default_threshold())["threshold"]
+            threshold = service.observations.explain(updated, service.judge.base_threshold(
+                Ask(text=updated.query, scope=updated.scope)))["threshold"]
             result = "confirmed" if correct else ("raised" if threshold > similarity else "recorded")
     else:
         removed = await remove_entry(app, entry_id, entry.scope if entry is not None else "")

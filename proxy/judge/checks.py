@@ -25,10 +25,10 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-ALL_CHECKS = ("numbers", "negation", "entities", "order", "antonyms", "languages", "format",
-              "dates", "units", "scope")
-DEFAULT_CHECKS = ALL_CHECKS[:-1]
-"""`scope` is off by default: on Quora duplicates it fired as often as on non-duplicates."""
+from .code import check_code
+from .settings import ALL_CHECKS, DEFAULT_CHECKS
+
+__all__ = ["ALL_CHECKS", "DEFAULT_CHECKS", "run_checks"]
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9+#'.\-]*[A-Za-z0-9+#]|[A-Za-z]|\d+(?:[.,:]\d+)*")
 _NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
@@ -775,5 +775,6 @@ _CHECKS: dict[str, Callable[[str, str], bool]] = {
     "format": check_format,
     "dates": check_dates,
     "units": check_units,
+    "code": check_code,
     "scope": check_scope,
 }

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .checks import _ANTONYMS, _NATURAL, _PROG
-from .pairs import in_calibration, read_pairs
-from .verifier import PARTICIPLES
+from ..checks import _ANTONYMS, _NATURAL, _PROG
+from ..pairs import in_calibration, read_pairs
+from ..text import PARTICIPLES
 
 log = logging.getLogger(__name__)
 
@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pairs", type=Path, default=Path("../shared/data/qqp_dev_pairs.jsonl.gz"))
     p.add_argument("--out", type=Path, default=Path(".data/verifier-train"))
     p.add_argument("--export-to", type=Path, default=None,
-                   help="also export ONNX here (default: embeddings/verifier/ of the repo)")
+                   help="also export ONNX here (default: proxy/judge/weights/ of the repo)")
     p.add_argument("--source", type=Path, default=None, help="MiniLM folder (default: packaged)")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--epochs", type=int, default=3)
@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                  aug_share=args.aug_share, long_share=args.long_share, device=args.device)
     print(json.dumps(info))
     if not args.no_export:
-        target = args.export_to or Path(__file__).resolve().parent.parent / "embeddings" / "verifier"
+        target = args.export_to or Path(__file__).resolve().parent.parent / "weights"
         print(export(args.out, target))
     return 0
 

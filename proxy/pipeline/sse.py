@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from .protocol import Endpoint
+from ..protocol import Endpoint
 
 DONE = "[DONE]"
 REPLAY_CHARS = 24

@@ -2,9 +2,12 @@
 
 Each line is {"a": prompt, "b": prompt, "label": 1 if one answer serves both else 0,
 "kind": optional category}. Side `a` plays the cached entry and `b` the incoming request.
-Both sides are embedded with the real encoder (the CPU variant the proxy uses by default),
-then `decision.decide` - the function the proxy calls - is swept over thresholds for each
-stage: the static threshold alone, with the cheap checks, with the verifier, and with both.
+Both sides are embedded with the real encoder (the CPU variant the proxy uses by default).
+The defaults are measured through the `Judge` the proxy uses, one session per pair
+(`defaults` in the results): what eval reports there is what the proxy serves. For the
+curves, the judge's parts (checks fired, the pair model's score) are computed once per pair
+and `judge.rule` is swept over thresholds for each stage: the static threshold alone, with
+the cheap checks, with the model ("verifier"), and with both.
 Reported per threshold: precision, recall, F1 and the wrong-hit rate (the fraction of label-0
 pairs that would be served). The operating point is the lowest threshold whose precision
 reaches --target-precision. Adaptive thresholds are measured by replaying the pairs as a
@@ -30,11 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from .adaptive import ENTRY_OBSERVATIONS, SCOPE_OBSERVATIONS
+from ..config import ConfigError, Settings, load_settings
 from .checks import run_checks
-from .config import ConfigError, Settings, load_settings
-from .decision import MIN_EVIDENCE, applied_threshold, decide, needs_verifier, scope_threshold
+from .judge import Ask, Candidate, Judge, needs_model, rule
+from .observations import ENTRY_OBSERVATIONS, SCOPE_OBSERVATIONS, MemoryObservations
 from .pairs import read_pairs
+from .thresholds import MIN_EVIDENCE, applied_threshold, scope_threshold
 
 log = logging.getLogger(__name__)
 
@@ -99,21 +103,23 @@ def metrics(served: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 def pair_decision(i: int, threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
                   scores: np.ndarray | None, stage: str, *, verify_below: float,
                   verifier_min: float, whole: np.ndarray | None = None) -> bool:
-    """decide() for pair i as the proxy takes it with `stage`'s parts: the checks, the
-    verifier's score where the pair is in its band, and whether the encoder read both
-    prompts whole (`whole`; None: all were)."""
+    """judge.rule for pair i at one threshold with `stage`'s parts: the checks, the model's
+    score where the pair is in its band, and whether the encoder read both prompts whole
+    (`whole`; None: all were)."""
     sim = float(sims[i])
     score = None
-    if "verifier" in stage and scores is not None and needs_verifier(sim, threshold, verify_below):
+    if "verifier" in stage and scores is not None and sim >= threshold and needs_model(
+            sim, verify_below):
         score = float(scores[i])
-    return decide(sim, threshold, score, fired[i] if "checks" in stage else (),
-                  verifier_min=verifier_min, read_whole=True if whole is None else bool(whole[i]))
+    serve, _ = rule(sim, threshold, threshold, score, fired[i] if "checks" in stage else (),
+                    model_min=verifier_min, read_whole=True if whole is None else bool(whole[i]))
+    return serve
 
 
 def served_at(threshold: float, sims: np.ndarray, fired: list[tuple[str, ...]],
               scores: np.ndarray | None, stage: str, *, verify_below: float,
               verifier_min: float, whole: np.ndarray | None = None) -> np.ndarray:
-    """Run decide() on every pair for one stage at one threshold."""
+    """Run judge.rule on every pair for one stage at one threshold."""
     return np.array([pair_decision(i, threshold, sims, fired, scores, stage,
                                    verify_below=verify_below, verifier_min=verifier_min,
                                    whole=whole) for i in range(len(sims))], dtype=bool)
@@ -150,7 +156,7 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
     pool's (the whole set is one scope: the newest SCOPE_OBSERVATIONS), starting from
     `default`; `stage`'s checks and verifier decide as in the proxy.
 
-    Observations come from verification, as in the proxy (`cache.verify_sample`): of the
+    Observations come from verification, as in the proxy (`judge.verify_sample`): of the
     lookups that the un-adapted decision (at `default`) would serve, a seeded fraction
     `sample` is verified, every one while the pool holds fewer than MIN_EVIDENCE. The label
     stands for the comparison of the cached answer with the upstream's, and is recorded.
@@ -200,19 +206,19 @@ def simulate_adaptive(entries: Sequence[str], sims: np.ndarray, labels: np.ndarr
 
 
 def adaptive_runs(entries: Sequence[str], sims: np.ndarray, labels: np.ndarray,
-                  fired: list[tuple[str, ...]], scores: np.ndarray | None, cache: Any, *,
+                  fired: list[tuple[str, ...]], scores: np.ndarray | None, judge: Any, *,
                   sample: float, seed: int, whole: np.ndarray | None = None) -> dict[str, Any]:
     runs = {}
     for name, (stage, pool) in ADAPTIVE_RUNS.items():
         if "verifier" in stage and scores is None:
             continue
-        default = cache.verifier_floor if "verifier" in stage else cache.threshold
+        default = judge.model_floor if "verifier" in stage else judge.threshold
         runs[name] = {"adapts": stage, "default": default, **simulate_adaptive(
             entries, sims, labels, fired, scores, stage=stage, default=default,
-            verify_below=cache.verify_below, verifier_min=cache.verifier_min,
-            max_wrong_rate=cache.max_wrong_rate, sample=sample, seed=seed, scope_pool=pool,
+            verify_below=judge.verify_below, verifier_min=judge.model_min,
+            max_wrong_rate=judge.max_wrong_rate, sample=sample, seed=seed, scope_pool=pool,
             whole=whole)}
-    return {"sample": sample, "seed": seed, "max_wrong_rate": cache.max_wrong_rate, "runs": runs}
+    return {"sample": sample, "seed": seed, "max_wrong_rate": judge.max_wrong_rate, "runs": runs}
 
 
 def operating_point(curve: list[dict[str, float]], target: float) -> dict[str, float] | None:
@@ -279,64 +285,141 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Scorer:
+    """The pair model behind the judge's async interface, from scores computed up front."""
+
+    def __init__(self, scored: dict[tuple[str, str], float],
+                 model: Callable[[list[tuple[str, str]]], np.ndarray]) -> None:
+        self.scored = scored
+        self.model = model
+
+    async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        return np.array([self.scored[p] if p in self.scored else float(self.model([p])[0])
+                         for p in pairs], dtype=np.float32)
+
+
+def judge_verdicts(rows: list[dict[str, Any]], sims: np.ndarray, whole: np.ndarray,
+                   settings: Settings, scorer: _Scorer | None) -> list[Any]:
+    """The verdict of the `Judge` the proxy uses on each pair, with the configured defaults:
+    one lookup per pair, side `a` the entry, side `b` the request; no adaptive evidence."""
+    read_whole: dict[str, bool] = {}
+    for i, r in enumerate(rows):
+        read_whole[r["a"]] = read_whole.get(r["a"], True) and bool(whole[i])
+        read_whole[r["b"]] = read_whole.get(r["b"], True) and bool(whole[i])
+    judge = Judge(settings.judge, MemoryObservations(max_wrong_rate=settings.judge.max_wrong_rate),
+                  reads_whole=lambda text: read_whole.get(text, True))
+    judge.model = scorer if settings.judge.model else None
+
+    async def run() -> list[Any]:
+        out = []
+        for i, r in enumerate(rows):
+            session = judge.session(Ask(text=r["b"], scope="eval"))
+            out.append(await session.consider(Candidate(
+                entry_id=str(i), text=r["a"], similarity=float(sims[i]))))
+        return out
+    return asyncio.run(run())
+
+
+def ranking(labels: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Average precision of a score that ranks pairs, and the recall it reaches at 1% and 2%
+    of the label-0 pairs served (the judge's score: the model's, 0 where a check fired)."""
+    order = np.argsort(-score, kind="stable")
+    hits = labels[order] == 1
+    positives = max(int(hits.sum()), 1)
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    ap = float(np.sum(precision[hits]) / positives)
+    negatives = max(int((~hits).sum()), 1)
+    fp = np.cumsum(~hits)
+    out = {"average_precision": round(ap, 4)}
+    for rate in (0.01, 0.02):
+        ok = fp <= rate * negatives
+        out[f"recall_at_{int(rate * 100)}pct_wrong"] = round(float(tp[ok].max() / positives)
+                                                           if ok.any() else 0.0, 4)
+    return out
+
+
 def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
              verifier: Callable[[list[tuple[str, str]]], np.ndarray] | None,
              target: float, sample: float = ADAPTIVE_SAMPLE, seed: int = 0) -> dict[str, Any]:
     """Everything the command reports, for pairs already read (deterministic)."""
-    cache = settings.cache
+    js = settings.judge
     vectors, read = asyncio.run(embed_all(settings, [r["a"] for r in rows] + [r["b"] for r in rows]))
     n = len(rows)
     sims = np.round(np.sum(vectors[:n] * vectors[n:], axis=1).astype(np.float64), 5)
     whole = read[:n] & read[n:]
     labels = np.array([int(r["label"]) for r in rows])
-    fired = [run_checks(r["a"], r["b"], cache.checks) for r in progress(rows, "checks", 500)]
+    fired = [run_checks(r["a"], r["b"], js.checks) for r in progress(rows, "checks", 500)]
     scores = None
     if verifier is not None:
-        # Every pair the verifier may see at some threshold of the sweep; NaN elsewhere (never
+        # Every pair the model may see at some threshold of the sweep; NaN elsewhere (never
         # read: a NaN that were would serve nothing).
-        band = [i for i in range(n) if needs_verifier(sims[i], float(THRESHOLDS[0]), cache.verify_below)]
+        band = [i for i in range(n) if sims[i] >= THRESHOLDS[0] and needs_model(
+            sims[i], js.verify_below)]
         scores = np.full(n, np.nan)
         pairs = [(rows[i]["a"], rows[i]["b"]) for i in band]
-        if pairs:
-            scores[band] = verifier(pairs)
-    curves = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
-                   verifier_min=cache.verifier_min, whole=whole)
+        for start in progress(range(0, len(pairs), 256), "model"):
+            chunk = band[start:start + 256]
+            scores[chunk] = verifier(pairs[start:start + 256])
+    scorer = None
+    if verifier is not None:
+        scorer = _Scorer({(rows[i]["a"], rows[i]["b"]): float(scores[i])  # type: ignore[index]
+                          for i in range(n) if not np.isnan(scores[i])}, verifier)  # type: ignore[index]
+    verdicts = judge_verdicts(rows, sims, whole, settings, scorer)
+    served = np.array([v.serve for v in verdicts], dtype=bool)
     result: dict[str, Any] = {"pairs": n, "positives": int(labels.sum()),
-                              "target_precision": target, "stages": {}}
+                              "target_precision": target}
+    result["defaults"] = {**metrics(served, labels), "by_kind": by_kind(rows, served),
+                          "reasons": _count([v.reason for v in verdicts])}
+    if scores is not None:
+        judged = np.where([bool(f) for f in fired], 0.0, np.nan_to_num(scores, nan=0.0))
+        judged = np.where(sims >= js.model_floor, judged, 0.0)
+        result["defaults"].update(ranking(labels, judged))
+        result["model_ranking"] = ranking(labels, np.nan_to_num(scores, nan=0.0))
+    curves = sweep(sims, labels, fired, scores, verify_below=js.verify_below,
+                   verifier_min=js.model_min, whole=whole)
+    result["stages"] = {}
     for stage, curve in curves.items():
         point = operating_point(curve, target)
-        floor = cache.verifier_floor if "verifier" in stage else cache.threshold
+        floor = js.model_floor if "verifier" in stage else js.threshold
         configured = at_threshold(curve, floor)
-        served = served_at(floor, sims, fired, scores, stage, verify_below=cache.verify_below,
-                           verifier_min=cache.verifier_min, whole=whole)
+        at_floor = served_at(floor, sims, fired, scores, stage, verify_below=js.verify_below,
+                             verifier_min=js.model_min, whole=whole)
         result["stages"][stage] = {"operating_point": point, "at_configured_threshold": configured,
-                                   "by_kind": by_kind(rows, served), "curve": curve}
-    result["adaptive"] = adaptive_runs([r["a"] for r in rows], sims, labels, fired, scores, cache,
+                                   "by_kind": by_kind(rows, at_floor), "curve": curve}
+    result["adaptive"] = adaptive_runs([r["a"] for r in rows], sims, labels, fired, scores, js,
                                        sample=sample, seed=seed, whole=whole)
     if verifier is not None:
-        result["verifier_cost"] = verifier_cost(verifier, rows, sims, cache)
+        result["verifier_cost"] = verifier_cost(verifier, rows, sims, js)
     if scores is not None:
-        # The verifier's own cut-off: at the configured floor (how `verifier_min` is chosen,
-        # on the calibration split), and searched with the threshold for the target.
+        # The model's own cut-off: at the configured floor (how `model_min` is chosen, on the
+        # calibration split), and searched with the threshold for the target.
         grid = {}
         for vmin in VERIFIER_MIN_GRID:
-            curve = sweep(sims, labels, fired, scores, verify_below=cache.verify_below,
+            curve = sweep(sims, labels, fired, scores, verify_below=js.verify_below,
                           verifier_min=vmin, stages=("checks+verifier",),
                           whole=whole)["checks+verifier"]
-            grid[str(vmin)] = {"at_floor": at_threshold(curve, cache.verifier_floor),
+            grid[str(vmin)] = {"at_floor": at_threshold(curve, js.model_floor),
                                "operating_point": operating_point(curve, target)}
         result["checks+verifier_by_verifier_min"] = grid
     result["too_long"] = int(n - whole.sum())  # pairs the encoder did not read whole
     result["check_fired"] = {  # [on label-0 pairs, on label-1 pairs]
         name: [int(sum(name in f and lab == k for f, lab in zip(fired, labels, strict=True)))
-               for k in (0, 1)] for name in cache.checks}
+               for k in (0, 1)] for name in js.checks}
     return result
 
 
+def _count(items: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item] = out.get(item, 0) + 1
+    return dict(sorted(out.items()))
+
+
 def verifier_cost(verifier: Callable[[list[tuple[str, str]]], np.ndarray],
-                  rows: list[dict[str, Any]], sims: np.ndarray, cache: Any) -> dict[str, float]:
-    """Added latency of one verification (one candidate, as on the hit path) and the share
-    of pairs whose similarity falls in the verifier's band (how often it runs)."""
+                  rows: list[dict[str, Any]], sims: np.ndarray, js: Any) -> dict[str, float]:
+    """Added latency of one model run (one candidate, as on the hit path) and the share of
+    pairs whose similarity falls in the model's band (how often it runs)."""
     sample = [(r["a"], r["b"]) for r in rows[:50]]
     verifier(sample[:2])  # warm-up
     times = []
@@ -344,7 +427,7 @@ def verifier_cost(verifier: Callable[[list[tuple[str, str]]], np.ndarray],
         t0 = time.perf_counter()
         verifier([pair])
         times.append(time.perf_counter() - t0)
-    in_band = np.array([needs_verifier(float(x), cache.verifier_floor, cache.verify_below)
+    in_band = np.array([x >= js.model_floor and needs_model(float(x), js.verify_below)
                         for x in sims], dtype=bool)
     return {"p50_ms": round(1000 * float(np.median(times)), 2),
             "p95_ms": round(1000 * float(np.percentile(times, 95)), 2),
@@ -368,9 +451,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verifier = None
     if not args.no_verifier:
-        from .verifier import load_scorer
+        from .model import load_scorer
 
-        verifier = load_scorer(settings)
+        verifier = load_scorer(settings.judge.model_path)
+    else:
+        settings = replace(settings, judge=replace(settings.judge, model=False))
     started = time.monotonic()
     result = evaluate(rows, settings, verifier=verifier, target=args.target_precision,
                       sample=args.verify_sample, seed=args.seed)
@@ -379,11 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     from semcache.loadtest.machine import machine_info
 
     result = {"name": name, "file": str(args.pairs), "split": args.split, "limit": args.limit,
-              "threshold": settings.cache.threshold, "checks": list(settings.cache.checks),
-              "verifier_floor": settings.cache.verifier_floor,
-              "verify_below": settings.cache.verify_below,
-              "verifier_min": settings.cache.verifier_min,
-              "max_wrong_rate": settings.cache.max_wrong_rate,
+              "threshold": settings.judge.threshold, "checks": list(settings.judge.checks),
+              "model": settings.judge.model_path or "shipped",
+              "model_floor": settings.judge.model_floor,
+              "verify_below": settings.judge.verify_below,
+              "model_min": settings.judge.model_min,
+              "max_wrong_rate": settings.judge.max_wrong_rate,
               "seconds": round(time.monotonic() - started, 1), "machine": machine_info(), **result}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
@@ -398,6 +484,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(result: dict[str, Any]) -> None:
     print(f"{result['name']}: {result['pairs']} pairs, {result['positives']} positive")
+    d = result["defaults"]
+    extra = (f" AP={d['average_precision']:.3f} R@1%={d['recall_at_1pct_wrong']:.3f}"
+             if "average_precision" in d else "")
+    print(f"defaults (the judge, as the proxy): P={d['precision']:.3f} R={d['recall']:.3f} "
+          f"wrong={d['wrong_hit_rate']:.3f}{extra}  reasons {d['reasons']}")
     print(f"{'stage':<17}{'at threshold':>14}{'P':>7}{'R':>7}{'wrong':>7}   operating point "
           f"(precision >= {result['target_precision']})")
     for stage, s in result["stages"].items():

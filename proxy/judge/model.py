@@ -1,0 +1,243 @@
+"""The pair model: a cross-encoder that reads both prompts and says whether one answer
+serves both.
+
+Trained by `semcache model train-verifier` (judge/training/) and shipped in judge/weights/
+(the CPU student: int8 ONNX with per-token activation scales, sigmoid inside the graph, and
+its tokenizer; `model.json` there says how many tokens of a pair it reads). On a GPU it runs
+on CUDA from a float graph (`model_fp32.onnx` beside the int8 one, else the int8 weights
+dequantised at load: embeddings/rowquant.float_graph).
+
+Everything that grows with a prompt runs off the event loop: `PairModelService` puts the
+model behind the encoder's micro-batcher (embeddings/service.py: one tokenizer thread, one
+model thread, a bounded queue, an LRU of recent pairs), and `PairModel.pre`, on the
+tokenizer thread, prepares each pair (typo repair, the same question in two spellings,
+the part of a long pair that differs) before tokenising it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semcache.embeddings.encoder import Batch
+from semcache.embeddings.service import EmbeddingService
+from semcache.embeddings.settings import EmbeddingSettings
+
+from .errors import JudgeError
+from .text import FOCUS_CONTEXT, focus, known_words, repair_typos, same_question
+
+SHIPPED = Path(__file__).resolve().parent / "weights"
+MAX_LEN = 96
+"""Tokens of a pair read when the model folder does not say (its training length)."""
+CHUNK = 32
+"""Pairs per model run on a CPU."""
+BATCHING = EmbeddingSettings(max_batch=64, max_wait_ms=1.0, max_queue=1024, lru_size=4096)
+"""How concurrent lookups' pairs are gathered into one run."""
+
+
+def pair_key(cached: str, new: str) -> str:
+    """One string for a (cached prompt, new prompt) pair, for the batcher's queue and LRU.
+    Length-prefixed, so no character of either prompt can make two pairs collide."""
+    return f"{len(cached)}:{cached}{new}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    length, _, rest = key.partition(":")
+    n = int(length)
+    return rest[:n], rest[n:]
+
+
+class PairModelError(JudgeError):
+    """The pair model could not be loaded or failed to run."""
+
+
+class PairModel:
+    """Synchronous scorer: probability that one answer serves both prompts, per pair.
+
+    Also an embeddings Encoder (pre / core / post on pair keys, one value per row), so the
+    encoder's micro-batcher can drive it."""
+
+    dim = 1
+
+    def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN,
+                 name: str = "pair model") -> None:
+        self.session = session
+        self.tokenizer = tokenizer
+        tokenizer.enable_truncation(max_len)  # `fits` reads its overflow
+        self.known = known_words(tokenizer)
+        self.too_long = 0
+        """Pairs turned down unread: longer than max_len even where they differ."""
+        self.max_len = self.max_seq_len = max_len
+        self.name = name
+        self.inputs = {i.name for i in session.get_inputs()}
+        self.provider = session.get_providers()[0]
+        self.chunk = 256 if self.provider == "CUDAExecutionProvider" else CHUNK
+
+    @classmethod
+    def open(cls, folder: Path | None = None, *, device: str = "cpu", threads: int = 0) -> PairModel:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        from semcache.embeddings.encoder import cuda_usable
+
+        folder = SHIPPED if folder is None else Path(folder)
+        cuda = device in ("cuda", "auto") and cuda_usable()
+        if device == "cuda" and not cuda:
+            raise PairModelError("device=cuda but onnxruntime sees no usable CUDA provider")
+        try:
+            info = _model_info(folder)
+            tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            tokenizer.no_padding()  # runs pad to their longest pair
+            opts = ort.SessionOptions()
+            # Idle intra-op threads must not spin: they would take the cores from the
+            # encoder and the event loop between model runs (~2 ms per hit measured).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            if threads or cuda:
+                opts.intra_op_num_threads = threads or 1  # on CUDA the GPU does the work
+            if not cuda:
+                model: Any = str(folder / "model_int8.onnx")
+                providers: list[Any] = ["CPUExecutionProvider"]
+            else:
+                model = _gpu_model(folder)
+                providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+            session = ort.InferenceSession(model, opts, providers=providers)
+        except Exception as e:  # onnxruntime and tokenizers raise plain exceptions
+            raise PairModelError(f"could not load the pair model from {folder}: {e}") from e
+        return cls(session, tokenizer, max_len=int(info.get("max_len", MAX_LEN)),
+                   name=str(info.get("name", folder.name)))
+
+    def fits(self, cached: str, new: str) -> bool:
+        """Whether the model reads the pair whole (no token cut off). A token covers at
+        least one character, so a pair that short needs no tokenising."""
+        if len(cached) + len(new) <= self.max_len - 3:  # [CLS] and two [SEP]
+            return True
+        return not self.tokenizer.encode(cached, new).overflowing
+
+    def prepare(self, cached: str, new: str) -> tuple[str, str] | float:
+        """What the model reads of a pair, or its score without the model: 1.0 for the
+        same question, 0.0 for a pair too long to read even where it differs (a miss: what
+        it cannot see it cannot vouch for). Misspellings are repaired against the other
+        side first; a long pair is cut to where it differs, with as much context as fits."""
+        a, b = repair_typos(cached, new, self.known)
+        if same_question(a, b):
+            return 1.0
+        if self.fits(a, b):
+            return a, b
+        for context in FOCUS_CONTEXT:
+            fa, fb = focus(a, b, context)
+            if self.fits(fa, fb):
+                return fa, fb
+        self.too_long += 1
+        return 0.0
+
+    def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        """Scores in [0, 1] for (cached prompt, new prompt) pairs, in order."""
+        return self.post(self.core(self.pre([pair_key(a, b) for a, b in pairs])))[:, 0]
+
+    # The Encoder interface (embeddings/encoder.py) -------------------------------------
+    def pre(self, keys: list[str]) -> Batch:
+        """Prepare and tokenise the pairs, sort them by length and cut them into chunks
+        padded to their own longest pair (a pair's score does not depend on its chunk)."""
+        fixed = np.full(len(keys), np.nan, dtype=np.float32)
+        asked: list[int] = []
+        texts: list[tuple[str, str]] = []
+        for i, key in enumerate(keys):
+            prepared = self.prepare(*split_key(key))
+            if isinstance(prepared, float):
+                fixed[i] = prepared
+            else:
+                asked.append(i)
+                texts.append(prepared)
+        encs = self.tokenizer.encode_batch(texts) if texts else []
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        chunks = []
+        for start in range(0, len(order), self.chunk):
+            rows = order[start:start + self.chunk]
+            width = max(len(encs[i].ids) for i in rows)
+            ids = np.zeros((len(rows), width), np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for row, i in enumerate(rows):
+                enc = encs[i]
+                n = len(enc.ids)
+                ids[row, :n], mask[row, :n], types[row, :n] = enc.ids, enc.attention_mask, enc.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            chunks.append({k: v for k, v in feed.items() if k in self.inputs})
+        positions = np.array(asked, dtype=np.int64)[np.array(order, dtype=np.int64)] if asked else (
+            np.zeros(0, dtype=np.int64))
+        return Batch(inputs=(fixed, positions, chunks), size=len(keys), truncated=0)
+
+    def core(self, batch: Batch) -> np.ndarray:
+        fixed, positions, chunks = batch.inputs
+        out = fixed.copy().reshape(-1, 1)
+        if chunks:
+            out[positions, 0] = np.concatenate([self.session.run(["score"], feed)[0]
+                                                for feed in chunks])
+        return out
+
+    def post(self, raw: np.ndarray) -> np.ndarray:
+        return raw
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.name, "provider": self.provider, "max_seq_len": self.max_len,
+                "too_long": self.too_long}
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _model_info(folder: Path) -> dict[str, Any]:
+    """The folder's model.json (name, max_len, how it was made); {} where there is none."""
+    path = folder / "model.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _gpu_model(folder: Path) -> Any:
+    """A float graph for CUDA: the training command's fp32 file, or the int8 one dequantised."""
+    if (folder / "model_fp32.onnx").is_file():
+        return str(folder / "model_fp32.onnx")
+    import onnx
+
+    from semcache.embeddings.rowquant import float_graph
+
+    return float_graph(onnx.load(str(folder / "model_int8.onnx"))).SerializeToString()
+
+
+class PairModelService:
+    """The async face used by the judge: pairs from concurrent lookups are prepared and
+    scored in one model run on the batcher's threads; the loop never blocks."""
+
+    def __init__(self, model: PairModel) -> None:
+        self.model = model
+        self.calls = 0
+        """Lookups that asked the model (exported as a metric: how often it runs)."""
+        self._batcher = EmbeddingService.from_encoder(model, BATCHING)
+
+    @classmethod
+    async def open(cls, folder: Path | None = None, *, device: str = "cpu") -> PairModelService:
+        return cls(await asyncio.to_thread(PairModel.open, folder, device=device))
+
+    @property
+    def stats(self) -> Any:
+        """Batches, pairs, queue depth (embeddings.service.EmbeddingStats)."""
+        return self._batcher.stats
+
+    async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        self.calls += 1
+        return (await self._batcher.embed_many([pair_key(a, b) for a, b in pairs]))[:, 0]
+
+    async def close(self) -> None:
+        """Stop the batcher (pairs still queued fail, which the judge takes as a miss)."""
+        await self._batcher.close()
+
+
+def load_scorer(model_path: str = "") -> Callable[[list[tuple[str, str]]], np.ndarray]:
+    """The CPU scorer `semcache eval` uses (the proxy's default on a CPU-only host)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return PairModel.open(Path(model_path) if model_path else None, device="cpu").score

@@ -1,0 +1,237 @@
+"""The cache pipeline for /v1/chat/completions and /v1/completions.
+
+One request: parse and validate -> policy and scope -> lookup (exact tier, then semantic
+candidates put to the judge) -> hit: replay | miss: forward, relay, write back off the
+response path -> one RequestEvent (metrics, dashboard). This class only orchestrates; each
+step lives in its own module of this package.
+
+Fail open: any failure of the cache itself (Redis, encoder, index) turns the request into a
+bypass that is forwarded to the upstream. Fail closed: a lookup only ever addresses entries
+of the request's own scope, and the judge serves nothing it does not accept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from multidict import CIMultiDict
+
+from semcache.index.store import Store
+
+from ..config import Settings
+from ..errors import BadRequestError, PayloadTooLargeError, ProxyError, UnsupportedMediaTypeError
+from ..events import Observer
+from ..judge import Judge
+from ..judge.model import PairModelService
+from ..judge.observations import RedisObservations
+from ..policy import cacheable, entry_id, parse_directives, scope_of, tenant_of
+from ..protocol import Endpoint, parse_json_body, parse_request
+from ..runtime import RuntimeState
+from ..semantic import SemanticTier
+from ..upstream import Upstream
+from .forward import Forwarder, OnAnswer
+from .lookup import Finder, Hit, Lookup
+from .replay import HitCounter, replay
+from .sampling import Sampler
+from .writeback import WriteBack
+
+log = logging.getLogger(__name__)
+
+class CacheService:
+    """Owns the pipeline's collaborators and the background tasks in flight."""
+
+    def __init__(
+        self, settings: Settings, store: Store, upstream: Upstream, observer: Observer,
+        runtime: RuntimeState | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observer = observer
+        self.metrics = observer.metrics
+        self.observations = RedisObservations(store, max_wrong_rate=settings.judge.max_wrong_rate,
+                                              scope_ttl_s=settings.cache.max_ttl_s)
+        """Observations of semantic hits behind the adaptive thresholds."""
+        self.judge = Judge(settings.judge, self.observations,
+                           runtime_threshold=lambda: runtime.threshold if runtime else None,
+                           reads_whole=self._reads_whole)
+        self.finder = Finder(settings.cache, store, self.judge)
+        self.forwarder = Forwarder(upstream, self.metrics)
+        self.writeback = WriteBack(settings.cache, store, self.metrics,
+                                   lambda: self.finder.semantic, self.finder.semantic_text)
+        self.sampler = Sampler(settings.judge, self.judge, self.observations, upstream,
+                               self.metrics, self._embed)
+        self.hits = HitCounter(store)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # the parts that load after start-up ------------------------------------------------
+
+    @property
+    def semantic(self) -> SemanticTier | None:
+        """The semantic tier once it has loaded; None: exact tier only."""
+        return self.finder.semantic
+
+    @semantic.setter
+    def semantic(self, tier: SemanticTier | None) -> None:
+        self.finder.semantic = tier
+
+    @property
+    def pair_model(self) -> PairModelService | None:
+        """The judge's pair model once it has loaded (with `judge.model` on)."""
+        return self.judge.model  # type: ignore[return-value]
+
+    @pair_model.setter
+    def pair_model(self, model: PairModelService | None) -> None:
+        self.judge.model = model
+
+    def _reads_whole(self, text: str) -> bool:
+        tier = self.finder.semantic
+        return True if tier is None else tier.reads_whole(text)
+
+    async def _embed(self, text: str) -> np.ndarray | None:
+        tier = self.finder.semantic
+        return None if tier is None else await tier.embed(text)
+
+    # background work --------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for write-backs in flight (graceful shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        await self.hits.flush()
+
+    # the pipeline -----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        started = time.perf_counter()
+        req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
+        directives = parse_directives(request.headers, self.settings.cache)
+        tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
+        scope = scope_of(req, tenant, directives.namespace)
+        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
+                        request_id=request_id(request))
+        if not cacheable(req, self.settings.cache):
+            lookup.bypass_reason = "not-cacheable"
+        elif directives.no_cache:
+            lookup.miss_reason = "no-cache"
+        else:
+            hit = await self.finder.find(lookup, self.sampler.rate(scope.id))
+            if hit is not None:
+                return await self._serve_hit(request, lookup, hit, started)
+        return await self._forward(request, lookup, started)
+
+    async def _serve_hit(self, request: web.Request, lookup: Lookup, hit: Hit,
+                         started: float) -> web.StreamResponse:
+        response, body = await replay(request, lookup, hit)
+        self.hits.note(hit.entry)
+        chose = lookup.directives.threshold is not None or lookup.directives.similarity_only
+        if (hit.tier == "semantic" and not chose  # a client's own bar is not evidence
+                and random.random() < self.sampler.rate(lookup.scope.id)):
+            self.spawn(self.sampler.check_hit(CIMultiDict(request.headers), lookup, hit))
+        usage = body.get("usage") or {}
+        self.observer.emit(lookup.event(
+            f"hit-{hit.tier}", started, entry_id=hit.entry.id, age_s=hit.entry.age(),
+            similarity=hit.similarity,
+            prompt_tokens_saved=_int(usage.get("prompt_tokens")),
+            completion_tokens_saved=_int(usage.get("completion_tokens")),
+            upstream_s_saved=hit.entry.upstream_s,
+        ))
+        return response
+
+    async def _forward(self, request: web.Request, lookup: Lookup,
+                       started: float) -> web.StreamResponse:
+        """Forward a miss or a bypass; store the answer of a miss unless told not to."""
+        outcome = "bypass" if lookup.bypass_reason else "miss"
+        status = 502
+        try:
+            response = await self.forwarder.forward(request, lookup.req, miss_headers(lookup),
+                                                    self._on_answer(lookup, outcome))
+            status = response.status
+        except ProxyError as e:
+            status = e.status
+            raise
+        finally:
+            self.observer.emit(lookup.event(outcome, started, status=status))
+        return response
+
+    def _on_answer(self, lookup: Lookup, outcome: str) -> OnAnswer | None:
+        """What to do with a complete answer from the upstream: store it (a miss without
+        no-store), and check the candidate it was turned down for (if one was sampled)."""
+        store = outcome == "miss" and not lookup.directives.no_store
+        check = lookup.turned_down is not None
+        if not (store or check):
+            return None
+
+        def on_answer(body: bytes, upstream_s: float) -> None:
+            if store:
+                self.spawn(self.writeback.write(lookup, body, upstream_s))
+            if check:
+                self.spawn(self.sampler.check_miss(lookup, body))
+        return on_answer
+
+
+def miss_headers(lookup: Lookup) -> dict[str, str]:
+    """What explains a miss or a bypass: why, and the best candidate's similarity, the
+    threshold applied, the checks that fired and the model's score."""
+    outcome = "bypass" if lookup.bypass_reason else "miss"
+    headers = {"X-Semcache": outcome, "X-Request-Id": lookup.request_id}
+    reason = lookup.bypass_reason or lookup.miss_reason
+    if reason:
+        headers["X-Semcache-Reason"] = reason
+    verdict = lookup.verdict
+    if verdict is not None and not lookup.bypass_reason:
+        headers["X-Semcache-Similarity"] = f"{verdict.similarity:.4f}"
+        headers["X-Semcache-Threshold"] = f"{verdict.threshold:.4f}"
+        if verdict.checks:
+            headers["X-Semcache-Checks"] = ",".join(verdict.checks)
+        if verdict.score is not None:
+            headers["X-Semcache-Verifier"] = f"{verdict.score:.4f}"
+    if lookup.miss_reason == "too-long" and "X-Semcache-Checks" not in headers:
+        headers["X-Semcache-Checks"] = "too-long"
+    return headers
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def request_id(request: web.Request) -> str:
+    """The client's X-Request-Id when it is a sane token, else a new one."""
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
+        return given
+    return "req-" + uuid.uuid4().hex
+
+
+async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
+    content_type = request.headers.get("Content-Type")
+    if content_type is not None:
+        mime = content_type.split(";")[0].strip().lower()
+        if mime != "application/json" and not mime.endswith("+json"):
+            raise UnsupportedMediaTypeError(
+                f"unsupported content type {mime!r}; send application/json",
+                code="unsupported_media_type",
+            )
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(
+            f"request body is {request.content_length} bytes; the limit is {limit}",
+            code="body_too_large",
+        )
+    raw = await request.read()  # bounded by the application's client_max_size
+    if not raw:
+        raise BadRequestError("request body is empty", code="invalid_json")
+    return parse_json_body(raw)
+
+
+SERVICE = web.AppKey("service", CacheService)

@@ -1,0 +1,87 @@
+"""Write-back: a complete 200 answer of a miss becomes an entry, off the response path."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import orjson
+
+from semcache.embeddings.service import EmbeddingError
+from semcache.index.store import Entry, Store, StoreError
+
+from ..config import CacheSettings
+from ..metrics import Metrics
+from ..semantic import WRITE_WAIT_S, SemanticTier
+from .lookup import Lookup
+
+
+class WriteBack:
+    def __init__(self, settings: CacheSettings, store: Store, metrics: Metrics,
+                 semantic: Callable[[], SemanticTier | None],
+                 semantic_text: Callable[[Lookup], str | None]) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.semantic = semantic
+        """The semantic tier once it has loaded (None before)."""
+        self.semantic_text = semantic_text
+
+    async def write(self, lookup: Lookup, body: bytes, upstream_s: float) -> None:
+        writes = self.metrics.writes
+        if len(body) > self.settings.max_entry_bytes:
+            writes.labels("too-large").inc()
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            writes.labels("not-json").inc()
+            return
+        if not isinstance(parsed, dict) or not parsed.get("choices"):
+            writes.labels("not-an-answer").inc()
+            return
+        await self._ensure_vector(lookup)
+        try:
+            await self.store.put(self.make_entry(lookup, body, upstream_s))
+        except StoreError:
+            writes.labels("failed").inc()
+            return
+        writes.labels("stored").inc()
+
+    async def _ensure_vector(self, lookup: Lookup) -> None:
+        """Embed the question if the lookup did not (no-cache, or the tier was warming)."""
+        text = self.semantic_text(lookup)
+        if lookup.vector is not None or text is None:
+            return
+        if not (self.settings.semantic and self.settings.enabled):
+            return
+        for _ in range(int(WRITE_WAIT_S * 10)):
+            if self.semantic() is not None:
+                break
+            await asyncio.sleep(0.1)
+        semantic = self.semantic()
+        if semantic is None:
+            return  # stored exact-only; still served by the exact tier
+        try:
+            lookup.vector = await semantic.embed(text)
+        except EmbeddingError:
+            self.metrics.writes.labels("no-vector").inc()
+
+    def make_entry(self, lookup: Lookup, body: bytes, upstream_s: float) -> Entry:
+        req = lookup.req
+        vector = lookup.vector
+        return Entry(
+            id=lookup.entry_id,
+            scope=lookup.scope.id,
+            tenant=lookup.scope.tenant,
+            namespace=lookup.scope.namespace,
+            endpoint=req.endpoint,
+            model=req.model,
+            query=req.query_text or orjson.dumps(req.query).decode(),
+            response=body,
+            created=time.time(),
+            ttl_s=lookup.directives.ttl_s or self.settings.ttl_s,
+            embedding=b"" if vector is None else vector.astype("float32").tobytes(),
+            upstream_s=upstream_s,
+        )

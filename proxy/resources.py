@@ -1,0 +1,109 @@
+"""The application's shared resources under typed AppKeys, and the cleanup contexts that
+open and close Redis (embedded or external) and the upstream (bundled or a URL).
+
+Nothing here touches the network at import time; `app.py` assembles the application.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from semcache.embeddings.service import EmbeddingService
+from semcache.index.redis_server import EmbeddedRedis
+from semcache.index.store import Store
+from semcache.index.vectors import VectorIndex
+
+from .bundled import BundledBackend
+from .config import Settings
+from .events import Observer
+from .metrics import Metrics
+from .runtime import Periodic, RuntimeState
+from .semantic import SemanticTier
+from .upstream import Upstream
+
+
+@dataclass
+class SemanticState:
+    """The semantic tier's parts, filled in once they have loaded (after the app started)."""
+
+    given_embeddings: EmbeddingService | None = None
+    """An encoder passed to build_app (tests); not closed by the app."""
+    embeddings: EmbeddingService | None = None
+    index: VectorIndex | None = None
+    tier: SemanticTier | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+OBSERVER = web.AppKey("observer", Observer)
+STORE = web.AppKey("store", Store)
+UPSTREAM = web.AppKey("upstream", Upstream)
+READY = web.AppKey("ready", asyncio.Event)
+EMBEDDED_REDIS = web.AppKey("embedded_redis", EmbeddedRedis)
+RUNTIME = web.AppKey("runtime", RuntimeState)
+"""Settings changed at run time (the semantic threshold), shared by replicas through Redis."""
+REDIS_URL = web.AppKey("redis_url", str)
+SEMANTIC = web.AppKey("semantic", SemanticState)
+
+REDIS_PROBE_S = 1.0
+"""How often Redis is pinged to update the gauge and re-open the cache after an outage."""
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    url = settings.redis.url
+    embedded: EmbeddedRedis | None = None
+    if url == "embedded":
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        await embedded.start()
+        app[EMBEDDED_REDIS] = embedded
+        url = embedded.url
+    app[REDIS_URL] = url
+    client = aioredis.Redis.from_url(
+        url,
+        socket_timeout=settings.redis.timeout_s,
+        socket_connect_timeout=settings.redis.timeout_s,
+        max_connections=512,
+    )
+    store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
+                  max_entries=settings.cache.max_entries)
+    app[STORE] = store
+    metrics = app[METRICS]
+
+    async def probe() -> None:
+        metrics.redis_up.set(1 if await store.ping() else 0)
+
+    prober = Periodic(REDIS_PROBE_S, probe)
+    prober.start()
+    try:
+        yield
+    finally:
+        await prober.stop()
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()
+
+
+async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    backend: BundledBackend | None = None
+    base_url = settings.upstream.base_url
+    if base_url == "bundled":
+        backend = BundledBackend(settings)
+        base_url = backend.base_url
+        await backend.start()
+    upstream = Upstream(base_url, settings.upstream)
+    await upstream.open()
+    app[UPSTREAM] = upstream
+    try:
+        yield
+    finally:
+        await upstream.close()
+        if backend is not None:
+            await backend.stop()
