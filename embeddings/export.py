@@ -1,8 +1,10 @@
 """Export a sentence-transformers model to ONNX: fp32, fp16 (CUDA) and int8 (CPU) variants.
 
-Runs with torch, once per source model; the service itself never imports this module's
-heavy dependencies (they are imported inside the functions). The exported graph takes
-`input_ids` and `attention_mask` (int64, dynamic batch and sequence axes) and returns
+Runs once per source model. A BERT checkpoint (the packaged all-MiniLM-L6-v2) is written
+out as a graph directly from its weights (bert_graph.py: numpy and onnx, no torch); any
+other architecture is traced with torch, which `semcache[backend]` installs. The service
+itself never imports this module's heavy dependencies (they are imported inside the
+functions). The exported graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes) and returns
 `embedding` (float32, batch x dim): mean pooling over real tokens and L2 normalisation are
 inside the graph, so the hot path is tokenise -> one `session.run`.
 
@@ -154,8 +156,7 @@ def _export_all(folder: Path, out_dir: Path, variants: tuple[str, ...],
     todo = [v for v in variants if v not in kept or not (out_dir / kept[v]).is_file()]
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         plain = Path(tmp) / "plain.onnx"
-        log.info("[1/%d] tracing %s with torch", len(todo) + 1, folder.name)
-        _torch_export(folder, plain)
+        _plain_graph(folder, plain, len(todo) + 1)
         for i, variant in enumerate(todo, start=2):
             log.info("[%d/%d] writing the %s variant", i, len(todo) + 1, variant)
             target = out_dir / f"model_{variant}.onnx"
@@ -168,6 +169,24 @@ def _export_all(folder: Path, out_dir: Path, variants: tuple[str, ...],
 
 def _num_heads(folder: Path) -> int:
     return int(json.loads((folder / "config.json").read_text())["num_attention_heads"])
+
+
+def _plain_graph(folder: Path, out: Path, steps: int) -> None:
+    """The unoptimised fp32 graph: written from the weights where the model is a BERT, else
+    traced with torch."""
+    from . import bert_graph
+
+    try:
+        bert_graph.save(folder, out)
+        log.info("[1/%d] wrote the %s graph from its weights", steps, folder.name)
+        return
+    except bert_graph.UnsupportedModelError as e:
+        reason = str(e)
+    if importlib.util.find_spec("torch") is None:
+        raise ExportError(f"{folder.name} needs torch to export ({reason}): "
+                          "pip install 'semcache[backend]'")
+    log.info("[1/%d] tracing %s with torch (%s)", steps, folder.name, reason)
+    _torch_export(folder, out)
 
 
 def _torch_export(folder: Path, out: Path) -> None:

@@ -23,7 +23,9 @@ from semcache.index.vectors import IndexSettings
 from .judge.settings import ALL_CHECKS, JudgeSettings
 
 ENV_PREFIX = "SEMCACHE__"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+MAX_PORT = 65535
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
+"""The default configuration, shipped inside the package (the top-level config.toml links to it)."""
 
 
 class ConfigError(Exception):
@@ -231,7 +233,10 @@ def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
             kwargs[name] = _build(typing.cast(type, hint), value, dotted + ".")
         else:
             kwargs[name] = _coerce(hint, value, dotted)
-    settings = cls(**kwargs)
+    try:
+        settings = cls(**kwargs)
+    except ValueError as e:  # a section's own checks (backend/settings.py) name their key
+        raise ConfigError(str(e)) from e
     _validate(settings, where)
     return settings
 
@@ -289,7 +294,7 @@ def _parse_env(hint: Any, text: str, dotted: str) -> Any:
 def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
-        "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
+        "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
@@ -298,6 +303,8 @@ def _validate(settings: Any, where: str) -> None:
         value = getattr(settings, f.name)
         if f.name in positive and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
+    if isinstance(settings, ServerSettings) and not 1 <= settings.port <= MAX_PORT:
+        raise ConfigError(f"{where}port: must be between 1 and {MAX_PORT}, got {settings.port!r}")
     if isinstance(settings, JudgeSettings):
         unknown = set(settings.checks) - set(ALL_CHECKS)
         if unknown:
