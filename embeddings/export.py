@@ -4,9 +4,10 @@ Runs once per source model. A BERT checkpoint (the packaged all-MiniLM-L6-v2) is
 out as a graph directly from its weights (bert_graph.py: numpy and onnx, no torch); any
 other architecture is traced with torch, which `semcache[backend]` installs. The service
 itself never imports this module's heavy dependencies (they are imported inside the
-functions). The exported graph takes `input_ids` and `attention_mask` (int64, dynamic batch and sequence axes) and returns
-`embedding` (float32, batch x dim): mean pooling over real tokens and L2 normalisation are
-inside the graph, so the hot path is tokenise -> one `session.run`.
+functions). The exported graph takes `input_ids` and `attention_mask` (int64, dynamic
+batch and sequence axes) and returns `embedding` (float32, batch x dim): mean pooling over
+real tokens and L2 normalisation are inside the graph, so the hot path is tokenise -> one
+`session.run`.
 
 Files land in DATA_DIR/models/<model-name>/ with `manifest.json`, which records a hash of
 the source folder: a later start re-exports only when that hash (or EXPORT_VERSION) changes.

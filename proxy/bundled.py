@@ -13,6 +13,7 @@ A fixed port that is in use fails at once, with one line naming the setting.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import socket
 import subprocess
@@ -65,6 +66,10 @@ class BundledBackend:
         return sock
 
     async def start(self) -> None:
+        if importlib.util.find_spec("torch") is None:
+            raise BundledBackendError(
+                "upstream.base_url = 'bundled' needs the backend extra: pip install "
+                "'semcache[backend]' (or make serve), or set --upstream to an OpenAI-compatible URL")
         sock = self._listen()
         try:
             command = self.command(sock.fileno())

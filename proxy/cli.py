@@ -28,6 +28,8 @@ DELEGATED: dict[tuple[str, ...], tuple[str, str]] = {
     ("model", "export"): ("semcache.embeddings.export", "main"),
     ("model", "train-verifier"): ("semcache.proxy.judge.training.train", "main"),
 }
+EXTRA_HINT = ("pip install 'semcache[backend]' (torch: on a machine without a GPU, first "
+              "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -36,7 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     for prefix, (module, name) in DELEGATED.items():
         if tuple(argv[: len(prefix)]) == prefix:
-            handler: Callable[[list[str]], int] = getattr(importlib.import_module(module), name)
+            try:
+                handler: Callable[[list[str]], int] = getattr(importlib.import_module(module), name)
+            except ImportError as e:  # an extra that is not installed (torch: semcache[backend])
+                print(f"semcache {' '.join(prefix)}: needs {e.name}: {EXTRA_HINT}", file=sys.stderr)
+                return 1
             return handler(argv[len(prefix):])
     args = _parser().parse_args(argv)
     try:
