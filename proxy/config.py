@@ -44,7 +44,12 @@ class ServerSettings:
     """Request bodies larger than this get 413."""
 
     admin_token: str = ""
-    """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
+    """Bearer token for /admin/api, and for /metrics too once set; empty: the admin API
+    answers only on loopback."""
+
+    metrics_token: str = ""
+    """A bearer token for /metrics alone (Prometheus' scrape credential), accepted besides
+    admin_token. With neither set, /metrics is open, as Prometheus endpoints usually are."""
 
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
@@ -136,11 +141,17 @@ class CostSettings:
     """Prices used to turn the tokens a hit saved into money saved (dashboard and /metrics)."""
 
     price_per_1k_prompt: dict[str, float] = field(default_factory=dict)
-    """USD per 1,000 prompt tokens, by model name; the key "*" prices every other model.
-    Empty: tokens saved are still counted, money saved stays 0."""
+    """USD per 1,000 prompt tokens, by model name (or a prefix of it: "gpt-4o" prices
+    "gpt-4o-2024-08-06"); these win over the built-in list, and "*" prices every model that
+    neither names."""
 
     price_per_1k_completion: dict[str, float] = field(default_factory=dict)
     """USD per 1,000 completion tokens, by model name; "*" as above."""
+
+    builtin_prices: bool = True
+    """Price models these tables do not name from a built-in list of common models' list
+    prices (proxy/prices.py), so money saved shows from the first hit. Not used with the
+    bundled upstream, whose local model costs nothing per token."""
 
     def __post_init__(self) -> None:
         # Tables come from TOML or the environment (strings): check and coerce them here,
