@@ -28,6 +28,8 @@ DELEGATED: dict[tuple[str, ...], tuple[str, str]] = {
     ("model", "export"): ("semcache.embeddings.export", "main"),
     ("model", "train-verifier"): ("semcache.proxy.judge.training.train", "main"),
 }
+EXTRAS = {"torch", "transformers", "gguf"}
+"""Modules of the `backend` extra, which some commands need and `pip install semcache` omits."""
 EXTRA_HINT = ("pip install 'semcache[backend]' (torch: on a machine without a GPU, first "
               "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -40,10 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         if tuple(argv[: len(prefix)]) == prefix:
             try:
                 handler: Callable[[list[str]], int] = getattr(importlib.import_module(module), name)
-            except ImportError as e:  # an extra that is not installed (torch: semcache[backend])
+                return handler(argv[len(prefix):])
+            except ImportError as e:
+                if e.name not in EXTRAS:
+                    raise
+                # A command of an extra that is not installed (torch: semcache[backend]).
                 print(f"semcache {' '.join(prefix)}: needs {e.name}: {EXTRA_HINT}", file=sys.stderr)
                 return 1
-            return handler(argv[len(prefix):])
     args = _parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
