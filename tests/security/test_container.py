@@ -115,6 +115,9 @@ def test_compose_sidecar_topology() -> None:
     grace = float(semcache["environment"]["SEMCACHE__SERVER__SHUTDOWN_GRACE_S"])
     assert float(semcache["stop_grace_period"].rstrip("s")) > grace
     assert semcache["depends_on"]["redis"]["condition"] == "service_healthy"
+    # An external upstream: the image leaves out the bundled backend (and torch with it).
+    assert semcache["environment"]["SEMCACHE__UPSTREAM__BASE_URL"].startswith("https://")
+    assert semcache["build"]["args"]["BACKEND"] == "0"
 
 
 STUB = """#!/usr/bin/env bash
