@@ -7,12 +7,12 @@ Clones the repository's committed HEAD into a temporary folder, runs `make test`
 default suite included), then `make serve` until `/readyz` answers and a question is served
 twice (a miss, then an exact hit), and records wall times, the outcome of each step and the
 .venv's size after each; then, in a second fresh clone, `make serve` alone (what a user who
-only wants the proxy and its bundled model waits for). pip gets an empty cache of its own, so downloads are counted; pip's
-find-links and index settings are the machine's (on our machines a local mirror and a local
-torch wheel, which make installs faster than on a machine that downloads from PyPI: the
-results file says which settings were in force). System packages (redis-server, chromium,
-prometheus) are what the machine has: `make` installs the missing ones, and the file records
-which were present before.
+only wants the proxy and its bundled model waits for). pip gets an empty cache of its own,
+so downloads are counted; pip's find-links and index settings are the machine's (on our
+machines a local mirror and a local torch wheel, which make installs faster than on a machine
+that downloads from PyPI: the results file says which settings were in force). System
+packages (redis-server, chromium, prometheus) are what the machine has: `make` installs the
+missing ones, and the file records which were present before.
 """
 
 from __future__ import annotations
