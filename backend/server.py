@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -195,8 +196,18 @@ def parse_args(argv: list[str]) -> BackendSettings:
         parser.error(str(e))
 
 
+def _listen_fd(argv: list[str]) -> tuple[int | None, list[str]]:
+    """`--listen-fd N`: serve on an inherited listening socket (`semcache serve` binds it, so
+    the port is held while the model loads); the rest of the arguments."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--listen-fd", dest="listen_fd", type=int)
+    known, rest = parser.parse_known_args(argv)
+    return known.listen_fd, rest
+
+
 def main(argv: list[str]) -> int:
     """`semcache backend [--host H] [--port N] [--data-dir DIR] [--model PATH] ...`"""
+    listen_fd, argv = _listen_fd(argv)
     settings = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from .model import load_model
@@ -212,8 +223,10 @@ def main(argv: list[str]) -> int:
     app = build_app(settings, engine)
     # No access log: at thousands of streamed tokens a second the backend's one line per
     # request is noise next to the proxy's own log and metrics.
-    web.run_app(app, host=settings.host, port=settings.port, handler_cancellation=True,
-                access_log=None,
-                print=lambda _: log.info("serving %s on http://%s:%s", loaded.name,
-                                         settings.host, settings.port))
+    # A socket of its own otherwise; with port 0 the kernel picks one and the log line says it.
+    sock = (socket.socket(fileno=listen_fd) if listen_fd is not None
+            else socket.create_server((settings.host, settings.port)))
+    host, port = sock.getsockname()[:2]
+    web.run_app(app, sock=sock, handler_cancellation=True, access_log=None,
+                print=lambda _: log.info("serving %s on http://%s:%s", loaded.name, host, port))
     return 0

@@ -14,8 +14,9 @@ class BackendSettings:
     host: str = "127.0.0.1"
     """Address the backend listens on when `semcache serve` starts it."""
 
-    port: int = 8081
-    """Port the backend listens on when `semcache serve` starts it."""
+    port: int = 0
+    """Port the backend listens on; 0: a free one chosen at start (by `semcache serve`, which
+    passes it the socket, so a second instance on the same host never collides)."""
 
     device: str = "auto"
     """`auto` (CUDA in bf16 when torch sees a GPU, else CPU in fp32), `cuda` or `cpu`."""

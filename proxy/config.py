@@ -23,7 +23,9 @@ from semcache.index.vectors import IndexSettings
 from .judge.settings import ALL_CHECKS, JudgeSettings
 
 ENV_PREFIX = "SEMCACHE__"
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.toml"
+MAX_PORT = 65535
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
+"""The default configuration, shipped inside the package (the top-level config.toml links to it)."""
 
 
 class ConfigError(Exception):
@@ -42,7 +44,12 @@ class ServerSettings:
     """Request bodies larger than this get 413."""
 
     admin_token: str = ""
-    """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
+    """Bearer token for /admin/api, and for /metrics too once set; empty: the admin API
+    answers only on loopback."""
+
+    metrics_token: str = ""
+    """A bearer token for /metrics alone (Prometheus' scrape credential), accepted besides
+    admin_token. With neither set, /metrics is open, as Prometheus endpoints usually are."""
 
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
@@ -134,11 +141,17 @@ class CostSettings:
     """Prices used to turn the tokens a hit saved into money saved (dashboard and /metrics)."""
 
     price_per_1k_prompt: dict[str, float] = field(default_factory=dict)
-    """USD per 1,000 prompt tokens, by model name; the key "*" prices every other model.
-    Empty: tokens saved are still counted, money saved stays 0."""
+    """USD per 1,000 prompt tokens, by model name (or a prefix of it: "gpt-4o" prices
+    "gpt-4o-2024-08-06"); these win over the built-in list, and "*" prices every model that
+    neither names."""
 
     price_per_1k_completion: dict[str, float] = field(default_factory=dict)
     """USD per 1,000 completion tokens, by model name; "*" as above."""
+
+    builtin_prices: bool = True
+    """Price models these tables do not name from a built-in list of common models' list
+    prices (proxy/prices.py), so money saved shows from the first hit. Not used with the
+    bundled upstream, whose local model costs nothing per token."""
 
     def __post_init__(self) -> None:
         # Tables come from TOML or the environment (strings): check and coerce them here,
@@ -231,7 +244,10 @@ def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
             kwargs[name] = _build(typing.cast(type, hint), value, dotted + ".")
         else:
             kwargs[name] = _coerce(hint, value, dotted)
-    settings = cls(**kwargs)
+    try:
+        settings = cls(**kwargs)
+    except ValueError as e:  # a section's own checks (backend/settings.py) name their key
+        raise ConfigError(str(e)) from e
     _validate(settings, where)
     return settings
 
@@ -289,7 +305,7 @@ def _parse_env(hint: Any, text: str, dotted: str) -> Any:
 def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
-        "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
+        "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
@@ -298,6 +314,8 @@ def _validate(settings: Any, where: str) -> None:
         value = getattr(settings, f.name)
         if f.name in positive and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}{f.name}: must be > 0, got {value!r}")
+    if isinstance(settings, ServerSettings) and not 1 <= settings.port <= MAX_PORT:
+        raise ConfigError(f"{where}port: must be between 1 and {MAX_PORT}, got {settings.port!r}")
     if isinstance(settings, JudgeSettings):
         unknown = set(settings.checks) - set(ALL_CHECKS)
         if unknown:

@@ -12,7 +12,16 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +38,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_* (CPU seconds, resident memory, open files, start time), python_info and the
+        # garbage collector's counts: what an operator reads first when a replica misbehaves.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.requests = Counter(
             "semcache_requests", "Cacheable-route requests by outcome.",
             ["endpoint", "outcome"], registry=r,
@@ -89,19 +103,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class Pricing:
-    """Money saved by a hit, from the per-model prices in `[costs]` ("*": any other model)."""
-
-    def __init__(self, prompt: Mapping[str, float], completion: Mapping[str, float]) -> None:
-        self.prompt = dict(prompt)
-        self.completion = dict(completion)
-
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int) -> float:
-        p = self.prompt.get(model, self.prompt.get("*", 0.0))
-        c = self.completion.get(model, self.completion.get("*", 0.0))
-        return (prompt_tokens * p + completion_tokens * c) / 1000.0
 
 
 @dataclass(frozen=True, kw_only=True)

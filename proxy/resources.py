@@ -96,8 +96,8 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     base_url = settings.upstream.base_url
     if base_url == "bundled":
         backend = BundledBackend(settings)
-        base_url = backend.base_url
         await backend.start()
+        base_url = backend.base_url  # its port is known once it listens
     upstream = Upstream(base_url, settings.upstream)
     await upstream.open()
     app[UPSTREAM] = upstream

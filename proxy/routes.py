@@ -6,6 +6,7 @@ import orjson
 from aiohttp import web
 
 from . import resources as state
+from .admin.auth import authorize_metrics
 from .passthrough import relay
 from .pipeline.service import SERVICE
 
@@ -47,6 +48,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    server = request.app[state.SETTINGS].server
+    authorize_metrics(server.admin_token, server.metrics_token, request.headers.get("Authorization"))
     return web.Response(
         body=request.app[state.METRICS].render(),
         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

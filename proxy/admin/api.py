@@ -30,11 +30,14 @@ from redis.exceptions import RedisError
 from semcache.index.store import Entry, Store
 
 from .. import resources as state
+from ..config import CacheSettings
 from ..errors import BadRequestError, NotFoundError
 from ..events import RequestEvent
 from ..judge import Ask
-from ..metrics import Inventory, Metrics, Pricing, StateCollector
+from ..metrics import Inventory, Metrics, StateCollector
 from ..pipeline.service import SERVICE
+from ..policy import tenant_of
+from ..prices import Pricing
 from ..runtime import InvalidThresholdError, Periodic, RuntimeState
 from .auth import admin_api
 from .timeseries import RETENTION_MINUTES, TimeSeries, minute_summary, window_summary
@@ -147,7 +150,10 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     app[state.RUNTIME] = runtime
     admin = AdminState(
         series=TimeSeries(store.client, prefix=settings.redis.key_prefix),
-        pricing=Pricing(settings.costs.price_per_1k_prompt, settings.costs.price_per_1k_completion),
+        pricing=Pricing(settings.costs.price_per_1k_prompt, settings.costs.price_per_1k_completion,
+                        # a local model costs nothing per token: no list prices for it
+                        builtin=settings.costs.builtin_prices
+                        and settings.upstream.base_url != "bundled"),
         inventory=InventoryProbe(store),
     )
     app[ADMIN] = admin
@@ -271,7 +277,7 @@ async def get_stats(request: web.Request) -> web.Response:
         "redis_up": store.available,
         "semantic": embeddings is not None and index is not None,
         "embeddings": embeddings.describe() if hasattr(embeddings, "describe") else None,
-        "prices_configured": bool(admin.pricing.prompt or admin.pricing.completion),
+        "prices_configured": admin.pricing.configured,
         "now": time.time(),
     })
 
@@ -360,20 +366,95 @@ async def scan_entries(
             return kept, cursor
 
 
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a listing resumes: just after the entry at (score, id) of the LRU index.
+
+    Entries are listed in the order of `{prefix}lru` (by last use, oldest first, ties by id),
+    a total order that survives between calls, so a page ends exactly where its last entry
+    is and the next one starts right after it: none is skipped. An entry hit meanwhile moves
+    to the end, so it can show up again on a later page, never go missing; SCAN, whose
+    batches cannot be resumed half-way, dropped whatever a full page left of its batch.
+    """
+
+    score: float
+    entry_id: str
+
+    def encode(self) -> str:
+        return f"{self.score!r}:{self.entry_id}"
+
+    @classmethod
+    def decode(cls, raw: str | None) -> PageCursor | None:
+        if not raw:
+            return None
+        score, _, entry_id = raw.partition(":")
+        try:
+            value = float(score)
+        except ValueError:
+            value = float("nan")
+        if value != value or not ENTRY_ID.match(entry_id):  # NaN: not a number at all
+            raise BadRequestError("not a cursor from this API", param="cursor", code="invalid_cursor")
+        return cls(value, entry_id)
+
+
+async def page_entries(
+    store: Store, after: PageCursor | None, want: int, keep: Callable[[dict[str, Any]], bool],
+) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    """Up to `want` kept entries after `after`, and the cursor of the last one examined (None:
+    the end). Examines at most MAX_SCAN_PER_CALL ids per call, so a search that keeps few
+    entries still answers quickly and goes on from its cursor."""
+    client, lru = store.client, store.lru_key
+    kept: list[dict[str, Any]] = []
+    examined, offset, last = 0, 0, after
+    while examined < MAX_SCAN_PER_CALL:
+        # Each batch starts from the last id examined, the way the next call will, so that a
+        # deletion meanwhile cannot shift what comes next.
+        low = repr(last.score) if last is not None else "-inf"
+        batch = await client.zrange(lru, low, "+inf", byscore=True, offset=offset, num=SCAN_BATCH,
+                                    withscores=True)
+        fresh = [(m.decode(), float(sc)) for m, sc in batch]
+        if last is not None:  # ids at the cursor's own score, up to its id, came before
+            fresh = [(m, sc) for m, sc in fresh if (sc, m) > (last.score, last.entry_id)]
+        if not fresh:
+            if len(batch) < SCAN_BATCH:
+                return kept, None
+            offset += len(batch)  # a whole batch of ties at one score: step over it
+            continue
+        offset = 0
+        pipe = client.pipeline(transaction=False)
+        for entry_id, _ in fresh:
+            pipe.hmget(store.entry_key(entry_id), *SUMMARY_FIELDS)
+            pipe.pttl(store.entry_key(entry_id))
+        results = await pipe.execute()
+        for i, (entry_id, score) in enumerate(fresh):
+            examined += 1
+            last = PageCursor(score, entry_id)
+            values, pttl = results[2 * i], results[2 * i + 1]
+            if values[0] is not None:  # else expired: its id lingers in the index until evicted
+                entry = summary_json(entry_id, values, pttl)
+                if keep(entry):
+                    kept.append(entry)
+            if len(kept) >= want:
+                return kept, last
+        if len(batch) < SCAN_BATCH:
+            return kept, None
+    return kept, last
+
+
 @admin_api
 async def list_entries(request: web.Request) -> web.Response:
     q = request.query
     limit = int_param(request, "limit", 50, 1, 500)
-    cursor = int_param(request, "cursor", 0, 0, 2**63)
     flt = EntryFilter(text=q.get("q", "").lower(), tenant=q.get("tenant", ""), model=q.get("model", ""),
                       namespace=q.get("namespace"))
     store = request.app[state.STORE]
     similar_to = q.get("similar_to", "").strip()
     embeddings = component(request.app, "embeddings")
     if similar_to and embeddings is not None:
+        cursor = int_param(request, "cursor", 0, 0, 2**63)
         return reply(await similar_entries(store, embeddings, similar_to, flt, limit, cursor))
-    entries, next_cursor = await scan_entries(store, cursor, limit, lambda e, _: flt.matches(e))
-    body: dict[str, Any] = {"entries": entries[:limit], "cursor": str(next_cursor) if next_cursor else None}
+    entries, after = await page_entries(store, PageCursor.decode(q.get("cursor")), limit, flt.matches)
+    body: dict[str, Any] = {"entries": entries, "cursor": after.encode() if after else None}
     if similar_to:
         body["similar_to_ignored"] = "the embedding service is not running"
     return reply(body)
@@ -438,15 +519,26 @@ async def remove_entry(app: web.Application, entry_id: str, scope: str | None = 
     return deleted
 
 
+def tenant_for_api_key(api_key: str, settings: CacheSettings) -> str:
+    """The tenant of requests that send `Authorization: Bearer <api_key>`: the proxy's own
+    hash (policy.tenant_of), so an operator names the key and never computes the hash."""
+    return tenant_of(f"Bearer {api_key}", settings)
+
+
 @admin_api
 async def flush(request: web.Request) -> web.Response:
     body = await json_body(request)
-    tenant, namespace = body.get("tenant"), body.get("namespace")
-    for name, value in (("tenant", tenant), ("namespace", namespace)):
+    tenant, namespace, api_key = body.get("tenant"), body.get("namespace"), body.get("api_key")
+    for name, value in (("tenant", tenant), ("namespace", namespace), ("api_key", api_key)):
         if value is not None and (not isinstance(value, str) or not value):
             raise BadRequestError(f"{name} must be a non-empty string", param=name)
+    if tenant is not None and api_key is not None:
+        raise BadRequestError("name the tenant or its api_key, not both", param="api_key")
+    if api_key is not None:
+        tenant = tenant_for_api_key(api_key, request.app[state.SETTINGS].cache)
     if tenant is None and namespace is None:
-        raise BadRequestError("name a tenant, a namespace, or both", code="nothing_to_flush")
+        raise BadRequestError("name a tenant (or its api_key), a namespace, or both",
+                              code="nothing_to_flush")
     flt = EntryFilter(tenant=tenant or "", namespace=namespace)
     deleted, cursor = 0, 0
     while True:

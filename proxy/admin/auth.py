@@ -1,8 +1,11 @@
-"""Who may use the admin API.
+"""Who may use the admin API and read /metrics.
 
 With `server.admin_token` set, every API call needs `Authorization: Bearer <token>`
 (compared in constant time), from any address. With no token, the API answers only clients
 on the loopback interface, and refuses the rest with 403.
+
+/metrics needs a bearer token once `server.admin_token` or `server.metrics_token` is set
+(either one is accepted); with neither it is open, so that a plain Prometheus scrape works.
 """
 
 from __future__ import annotations
@@ -44,14 +47,27 @@ def is_loopback(remote: str | None) -> bool:
     return address.is_loopback
 
 
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, given = (authorization or "").partition(" ")
+    return given.strip() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def _matches(given: str, tokens: tuple[str, ...]) -> bool:
+    # Every token is compared, in constant time, so the answer's timing tells nothing.
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given.encode(), token.encode())
+    return found
+
+
 def authorize(token: str, authorization: str | None, remote: str | None) -> None:
     """Raise unless the caller may use the admin API (see the module docstring)."""
     if token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not given.strip():
+        given = _bearer(authorization)
+        if given is None:
             raise UnauthorizedError("the admin API needs 'Authorization: Bearer <admin token>'",
                                     code="missing_admin_token")
-        if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        if not _matches(given, (token,)):
             raise UnauthorizedError("invalid admin token", code="invalid_admin_token")
         return
     if not is_loopback(remote):
@@ -59,6 +75,19 @@ def authorize(token: str, authorization: str | None, remote: str | None) -> None
             "the admin API answers only loopback clients while server.admin_token is not set",
             code="admin_loopback_only",
         )
+
+
+def authorize_metrics(admin_token: str, metrics_token: str, authorization: str | None) -> None:
+    """Raise unless the caller may read /metrics (see the module docstring)."""
+    tokens = tuple(t for t in (metrics_token, admin_token) if t)
+    if not tokens:
+        return
+    given = _bearer(authorization)
+    if given is None:
+        raise UnauthorizedError("/metrics needs 'Authorization: Bearer <metrics or admin token>'",
+                                code="missing_metrics_token")
+    if not _matches(given, tokens):
+        raise UnauthorizedError("invalid metrics token", code="invalid_metrics_token")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import sys
@@ -474,10 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
     runs = result["adaptive"]["runs"]
-    plot({k: v["curve"] for k, v in result["stages"].items()},
-         f"{name}: {result['pairs']} pairs ({result['positives']} positive)",
-         args.out / f"eval_{name}.png",
-         points={k: v for k, v in runs.items() if "per-entry" not in k})
+    if importlib.util.find_spec("matplotlib") is None:
+        print("semcache eval: no PR curve (matplotlib is not installed: pip install 'semcache[eval]')",
+              file=sys.stderr)
+    else:
+        plot({k: v["curve"] for k, v in result["stages"].items()},
+             f"{name}: {result['pairs']} pairs ({result['positives']} positive)",
+             args.out / f"eval_{name}.png",
+             points={k: v for k, v in runs.items() if "per-entry" not in k})
     report(result)
     return 0
 

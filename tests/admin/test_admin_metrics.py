@@ -11,7 +11,8 @@ from conftest import make_settings
 
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import build_app
-from semcache.proxy.metrics import Inventory, Metrics, Pricing, StateCollector
+from semcache.proxy.metrics import Inventory, Metrics, StateCollector
+from semcache.proxy.prices import Pricing
 
 
 async def test_metrics_follow_requests(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream,

@@ -123,6 +123,17 @@ def backfill(proxy: Any, minutes: int = 56, seed: int = 7) -> None:
             series.record(event, cost)
 
 
+async def extra_entries(proxy: Any, n: int) -> None:
+    from semcache.index.store import Entry
+    from semcache.proxy.app import STORE
+
+    for i in range(n):
+        await proxy.app[STORE].put(Entry(
+            id=f"extra{i:03d}", scope="extra", tenant="t", namespace="", endpoint="chat",
+            model="gpt-4o-mini", query=f"an older question {i}", response=b'{"choices": []}',
+            created=time.time() - 3600 + i, ttl_s=3600))
+
+
 async def test_dashboard_renders_charts_with_data(
     aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -138,6 +149,7 @@ async def test_dashboard_renders_charts_with_data(
             break
         await asyncio.sleep(0.05)
     await serve_traffic(proxy, upstream)
+    await extra_entries(proxy, 30)  # more than the dashboard's first page of 25
     backfill(proxy)
     await proxy.app[ADMIN].series.flush()
     proxy.app[ADMIN].inventory.invalidate()  # count the entries just written
@@ -161,6 +173,10 @@ async def test_dashboard_renders_charts_with_data(
     assert "data-threshold=" in dom
     assert "What is the capital of France?" in dom  # top entries and recent lookups
     assert "badge hit-exact" in dom
+    # The entries table shows its first page and offers the rest.
+    more = re.search(r'<button[^>]*id="entries-more"[^>]*>', dom)
+    assert more is not None and "hidden" not in more.group(0), more
+    assert re.search(r'id="entries-count"[^>]*>25 shown<', dom)
 
     # The README's picture is refreshed only on request, so a test run leaves the tree clean.
     shot = README_SCREENSHOT if os.environ.get("SEMCACHE_UPDATE_SCREENSHOT") else tmp_path / "dashboard.png"

@@ -8,11 +8,15 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-import torch
 
-from semcache.backend.engine import Engine
-from semcache.backend.server import build_app, build_engine
-from semcache.backend.settings import BackendSettings
+# The backend is torch: an extra (semcache[backend]) that `make test` leaves out and
+# `make test-all` (CI) installs.
+torch = pytest.importorskip(
+    "torch", reason="the bundled backend needs torch: semcache[backend] (make test-all installs it)")
+
+from semcache.backend.engine import Engine  # noqa: E402 (after the skip above)
+from semcache.backend.server import build_app, build_engine  # noqa: E402
+from semcache.backend.settings import BackendSettings  # noqa: E402
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHATML = (

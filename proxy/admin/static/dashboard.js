@@ -377,14 +377,33 @@
       </tr>`), 6, "no lookups yet");
   }
 
-  function drawEntries(body) {
-    rows($("table-entries").tBodies[0], body.entries.map((e) => `<tr class="clickable" data-entry="${esc(e.id)}">
+  function entryRow(e) {
+    return `<tr class="clickable" data-entry="${esc(e.id)}">
       <td class="q" title="${esc(e.query)}">${esc(e.query)}</td><td>${esc(e.model)}</td>
       <td title="${esc(e.tenant)}">${esc(e.tenant.slice(0, 12))}</td><td>${esc(e.namespace || "–")}</td>
       <td class="num">${e.similarity == null ? "–" : e.similarity.toFixed(3)}</td>
       <td class="num">${fmtCount(e.hits)}</td><td class="num">${fmtAge(e.age_s)}</td><td class="num">${fmtAge(e.ttl_left_s)}</td>
-      <td><button class="icon" title="Delete this entry" data-delete="${esc(e.id)}">✕</button></td></tr>`), 9,
-      body.similar_to_ignored ? "search by meaning needs the embedding service" : "no matching entries");
+      <td><button class="icon" title="Delete this entry" data-delete="${esc(e.id)}">✕</button></td></tr>`;
+  }
+
+  // The listing pages by cursor: "more" asks for the page after the last one shown, so every
+  // entry is reachable however many there are.
+  let entriesQuery = null, entriesCursor = null, entriesShown = 0;
+
+  function drawEntries(body, append) {
+    const tbody = $("table-entries").tBodies[0];
+    if (append) {
+      tbody.insertAdjacentHTML("beforeend", body.entries.map(entryRow).join(""));
+      entriesShown += body.entries.length;
+    } else {
+      rows(tbody, body.entries.map(entryRow), 9,
+        body.similar_to_ignored ? "search by meaning needs the embedding service" : "no matching entries");
+      entriesShown = body.entries.length;
+    }
+    entriesCursor = body.cursor;
+    const more = $("entries-more");
+    more.classList.toggle("hidden", !entriesCursor);
+    $("entries-count").textContent = entriesShown ? `${fmtCount(entriesShown)} shown` : "";
   }
 
   // actions --------------------------------------------------------------------------------
@@ -443,9 +462,18 @@
     if (q && $("search-similar").checked) p.set("similar_to", q); else if (q) p.set("q", q);
     if ($("search-model").value.trim()) p.set("model", $("search-model").value.trim());
     if ($("search-tenant").value.trim()) p.set("tenant", $("search-tenant").value.trim());
-    try { drawEntries(await api("entries?" + p)); } catch (e) { if (!(e instanceof AuthError)) toast(e.message); }
+    entriesQuery = p;
+    try { drawEntries(await api("entries?" + p), false); } catch (e) { if (!(e instanceof AuthError)) toast(e.message); }
+  }
+
+  async function moreEntries() {
+    if (!entriesQuery || !entriesCursor) return;
+    const p = new URLSearchParams(entriesQuery);
+    p.set("cursor", entriesCursor);
+    try { drawEntries(await api("entries?" + p), true); } catch (e) { if (!(e instanceof AuthError)) toast(e.message); }
   }
   $("search-form").addEventListener("submit", (e) => { e.preventDefault(); searchEntries(); });
+  $("entries-more").addEventListener("click", moreEntries);
 
   // the refresh loop -----------------------------------------------------------------------
 
