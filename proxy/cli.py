@@ -1,4 +1,4 @@
-"""The `semcache` command: serve, backend, eval, model export, model train-verifier."""
+"""The `semcache` command: serve, backend, eval, model export, train-verifier, build-teacher."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ DELEGATED: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval",): ("semcache.proxy.judge.evaluate", "main"),
     ("model", "export"): ("semcache.embeddings.export", "main"),
     ("model", "train-verifier"): ("semcache.proxy.judge.training.train", "main"),
+    ("model", "build-teacher"): ("semcache.proxy.judge.training.teacher", "main"),
 }
 EXTRAS = {"torch", "transformers", "gguf"}
 """Modules of the `backend` extra, which some commands need and `pip install semcache` omits."""
@@ -98,11 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="encoder device")
     sub.add_parser("backend", help="run the bundled inference backend (semcache backend -h)")
     sub.add_parser("eval", help="measure the hit decision on labelled pairs (semcache eval -h)")
-    model_p = sub.add_parser("model", help="model tools: export, train-verifier (semcache model -h)")
+    model_p = sub.add_parser("model", help="model tools: export, train-verifier, build-teacher "
+                                           "(semcache model -h)")
     model_sub = model_p.add_subparsers(dest="action", required=True, metavar="COMMAND")
     model_sub.add_parser("export", help="export the sentence encoder to ONNX")
     model_sub.add_parser("train-verifier",
-                         help="train the judge's pair model (needs semcache[backend])")
+                         help="train the judge's pair models on a GPU (needs semcache[backend])")
+    model_sub.add_parser("build-teacher",
+                         help="build the large pair model from its packaged base (needs "
+                              "semcache[backend])")
     return parser
 
 

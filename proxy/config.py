@@ -317,11 +317,11 @@ def _validate(settings: Any, where: str) -> None:
     if isinstance(settings, ServerSettings) and not 1 <= settings.port <= MAX_PORT:
         raise ConfigError(f"{where}port: must be between 1 and {MAX_PORT}, got {settings.port!r}")
     if isinstance(settings, JudgeSettings):
-        unknown = set(settings.checks) - set(ALL_CHECKS)
+        unknown = (set(settings.checks) | set(settings.soft_checks)) - set(ALL_CHECKS)
         if unknown:
             raise ConfigError(f"{where}checks: unknown {sorted(unknown)}; choose from {ALL_CHECKS}")
-        for name in ("threshold", "model_floor", "model_min", "verify_below", "verify_sample",
-                     "answer_similarity"):
+        for name in ("threshold", "model_floor", "model_min", "model_min_checked",
+                     "verify_below", "verify_sample", "answer_similarity"):
             value = getattr(settings, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{where}{name}: must be between 0 and 1, got {value!r}")

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
-from .code import check_code
+from .code import check_code, has_code
 from .settings import ALL_CHECKS, DEFAULT_CHECKS
 
 __all__ = ["ALL_CHECKS", "DEFAULT_CHECKS", "run_checks"]
@@ -261,11 +261,41 @@ def _scaled(m: re.Match[str]) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
+_STANDALONE_NUMBER = re.compile(
+    r"(?<![A-Za-z])\d+(?:[.,:]\d+)*(?=(?:st|nd|rd|th|s|am|pm|k|m|b|x|h|d|kg|g|mg|km|cm|mm|ml|gb|mb|"
+    r"tb|kb|hrs?|min|yrs?|mph|px|ft|lbs?|oz|in)?(?![A-Za-z]))", re.I)
+"""A number that is no part of a word: 'k8s', '2FA', 'b4', 'Q3' and 'mp3' are names and
+chat speak, not quantities; '3pm', '5kg', '2nd' and '10x' are numbers with a unit."""
+_CHAT_DIGITS = {"2": {"the", "a", "an", "my", "your", "do", "go", "get", "be", "make", "see",
+                      "know", "use", "fix", "buy", "find", "me", "you", "u", "him", "her", "us",
+                      "them", "it", "this", "that", "work", "learn", "write", "start"},
+                "4": {"u", "you", "me", "my", "the", "a", "an", "him", "her", "us", "them", "it",
+                      "this", "that", "sale", "free", "real", "sure", "ever", "now"}}
+"""'how 2 do', '4 u': chat speak for 'to' and 'for' where a word of this kind follows."""
+
+
+def _chat_digit(text: str, m: re.Match[str]) -> bool:
+    """Whether a lone 2 or 4 stands for 'to' or 'for' ('how 2 fix it', 'thx 4 the help')."""
+    digit = m.group(0)
+    if digit not in _CHAT_DIGITS:
+        return False
+    after = re.match(r"\s+([A-Za-z']+)", text[m.end():])
+    return after is not None and after.group(1).lower() in _CHAT_DIGITS[digit]
+
+
+def _spelled_in_compounds(text: str) -> str:
+    """Number words inside hyphenated compounds spelled out as words ('ten-year-old' ->
+    'ten year-old', 'six-mile' -> 'six mile'), so that they count like 'ten' or '10'."""
+    return re.sub(r"\b([A-Za-z]+)-(?=[A-Za-z])",
+                  lambda m: m.group(1) + (" " if m.group(1).lower() in _WORD_NUMBERS else "-"), text)
+
+
 def numbers(text: str) -> Counter[str]:
     """Numbers of the text, spelled-out ones included; '15k', '15 thousand' and '15000' are
     one number, and so are 'a billion' and '1 billion'."""
-    text = _SCALED.sub(_scaled, text)
-    found = Counter(n.replace(",", "") for n in _NUMBER.findall(text))
+    text = _spelled_in_compounds(_SCALED.sub(_scaled, text))
+    found = Counter(m.group(0).replace(",", "") for m in _STANDALONE_NUMBER.finditer(text)
+                    if not _chat_digit(text, m))
     for word in tokens(text):
         if word.isdigit() and word not in found and word in _WORD_NUMBERS.values():
             found[word] += 1
@@ -425,6 +455,29 @@ def _same_place(word: str, other: str) -> bool:
             and _DEMONYM.fullmatch(long_[len(stem):]) is not None)
 
 
+_NAME_ALIASES: dict[str, tuple[str, ...]] = {
+    "us": ("america", "american", "americans", "usa", "u.s", "united states"),
+    "usa": ("america", "american", "americans", "us", "united states"),
+    "america": ("us", "usa", "united states", "american"), "american": ("us", "usa", "america"),
+    "americans": ("us", "usa", "america"),
+    "uk": ("britain", "british", "united kingdom", "england"), "britain": ("uk", "british"),
+    "british": ("uk", "britain", "united kingdom"), "eu": ("europe", "european union"),
+    "mass": ("massachusetts",), "calif": ("california",), "penn": ("pennsylvania",),
+    "philly": ("philadelphia",), "vegas": ("las vegas",), "nyc": ("new york",),
+    "la": ("los angeles",), "sf": ("san francisco",), "dc": ("washington",),
+    "d.c": ("washington", "dc"), "fed": ("federal reserve",), "gh": ("github",),
+    "mac": ("macos", "macbook", "os x"), "macos": ("mac",), "k8s": ("kubernetes",),
+    "js": ("javascript",), "ts": ("typescript",), "aws": ("amazon web services", "amazon"),
+    "gcp": ("google cloud",), "hr": ("human resources",), "jan": ("january",),
+    "feb": ("february",), "mar": ("march",), "apr": ("april",), "aug": ("august",),
+    "sep": ("september",), "sept": ("september",), "oct": ("october",), "nov": ("november",),
+    "dec": ("december",), "chrome": ("google chrome",), "vs code": ("visual studio code",),
+    "gmail": ("google mail", "gmail"), "nhs": ("national health service",),
+}
+"""Short forms of names the acronym rule cannot see ('the US' / 'American visitors',
+'Mass.' / 'Massachusetts', 'Philly' / 'Philadelphia', 'Nov.' / 'November')."""
+
+
 def _unmatched_entities(text: str, other_text: str) -> list[str]:
     """Entities of `text` that `other_text` lacks, even with a typo, in another case, as a
     demonym ('India' / 'Indians') or spelled out as an acronym ('NYC' / 'New York City')."""
@@ -434,8 +487,8 @@ def _unmatched_entities(text: str, other_text: str) -> list[str]:
     other_words = _raw_words(other_text)
     out = []
     for ent in ents - _spelled_out(text, other_text):
-        parts = _ALIASES.get(ent, ent).split()
-        if all(_fuzzy_in(p, other_words) for p in parts):
+        spellings = [_ALIASES.get(ent, ent), *_NAME_ALIASES.get(ent.rstrip("."), ())]
+        if any(all(_fuzzy_in(p, other_words) for p in spelling.split()) for spelling in spellings):
             continue
         if _unacronym(ent.replace(".", "")) in _acronyms(other_text):
             continue
@@ -475,6 +528,33 @@ def _block_move(a: list[str], b: list[str]) -> bool:
     return False
 
 
+_SYMMETRIC = {"and", "or", "vs", "versus", "&", "nor"}
+_SYMMETRIC_CUES = {"compare", "comparing", "comparison", "difference", "differences", "between",
+                   "similar", "similarity", "similarities", "which", "better", "choose", "both"}
+"""Words that make 'X and Y' / 'X vs Y' symmetric: 'compare X and Y', 'X or Y, which is
+better?'. Without one the order may matter ('pros of X vs Y', 'convert X and Y')."""
+
+
+def _conjuncts_swapped(a: list[str], b: list[str]) -> bool:
+    """True when b is a with the two sides of one 'X and Y' (or, vs, versus) swapped, each
+    of one to three words, in a symmetric question: 'compare AWS and Azure' / 'compare
+    Azure and AWS'. A swap around a verb ('A hired B') stays a change of roles."""
+    if not set(a) & _SYMMETRIC_CUES:
+        return False
+    for k, word in enumerate(a):
+        if word not in _SYMMETRIC:
+            continue
+        for left in range(1, 4):
+            for right in range(1, 4):
+                i, j = k - left, k + 1 + right
+                if i < 0 or j > len(a):
+                    continue
+                swapped = a[:i] + a[k + 1:j] + [word] + a[i:k] + a[j:]
+                if swapped == b:
+                    return True
+    return False
+
+
 _FROM_TO = re.compile(r"\bfrom\s+(.+?)\s+(?:to|into)\s+(\S+(?:\s+\S+)?)", re.I)
 
 
@@ -482,7 +562,8 @@ def check_order(a: str, b: str) -> bool:
     """Same words in another order fail unless one whole phrase moved (swaps of two words
     with others between them flip a direction or a role: 'dog chases cat')."""
     ta, tb = tokens(a), tokens(b)
-    if ta != tb and Counter(ta) == Counter(tb) and len(ta) <= 40 and not _block_move(ta, tb):
+    if (ta != tb and Counter(ta) == Counter(tb) and len(ta) <= 40 and not _block_move(ta, tb)
+            and not _conjuncts_swapped(ta, tb)):
         return False
     ma, mb = _FROM_TO.search(a), _FROM_TO.search(b)
     if ma and mb:
@@ -491,16 +572,6 @@ def check_order(a: str, b: str) -> bool:
         if fa.split()[0] in tb_ and fb.split()[0] in ta_:
             return False
     return True
-
-
-def _tolerant(name: str, pick: Callable[[str], set[str]]) -> Callable[[str, str], bool]:
-    """A set-valued check that forgives a word the other side has with a typo or spelled
-    out as an acronym ('SQL' / 'Structured Query Language')."""
-    def check(a: str, b: str) -> bool:
-        sa, sb = pick(a), pick(b)
-        return not (_absent_from(sa - sb, b) or _absent_from(sb - sa, a))
-    check.__name__ = f"check_{name}"
-    return check
 
 
 def _absent_from(extra: Collection[str], other: str) -> bool:
@@ -512,11 +583,45 @@ def _absent_from(extra: Collection[str], other: str) -> bool:
     return any(not _fuzzy_in(w, words) and _unacronym(w) not in _acronyms(other) for w in extra)
 
 
+_FENCE_TAG = re.compile(r"^([ \t>]*(?:```|~~~))[\w+#.-]+", re.M)
+_AS_LANGUAGE = re.compile(
+    r"\b(?:in|into|to|from|speak|speaks|speaking|learn|learning|translate|translation|write|"
+    r"say|native|fluent)\s+(?:\w+\s+)?$", re.I)
+
+
 def _languages(text: str) -> set[str]:
-    found = {t for t in tokens(text) if t in _PROG or t in _NATURAL}
-    found |= {w.lower() for w in re.findall(r"\b(?:C|Go|R|Swift)\b(?![+#])", text)
+    """Programming languages, and natural languages where they are used as languages ('in
+    French', 'learn Spanish', 'Japanese translation'), not as a people or an adjective ('the
+    Chinese built', 'a German car'). A fence's language tag is layout, not a request."""
+    text = _FENCE_TAG.sub(r"\1", text)
+    found = {t for t in tokens(text) if t in _PROG}
+    for m in re.finditer(r"[A-Za-z]+", text):
+        word = m.group(0).lower()
+        if word in _NATURAL and (_AS_LANGUAGE.search(text[max(0, m.start() - 30):m.start()])
+                                 or re.match(r"\s+(?:translation|language|speakers?|word|words|"
+                                             r"phrase|version|subtitles|grammar|lessons?)\b",
+                                             text[m.end():], re.I)):
+            found.add(word)
+    found |= {w.lower() for w in re.findall(r"(?<![.\w])(?:C|Go|R|Swift)\b(?![+#.])", text)
               if w in _PROG_CASED and not re.search(rf"(?:^|[.!?]\s+){w}\b", text)}
     return found
+
+
+def check_languages(a: str, b: str) -> bool:
+    """Fails when one side names a language the other lacks (a typo or an acronym
+    forgiven: 'JS' / 'JavaScript'). A programming language named beside code that the other
+    side has too is what the code is written in, not another request ('Why does this Python
+    crash?' + code / 'Why does this crash?' + the same code)."""
+    la, lb = _languages(a), _languages(b)
+    extra_a, extra_b = la - lb, lb - la
+    if extra_a and extra_b:
+        return not (_absent_from(extra_a, b) or _absent_from(extra_b, a))
+    extra, other = (extra_a, b) if extra_a else (extra_b, a)
+    if not extra:
+        return True
+    if extra <= _PROG and has_code(other) and has_code(a if other is b else b):
+        return True
+    return not _absent_from(extra, other)
 
 
 def _content(text: str) -> set[str]:
@@ -616,10 +721,29 @@ def _no_abbreviation(m: re.Match[str]) -> str:
     return m.group(0) if word.lower() in _STOP or word.lower() in ("say", "said") else word
 
 
+_POLITE = (r"bother|trouble|disturb|pester|rude|sure|certain|know if|know whether|urgent|rush|"
+           r"judge|dumb|silly|stupid|weird|strange|obvious|expert|native|first language|lecture|"
+           r"textbook|fancy|dramatic|complain|cheat|mind|your time|much time|picky|pushy|"
+           r"clueless|overthink|sound|mean to|big deal|right place|right question|right person|"
+           r"worries|offend|nag|spam|technical|jargon|person at all|good at")
+_POLITE_NEGATION = re.compile(
+    rf"(?:^|(?<=[.!?:]\s))[^.!?:\n]*?\b(?:not|no|never|don't|dont|doesn't|isn't|won't|can't|"
+    rf"wasn't|didn't|haven't)\b[^.!?:\n]*?\b(?:{_POLITE})\b[^.!?:\n]*?(?:,?\s+but\b|[:.!]|,\s+(?=just\b))"
+    rf"|\bif (?:you|u) (?:don't|dont|do not) mind\b|\bno worries if not\b|\bif it'?s no trouble\b"
+    rf"|\bno rush\b|\bno pressure\b|\bnot to be \w+\b,?\s*(?:but\b)?",
+    re.I)
+"""A clause of politeness or self-deprecation that happens to hold a negation ("I don't want
+to bother you, but", "Not sure if this is the right place to ask, but", "if you don't
+mind", "no rush"): it negates nothing that is asked. Only a clause with such a word goes:
+"I'm not allowed to use loops, but ..." is a constraint, and stays."""
+
+
 @functools.lru_cache(maxsize=8192)
 def _negated(text: str) -> bool:
     """A negation word outside idioms that negate nothing: 'why or why not', 'or not',
-    'not only', 'no matter', and 'no.' for 'number' ('roll no. 12', 'rational no. and')."""
+    'not only', 'no matter', polite filler ("I don't want to bother you, but"), and 'no.'
+    for 'number' ('roll no. 12', 'rational no. and')."""
+    text = _POLITE_NEGATION.sub(" ", text.replace("’", "'"))
     text = _NOT_NEGATION.sub(" ", _NO_ABBREVIATION.sub(_no_abbreviation, text))
     return any(t in _NEGATIONS for t in tokens(text))
 
@@ -771,7 +895,7 @@ _CHECKS: dict[str, Callable[[str, str], bool]] = {
     "entities": check_entities,
     "order": check_order,
     "antonyms": check_antonyms,
-    "languages": _tolerant("languages", _languages),
+    "languages": check_languages,
     "format": check_format,
     "dates": check_dates,
     "units": check_units,

@@ -299,8 +299,8 @@ class _Scorer:
                          for p in pairs], dtype=np.float32)
 
 
-def judge_verdicts(rows: list[dict[str, Any]], sims: np.ndarray, whole: np.ndarray,
-                   settings: Settings, scorer: _Scorer | None) -> list[Any]:
+async def judge_verdicts(rows: list[dict[str, Any]], sims: np.ndarray, whole: np.ndarray,
+                         settings: Settings, scorer: _Scorer | None) -> list[Any]:
     """The verdict of the `Judge` the proxy uses on each pair, with the configured defaults:
     one lookup per pair, side `a` the entry, side `b` the request; no adaptive evidence."""
     read_whole: dict[str, bool] = {}
@@ -310,15 +310,12 @@ def judge_verdicts(rows: list[dict[str, Any]], sims: np.ndarray, whole: np.ndarr
     judge = Judge(settings.judge, MemoryObservations(max_wrong_rate=settings.judge.max_wrong_rate),
                   reads_whole=lambda text: read_whole.get(text, True))
     judge.model = scorer if settings.judge.model else None
-
-    async def run() -> list[Any]:
-        out = []
-        for i, r in enumerate(rows):
-            session = judge.session(Ask(text=r["b"], scope="eval"))
-            out.append(await session.consider(Candidate(
-                entry_id=str(i), text=r["a"], similarity=float(sims[i]))))
-        return out
-    return asyncio.run(run())
+    out = []
+    for i, r in enumerate(rows):
+        session = judge.session(Ask(text=r["b"], scope="eval"))
+        out.append(await session.consider(Candidate(
+            entry_id=str(i), text=r["a"], similarity=float(sims[i]))))
+    return out
 
 
 def ranking(labels: np.ndarray, score: np.ndarray) -> dict[str, float]:
@@ -366,7 +363,7 @@ def evaluate(rows: list[dict[str, Any]], settings: Settings, *,
     if verifier is not None:
         scorer = _Scorer({(rows[i]["a"], rows[i]["b"]): float(scores[i])  # type: ignore[index]
                           for i in range(n) if not np.isnan(scores[i])}, verifier)  # type: ignore[index]
-    verdicts = judge_verdicts(rows, sims, whole, settings, scorer)
+    verdicts = asyncio.run(judge_verdicts(rows, sims, whole, settings, scorer))
     served = np.array([v.serve for v in verdicts], dtype=bool)
     result: dict[str, Any] = {"pairs": n, "positives": int(labels.sum()),
                               "target_precision": target}
@@ -454,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_verifier:
         from .model import load_scorer
 
-        verifier = load_scorer(settings.judge.model_path)
+        verifier = load_scorer(settings.judge.model_path, settings.data_dir)
     else:
         settings = replace(settings, judge=replace(settings.judge, model=False))
     started = time.monotonic()
@@ -466,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"name": name, "file": str(args.pairs), "split": args.split, "limit": args.limit,
               "threshold": settings.judge.threshold, "checks": list(settings.judge.checks),
-              "model": settings.judge.model_path or "shipped",
+              "model": _model_name(settings),
               "model_floor": settings.judge.model_floor,
               "verify_below": settings.judge.verify_below,
               "model_min": settings.judge.model_min,
@@ -485,6 +482,15 @@ def main(argv: list[str] | None = None) -> int:
              points={k: v for k, v in runs.items() if "per-entry" not in k})
     report(result)
     return 0
+
+
+def _model_name(settings: Settings) -> str:
+    from .model import default_folder
+
+    folder = Path(settings.judge.model_path) if settings.judge.model_path else default_folder(
+        settings.data_dir)
+    info = folder / "model.json"
+    return json.loads(info.read_text()).get("name", str(folder)) if info.is_file() else str(folder)
 
 
 def report(result: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ candidate, best first:
    run-time threshold or, when the pair model reads candidates, its floor, else
    `judge.threshold`; without a request's own bar, adaptive thresholds raise it for entries
    and scopes whose observations call for it (judge/thresholds.py);
-2. the cheap near-miss checks (judge/checks.py), whatever the threshold;
+2. the cheap near-miss checks (judge/checks.py), whatever the threshold: any one stops the
+   candidate, except a soft one (`judge.soft_checks`) where the model reads it, which
+   then needs `judge.model_min_checked` of the model instead of `judge.model_min`;
 3. the pair model, once per lookup, for a candidate in [bar, verify_below).
 A request switches the checks and the model off only by asking for similarity alone
 (`X-Semcache-Judge: similarity`).
@@ -199,18 +201,23 @@ class JudgeSession:
             return made(serve=False, reason=_short_reason(sim, self.base))
         enabled = () if ask.similarity_only else settings.checks
         checks = await check_pair(candidate.text, ask.text, enabled)
-        if checks:
+        reads = judge.model_reads(ask) and needs_model(sim, settings.verify_below)
+        soft = reads and bool(checks) and set(checks) <= set(settings.soft_checks)
+        if checks and not soft:
             return made(serve=False, reason="check", checks=checks)
         score = None
-        if judge.model_reads(ask) and needs_model(sim, settings.verify_below):
+        if reads:
             if self._scored:
-                return made(serve=False, reason="not-scored")
+                return made(serve=False, reason="not-scored", checks=checks)
             self._scored = True
             score = await _score(judge.model, candidate.text, ask.text)
         read_whole = score is not None or await self._read_whole(candidate.text, ask.text)
-        serve, reason = rule(sim, self.base, threshold, score, (), model_min=settings.model_min,
+        needed = settings.model_min_checked if soft else settings.model_min
+        serve, reason = rule(sim, self.base, threshold, score, (), model_min=needed,
                              read_whole=read_whole)
-        return made(serve=serve, reason=reason, score=score)
+        if soft and not serve and reason == "model":
+            reason = "check"  # the model did not clear what the soft check asked
+        return made(serve=serve, reason=reason, score=score, checks=checks)
 
     async def _read_whole(self, cached: str, new: str) -> bool:
         """Whether the encoder read both prompts whole: asked only where no model read them;

@@ -33,6 +33,16 @@ from .errors import JudgeError
 from .text import FOCUS_CONTEXT, focus, known_words, repair_typos, same_question
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
+"""The student: all-MiniLM-L6-v2 distilled from the teacher (int8, in the repository)."""
+
+
+def default_folder(data_dir: Path) -> Path:
+    """The pair model a default configuration loads: the teacher where set-up built it
+    (`semcache model build-teacher`, into the data directory), else the shipped student."""
+    teacher = Path(data_dir) / "pair-model" / "teacher"
+    if (teacher / "model.json").is_file() and (teacher / "model_int8.onnx").is_file():
+        return teacher
+    return SHIPPED
 MAX_LEN = 96
 """Tokens of a pair read when the model folder does not say (its training length)."""
 CHUNK = 32
@@ -237,7 +247,9 @@ class PairModelService:
         await self._batcher.close()
 
 
-def load_scorer(model_path: str = "") -> Callable[[list[tuple[str, str]]], np.ndarray]:
-    """The CPU scorer `semcache eval` uses (the proxy's default on a CPU-only host)."""
+def load_scorer(model_path: str = "", data_dir: Path = Path(".data")
+                ) -> Callable[[list[tuple[str, str]]], np.ndarray]:
+    """The CPU scorer `semcache eval` uses: the model the proxy would load on this host."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return PairModel.open(Path(model_path) if model_path else None, device="cpu").score
+    folder = Path(model_path) if model_path else default_folder(data_dir)
+    return PairModel.open(folder, device="cpu").score

@@ -139,7 +139,8 @@ def test_float_graph_for_gpus_scores_like_the_int8_file() -> None:
              ("How do I reset my router?", "Hi, quick question: how do I reset my router?")]
     a, b = int8.score(pairs), floats.score(pairs)
     assert np.abs(a - b).max() < 0.1
-    assert ((a > 0.5) == (b > 0.5)).all()
+    clear = np.abs(a - 0.5) > 0.1  # a pair this close to the middle may fall either way
+    assert ((a > 0.5) == (b > 0.5))[clear].all() and clear.sum() >= 3
 
 
 async def test_concurrent_lookups_are_scored_in_shared_runs() -> None:

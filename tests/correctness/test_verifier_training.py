@@ -112,3 +112,35 @@ def test_long_prompts_are_two_questions_labelled_by_the_deciding_pair() -> None:
     with_long = vt.build_examples(rows, 7, aug_share=0.3, long_share=0.3)
     without = vt.build_examples(rows, 7, aug_share=0.3, long_share=0.0)
     assert len(with_long) - len(without) == int(0.3 * len(rows))
+
+
+def test_prompt_generators_are_deterministic_and_keep_their_promises() -> None:
+    from semcache.proxy.judge.training import generate as g
+
+    seeds = ["How do I reset my password?", "Write a tagline for my bakery.",
+             "Explain recursion to a five-year-old.", "Compare AWS and Azure for a startup.",
+             "Why does this loop never end?\n```python\nwhile i < 10:\n    print(i)\n```",
+             "Book an economy flight from Boston to Denver at 9am EST.",
+             "What is the difference between TCP and UDP?", "Alice hired Bob. Is that legal?"]
+    one, two = g.generate(seeds, random.Random(5), 20), g.generate(seeds, random.Random(5), 20)
+    assert one == two and one != g.generate(seeds, random.Random(6), 20)
+    kinds = {k for *_, k in one}
+    assert {"reframe", "symmetric", "code-layout", "code-token", "roles", "deliverable",
+            "audience", "time", "follow-up-reword", "follow-up-other"} <= kinds
+    for a, b, label, _ in one:
+        # a stacked paraphrase can undo the first (a swap swapped back): the same text, label 1
+        assert label in (0, 1) and (a != b or label == 1)
+    rng = random.Random(0)
+    assert g.symmetric("What is the difference between TCP and UDP?", rng) == (
+        "What is the difference between UDP and TCP?")
+    assert g.swap_roles("Alice hired Bob. Is that legal?", rng) == "Bob hired Alice. Is that legal?"
+    edited = g.code_edit(seeds[4], random.Random(1))
+    assert edited is not None and edited != seeds[4] and edited.split("```")[0] == seeds[4].split("```")[0]
+    assert g.reframe("How do I reset my password?", random.Random(2)) != "How do I reset my password?"
+
+
+def test_handwritten_pairs_split_into_train_and_dev_by_hash() -> None:
+    train, dev = vt.read_handwritten("train"), vt.read_handwritten("dev")
+    assert len(train) > 4000 and 500 < len(dev) < 1100
+    assert not {(r["a"], r["b"]) for r in train} & {(r["a"], r["b"]) for r in dev}
+    assert {r["label"] for r in dev} == {0, 1}

@@ -66,7 +66,7 @@ def merge(model: torch.nn.Module, saved: dict[str, Any], rank: int) -> torch.nn.
             if key.endswith(".lora_a"):
                 stem = key[: -len(".lora_a")]
                 delta = saved[stem + ".lora_b"].float() @ value.float()
-                params[stem + ".weight"] += delta * (ALPHA / rank)
+                params[stem + ".weight"].add_(delta * (ALPHA / rank))
             elif not key.endswith(".lora_b"):
                 name = key.replace(".base.", ".")
                 if name in params:

@@ -1,19 +1,16 @@
-"""`semcache model train-verifier`: fine-tune the cross-encoder verifier (seeded, reproducible).
+"""The pair models' training: the Quora augmentations, the hand-written pairs and their
+split, fitting a base (MiniLM in full; MPNet or SmolLM2 with LoRA; with or without a
+teacher to distil from), scoring, ONNX export and int8 quantisation.
 
 A cross-encoder reads both prompts together and outputs the probability that one answer
-serves both. It starts from the packaged all-MiniLM-L6-v2 weights with a fresh one-logit
-head and trains on the dev split of the Quora pairs (less the tenth that is the calibration
-split, proxy/pairs.py) plus augmentations that teach what a prompt cache needs and Quora lacks:
-near misses made from Quora questions by changing a number, swapping "from X to Y",
-"X better than Y" or "convert X to Y", inserting a negation, flipping a comparative,
-swapping a capitalised name / language for one from another question, or asking for a
-format, audience or language (label 0), and paraphrases made by typos, filler words,
-lower-casing, moving a trailing phrase to the front, chat-style short forms and acronyms,
-and the passive voice (label 1). The near-miss evaluation set
-(loadtest/data/near_miss.jsonl) is never used here.
-
-Output: DIR/verifier.pt (state dict, fp16) and DIR/tokenizer.json; `export` turns them into
-DIR/model_int8.onnx (and fp32 for a GPU), which proxy/verifier.py loads.
+serves both. The training set is the dev split of the Quora pairs (less the tenth that is
+the calibration split, judge/pairs.py) with augmentations made from them (near misses: a
+number changed, "from X to Y" swapped, a negation, a flipped comparative, another name or
+language, an added format or audience; paraphrases: typos, filler, lower case, a moved
+phrase, chat short forms and acronyms, the passive voice), the hand-written pairs
+(handwritten/, less their dev split) and the pairs generate.py makes from prompts. The
+evaluation sets in loadtest/data/ are never used here. `main` runs the shipped recipe
+(candidates.py) and ships the student and the teacher's adapters.
 """
 
 from __future__ import annotations
@@ -26,12 +23,10 @@ import random
 import re
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from ..checks import _ANTONYMS, _NATURAL, _PROG
-from ..pairs import in_calibration, read_pairs
 from ..text import PARTICIPLES
 
 log = logging.getLogger(__name__)
@@ -429,61 +424,19 @@ def score_pairs(model: Any, tok: Any, base: str, pairs: list[tuple[str, str]], *
     return out
 
 
-def train(source: Path, pairs: Path, out_dir: Path, *, base: str = "minilm", seed: int = 13,
-          epochs: int = 3, batch: int = 64, lr: float = 5e-5, aug_share: float = AUG_SHARE,
-          long_share: float = LONG_SHARE, max_len: int = MAX_LEN, device: str = "auto",
-          lora_rank: int = 0, teacher: dict[tuple[str, str], float] | None = None) -> dict[str, Any]:
-    """Fit one model on Quora dev (less the calibration tenth), the hand-written train split
-    and the generated pairs; save it (or its LoRA state) to out_dir with training.json."""
-    import torch
-
-    # The calibration split stays out: `model_min` is chosen on it afterwards, with
-    # `semcache eval --split calibration` on the exported int8 file the proxy loads.
-    rows = read_pairs(pairs, "dev")
-    fitted = [r for r in rows if not in_calibration(r["a"], r["b"])]
-    examples = build_examples(fitted, seed, aug_share=aug_share, long_share=long_share)
-    handwritten = read_handwritten("train")
-    questions = sorted({r[k] for r in fitted for k in ("a", "b")})
-    examples += prompt_examples(handwritten, questions, seed)
-    random.Random(seed + 2).shuffle(examples)
-    soft = None
-    if teacher is not None:
-        soft = [teacher.get((a, b), float(y)) for a, b, y in examples]
-    started = time.monotonic()
-    model, tok = fit(source, examples, base=base, seed=seed, epochs=epochs, batch=batch, lr=lr,
-                     max_len=max_len, device=device, lora_rank=lora_rank, soft=soft)
-    train_s = time.monotonic() - started
-    trained_on = str(next(model.parameters()).device)
-    if trained_on.startswith("cuda"):
-        trained_on = torch.cuda.get_device_name(0)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if lora_rank:
-        from safetensors.torch import save_file
-
-        from . import lora
-
-        save_file(lora.state(model), str(out_dir / "lora.safetensors"))
-    else:
-        model = model.float().cpu()
-        model.save_pretrained(str(out_dir), safe_serialization=True)
-    tok.save_pretrained(str(out_dir))
-    info = {"base": base, "source": BASES[base], "seed": seed, "epochs": epochs, "batch": batch,
-            "lr": lr, "max_len": max_len, "lora_rank": lora_rank, "distilled": teacher is not None,
-            "aug_share": aug_share, "long_share": long_share, "examples": len(examples),
-            "quora_dev_pairs_fitted": len(fitted), "handwritten_pairs": len(handwritten),
-            "calibration_pairs": len(rows) - len(fitted), "device": trained_on,
-            "train_s": round(train_s, 1), "torch": torch.__version__}
-    (out_dir / "training.json").write_text(json.dumps(info, indent=1))
-    return info
-
-
-def export(trained: Path, out_dir: Path) -> Path:
-    """ONNX of the trained model (sigmoid inside the graph), fp32 and dynamic int8."""
+def export(trained: Path, out_dir: Path, *, model: Any = None, max_len: int = MAX_LEN,
+           name: str = "pair model") -> Path:
+    """ONNX of a trained model (sigmoid inside the graph), fp32 and int8, with its tokenizer
+    and model.json. `model`: an already loaded one (a merged LoRA teacher); else the
+    transformers folder `trained`. Encoders without token types (MPNet) take two inputs."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        str(trained), num_labels=1, attn_implementation="eager").eval()
+    if model is None:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(trained), num_labels=1, attn_implementation="eager")
+    model = model.float().eval()
+    typed = model.config.model_type == "bert"
 
     class Scored(torch.nn.Module):
         def __init__(self, inner: torch.nn.Module) -> None:
@@ -491,28 +444,30 @@ def export(trained: Path, out_dir: Path) -> Path:
             self.inner = inner
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    token_type_ids: torch.Tensor) -> torch.Tensor:
-            logits = self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                                token_type_ids=token_type_ids).logits
+                    *types: torch.Tensor) -> torch.Tensor:
+            extra = {"token_type_ids": types[0]} if types else {}
+            logits = self.inner(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
             return torch.sigmoid(logits[:, 0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     fp32 = out_dir / "model_fp32.onnx"
     ids = torch.tensor([[101, 7592, 102, 2088, 102], [101, 7592, 102, 2088, 102]])
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if typed else [])
+    args = (ids, torch.ones_like(ids)) + ((torch.zeros_like(ids),) if typed else ())
     with torch.no_grad():
-        torch.onnx.export(Scored(model), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+        torch.onnx.export(Scored(model), args, str(fp32), input_names=names,
                           output_names=["score"], opset_version=17, dynamo=False,
                           dynamic_axes={"score": {0: "batch"}} | {
-                              n: {0: "batch", 1: "seq"}
-                              for n in ("input_ids", "attention_mask", "token_type_ids")})
+                              n: {0: "batch", 1: "seq"} for n in names})
     int8 = out_dir / "model_int8.onnx"
-    quantise(fp32, int8, heads=model.config.num_attention_heads, hidden=model.config.hidden_size)
+    quantise(fp32, int8, heads=model.config.num_attention_heads, hidden=model.config.hidden_size,
+             fuse=typed)
     shutil.copyfile(trained / "tokenizer.json", out_dir / "tokenizer.json")
+    (out_dir / "model.json").write_text(json.dumps({"name": name, "max_len": max_len}))
     return int8
 
 
-def quantise(fp32: Path, int8: Path, *, heads: int, hidden: int) -> None:
+def quantise(fp32: Path, int8: Path, *, heads: int, hidden: int, fuse: bool = True) -> None:
     """The shipped CPU file: onnxruntime's transformer fusions (Attention, SkipLayerNorm,
     BiasGelu), then int8 MatMuls and embedding table with per-token activation scales
     (embeddings/rowquant.py), as for the encoder: a pair's score does not depend on its
@@ -524,6 +479,8 @@ def quantise(fp32: Path, int8: Path, *, heads: int, hidden: int) -> None:
 
     options = FusionOptions("bert")
     options.enable_embed_layer_norm = False  # it needs a float embedding table
+    if not fuse:  # MPNet's relative position bias: attention stays unfused
+        options.enable_attention = False
     fused_model = optimizer.optimize_model(str(fp32), model_type="bert", num_heads=heads,
                                            hidden_size=hidden, opt_level=0,
                                            optimization_options=options)
@@ -535,33 +492,47 @@ def quantise(fp32: Path, int8: Path, *, heads: int, hidden: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`semcache model train-verifier [--pairs QQP] [--out DIR] [--seed N] [--epochs N]`."""
-    p = argparse.ArgumentParser(prog="semcache model train-verifier", description=__doc__.split("\n\n")[0])
+    """`semcache model train-verifier`: the shipped recipe on one GPU machine. Trains the
+    candidates on one training set (candidates.py `all`: MiniLM in full, the MPNet teacher
+    with LoRA, the MiniLM student distilled from it), then ships the student's int8 ONNX to
+    judge/weights/ and the teacher's adapters to judge/weights/teacher/."""
+    from . import candidates
+
+    p = argparse.ArgumentParser(prog="semcache model train-verifier", description=main.__doc__)
     p.add_argument("--pairs", type=Path, default=Path("../shared/data/qqp_dev_pairs.jsonl.gz"))
     p.add_argument("--out", type=Path, default=Path(".data/verifier-train"))
-    p.add_argument("--export-to", type=Path, default=None,
-                   help="also export ONNX here (default: proxy/judge/weights/ of the repo)")
-    p.add_argument("--source", type=Path, default=None, help="MiniLM folder (default: packaged)")
-    p.add_argument("--seed", type=int, default=13)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--aug-share", type=float, default=AUG_SHARE,
-                   help="synthetic near misses and paraphrases, each as a share of the Quora pairs")
-    p.add_argument("--long-share", type=float, default=LONG_SHARE,
-                   help="long two-question prompts, as a share of the Quora pairs")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 folder (default: packaged)")
+    p.add_argument("--mpnet", type=Path, help="all-mpnet-base-v2 folder (default: download)")
+    p.add_argument("--weights", type=Path, default=Path(__file__).resolve().parents[1] / "weights",
+                   help="where the shipped files go (default: proxy/judge/weights/)")
     p.add_argument("--no-export", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.source is None:
+    if args.minilm is None:
         from semcache.embeddings.export import resolve_source
 
-        args.source = resolve_source("packaged")[1]
-    info = train(args.source, args.pairs, args.out, seed=args.seed, epochs=args.epochs,
-                 aug_share=args.aug_share, long_share=args.long_share, device=args.device)
-    print(json.dumps(info))
-    if not args.no_export:
-        target = args.export_to or Path(__file__).resolve().parent.parent / "weights"
-        print(export(args.out, target))
+        args.minilm = resolve_source("packaged")[1]
+    if args.mpnet is None:
+        from .teacher import fetch_base
+
+        args.mpnet = fetch_base(args.out / "mpnet-base")
+    candidates.main(["all", "--out", str(args.out), "--work", str(args.out / "work"),
+                     "--quora", str(args.pairs), "--minilm", str(args.minilm),
+                     "--mpnet", str(args.mpnet)])
+    if args.no_export:
+        return 0
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    student = args.out / "work" / "student"
+    weights = load_file(str(student / "model.safetensors"))
+    save_file({k: v.float().contiguous() for k, v in weights.items()}, str(student / "model.safetensors"))
+    int8 = export(student, args.out / "student-onnx", name="minilm-l6-student")
+    for name in ("model_int8.onnx", "tokenizer.json", "model.json"):
+        shutil.copyfile(int8.parent / name, args.weights / name)
+    (args.weights / "teacher").mkdir(exist_ok=True)
+    shutil.copyfile(args.out / "teacher_lora.safetensors", args.weights / "teacher" / "lora.safetensors")
+    print(f"shipped {args.weights} (torch {torch.__version__})")
     return 0
 
 
