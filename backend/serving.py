@@ -92,8 +92,8 @@ class Completer:
         reason = "length"
         try:
             async for event in stream:
-                if event.token is not None:
-                    delta = text.push(event.token)
+                if event.tokens:
+                    delta = text.extend(event.tokens)
                     if delta and out is not None:
                         out.put_nowait((index, delta, None))
                     if text.stopped:
