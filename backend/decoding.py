@@ -167,7 +167,11 @@ class Decoder:
         exact = [i for i, d in enumerate(dists) if d is None or not drafts[i]]
         # Rows with deterministic drafts: sample the target's token at every position in
         # one batch, each with that position's own random number, then compare.
-        rows, cols, temps, tops, uniforms = [], [], [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        temps: list[float] = []
+        tops: list[float] = []
+        uniforms: list[float] = []
         for i in exact:
             n = len(drafts[i]) + 1
             rows += [i] * n
