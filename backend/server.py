@@ -92,7 +92,7 @@ async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.S
 
 async def _stream(request: web.Request, req: protocol.CompletionRequest,
                   completer: Completer) -> web.StreamResponse:
-    opened = completer.open(req)  # 429/400 are still possible here, before any header
+    opened = await completer.open(req)  # 429/400 are still possible here, before any header
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     events: AsyncIterator[dict] = completer.stream_events(req, opened)
