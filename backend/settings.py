@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CPU_DEFAULT_MAX_TOKENS = 128
-"""See default_max_tokens; measured by loadtest/bench_backend.py (first_impression)."""
+CPU_DEFAULT_MAX_TOKENS = 64
+"""See default_max_tokens. SmolLM2-135M decodes 12-17 tokens/s for one request on a shared
+2-core CPU (fp32), so 64 tokens answer in about 4 s where 512 took half a minute
+(loadtest/results/backend_cpu-2core.json, first_impression)."""
 CUDA_DEFAULT_MAX_TOKENS = 512
 CPU_STEP_TOKENS = 32
 """See speculative_step_tokens."""
