@@ -2,9 +2,10 @@
 
 `python -m semcache.loadtest.bench_backend [--device auto] [--out DIR]`
 
-Starts `python -m semcache.backend` three times on free ports, one after the other, the
-same model each time: with the defaults (prompt-lookup speculation and prefix caching on),
-with `--speculative off`, and with `--prefix-cache-tokens 0`. Over HTTP, as a client sees it:
+Starts `python -m semcache.backend` on free ports, the same model each time: with the
+defaults (prompt-lookup speculation and prefix caching on) for the whole run, beside it one
+with `--speculative off` and then one with `--prefix-cache-tokens 0`; each comparison sends
+the same requests to both servers in alternating turns. Over HTTP, as a client sees it:
 
 - speculation: single requests one at a time, greedy, streamed, on extraction-heavy prompts
   (edit or summarise a pasted text, change code, list dates) and on open chat: decoding
@@ -130,81 +131,105 @@ def user(text: str) -> list[dict[str, str]]:
 
 
 # ---- sections -----------------------------------------------------------------------------
+# Each section runs the same requests on two servers that are up at the same time, in turns
+# whose order alternates (A B, B A, ...): a shared machine's load drifts over minutes, and
+# measured one after the other the second server would get another machine.
 
 
-async def single_requests(backend: Backend, texts: list[str], max_tokens: int) -> dict[str, Any]:
-    """Each prompt alone, one after the other (greedy), after one warm-up request."""
-    await backend.chat(user(texts[0]), max_tokens=4, temperature=0)
-    before = await backend.stats()
-    runs = [await backend.chat(user(t), max_tokens=max_tokens, temperature=0) for t in texts]
-    after = await backend.stats()
-    spec = delta(before, after, "steps", "tokens_generated", "draft_tokens",
-                 "draft_tokens_accepted")
-    tokens = sum(r["tokens"] for r in runs)
-    decode_s = sum(r["decode_s"] for r in runs)
-    return {
-        "requests": len(runs), "max_tokens": max_tokens, "output_tokens": tokens,
-        # First to last token: the decoding speed, without the prompt's prefill.
-        "decode_tok_s": round(sum(r["tokens"] - 1 for r in runs) / decode_s, 1),
-        "end_to_end_tok_s": round(tokens / sum(r["latency_s"] for r in runs), 1),
-        "ttft_mean_s": round(statistics.mean(r["ttft_s"] for r in runs), 4),
-        "draft_acceptance": round(spec["draft_tokens_accepted"] / spec["draft_tokens"], 3)
-        if spec["draft_tokens"] else None,
-        "tokens_per_step": round(spec["tokens_generated"] / spec["steps"], 2),
-        **spec,
-        "per_request": [{k: (round(v, 4) if isinstance(v, float) else v)
-                         for k, v in r.items() if k != "text"} for r in runs],
-        "texts": [r["text"] for r in runs],
-    }
+def turns(backends: dict[str, Backend], i: int) -> list[tuple[str, Backend]]:
+    pairs = list(backends.items())
+    return pairs if i % 2 == 0 else pairs[::-1]
 
 
-async def ttft_waves(backend: Backend, system: str, levels: list[int]) -> list[dict[str, Any]]:
-    """Per level: one request puts the shared system prompt in the cache (where there is
-    one), then that many requests with it and distinct questions arrive at once."""
-    out = []
-    for level in levels:
-        warm = [{"role": "system", "content": system},
-                {"role": "user", "content": "Hello, who are you?"}]
-        await backend.chat(warm, max_tokens=2, temperature=0)
-        before = await backend.stats()
-        waves = await asyncio.gather(*(
-            backend.chat([{"role": "system", "content": system},
-                          {"role": "user", "content": f"{prompts.QUESTIONS[i % 20]} (#{i})"}],
-                         max_tokens=8, temperature=0)
-            for i in range(level)))
-        after = await backend.stats()
-        ttfts = sorted(r["ttft_s"] for r in waves)
-        out.append({"concurrency": level, "ttft_mean_s": round(statistics.mean(ttfts), 4),
-                    "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
-                    "ttft_max_s": round(ttfts[-1], 4),
-                    **delta(before, after, "prefill_tokens", "prefix_cached_tokens")})
-        print(f"  ttft concurrency={level}: {out[-1]}", flush=True)
+async def single_requests(backends: dict[str, Backend], texts: list[str],
+                          max_tokens: int) -> dict[str, dict[str, Any]]:
+    """Each prompt alone (greedy) on each server in turn, after one warm-up request."""
+    for backend in backends.values():
+        await backend.chat(user(texts[0]), max_tokens=4, temperature=0)
+    before = {name: await b.stats() for name, b in backends.items()}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
+    for i, text in enumerate(texts):
+        for name, backend in turns(backends, i):
+            runs[name].append(await backend.chat(user(text), max_tokens=max_tokens,
+                                                 temperature=0))
+    out = {}
+    for name, backend in backends.items():
+        spec = delta(before[name], await backend.stats(), "steps", "tokens_generated",
+                     "draft_tokens", "draft_tokens_accepted")
+        done = runs[name]
+        tokens = sum(r["tokens"] for r in done)
+        out[name] = {
+            "requests": len(done), "max_tokens": max_tokens, "output_tokens": tokens,
+            # First to last token: the decoding speed, without the prompt's prefill.
+            "decode_tok_s": round(sum(r["tokens"] - 1 for r in done)
+                                  / sum(r["decode_s"] for r in done), 1),
+            "end_to_end_tok_s": round(tokens / sum(r["latency_s"] for r in done), 1),
+            "ttft_mean_s": round(statistics.mean(r["ttft_s"] for r in done), 4),
+            "draft_acceptance": round(spec["draft_tokens_accepted"] / spec["draft_tokens"], 3)
+            if spec["draft_tokens"] else None,
+            "tokens_per_step": round(spec["tokens_generated"] / spec["steps"], 2),
+            **spec,
+            "per_request": [{k: (round(v, 4) if isinstance(v, float) else v)
+                             for k, v in r.items() if k != "text"} for r in done],
+            "texts": [r["text"] for r in done],
+        }
     return out
 
 
-async def throughput_waves(backend: Backend, levels: list[int], tokens: int) -> list[dict]:
-    """Per level: that many streamed stories at once, exactly `tokens` tokens each."""
-    await asyncio.gather(*(backend.chat(user("Write a story about the sea."), max_tokens=4,
-                                        temperature=0) for _ in range(4)))
-    out = []
-    for level in levels:
-        before = await backend.stats()
-        start = time.perf_counter()
-        runs = await asyncio.gather(*(
-            backend.chat(user(f"Write a story about {STORY_TOPICS[i % 8]}."), max_tokens=tokens,
-                         temperature=0, ignore_eos=True) for i in range(level)))
-        wall = time.perf_counter() - start
-        after = await backend.stats()
-        spec = delta(before, after, "steps", "tokens_generated", "draft_tokens",
-                     "draft_tokens_accepted")
-        ttfts = sorted(r["ttft_s"] for r in runs)
-        out.append({"concurrency": level, "output_tokens": sum(r["tokens"] for r in runs),
-                    "wall_s": round(wall, 3),
-                    "output_tok_s": round(sum(r["tokens"] for r in runs) / wall, 1),
-                    "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
-                    "tokens_per_step": round(spec["tokens_generated"] / spec["steps"], 2),
-                    **spec})
-        print(f"  throughput concurrency={level}: {out[-1]}", flush=True)
+async def ttft_waves(backends: dict[str, Backend], system: str,
+                     levels: list[int]) -> dict[str, list[dict[str, Any]]]:
+    """Per level and server: one request puts the shared system prompt in the cache (where
+    there is one), then that many requests with it and distinct questions arrive at once."""
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
+    for i, level in enumerate(levels):
+        for name, backend in turns(backends, i):
+            warm = [{"role": "system", "content": system},
+                    {"role": "user", "content": "Hello, who are you?"}]
+            await backend.chat(warm, max_tokens=2, temperature=0)
+            before = await backend.stats()
+            wave = await asyncio.gather(*(
+                backend.chat([{"role": "system", "content": system},
+                              {"role": "user", "content": f"{prompts.QUESTIONS[j % 20]} (#{j})"}],
+                             max_tokens=8, temperature=0)
+                for j in range(level)))
+            ttfts = sorted(r["ttft_s"] for r in wave)
+            row = {"concurrency": level, "ttft_mean_s": round(statistics.mean(ttfts), 4),
+                   "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
+                   "ttft_max_s": round(ttfts[-1], 4),
+                   **delta(before, await backend.stats(), "prefill_tokens",
+                           "prefix_cached_tokens")}
+            out[name].append(row)
+            print(f"  {name} ttft: {row}", flush=True)
+    return out
+
+
+async def throughput_waves(backends: dict[str, Backend], levels: list[int],
+                           tokens: int) -> dict[str, list[dict[str, Any]]]:
+    """Per level and server: that many streamed stories at once, `tokens` tokens each."""
+    for backend in backends.values():
+        await asyncio.gather(*(backend.chat(user("Write a story about the sea."), max_tokens=4,
+                                            temperature=0) for _ in range(4)))
+    out: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
+    for i, level in enumerate(levels):
+        for name, backend in turns(backends, i):
+            before = await backend.stats()
+            start = time.perf_counter()
+            runs = await asyncio.gather(*(
+                backend.chat(user(f"Write a story about {STORY_TOPICS[j % 8]}."),
+                             max_tokens=tokens, temperature=0, ignore_eos=True)
+                for j in range(level)))
+            wall = time.perf_counter() - start
+            spec = delta(before, await backend.stats(), "steps", "tokens_generated",
+                         "draft_tokens", "draft_tokens_accepted")
+            ttfts = sorted(r["ttft_s"] for r in runs)
+            row = {"concurrency": level, "output_tokens": sum(r["tokens"] for r in runs),
+                   "wall_s": round(wall, 3),
+                   "output_tok_s": round(sum(r["tokens"] for r in runs) / wall, 1),
+                   "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
+                   "tokens_per_step": round(spec["tokens_generated"] / spec["steps"], 2),
+                   **spec}
+            out[name].append(row)
+            print(f"  {name} throughput: {row}", flush=True)
     return out
 
 
@@ -224,26 +249,27 @@ async def first_impression(backend: Backend) -> dict[str, Any]:
 
 
 async def measure(args: argparse.Namespace, system: str) -> dict[str, Any]:
-    report: dict[str, Any] = {}
-    for name, extra in SERVERS.items():
-        print(f"server: {name} {' '.join(extra)}", flush=True)
-        async with Backend(args, extra) as backend:
-            section: dict[str, Any] = {}
-            if name != "no_prefix_cache":
-                for kind, texts in (("extraction", prompts.EXTRACTION), ("chat", prompts.CHAT)):
-                    section[kind] = await single_requests(backend, texts, args.max_tokens)
-                    print(f"  {kind}: " + json.dumps({k: v for k, v in section[kind].items()
-                                                      if k not in ("per_request", "texts")}),
-                          flush=True)
-                section["throughput"] = await throughput_waves(backend, args.levels,
-                                                               args.throughput_tokens)
-            if name != "no_speculation":
-                section["ttft_shared_prefix"] = await ttft_waves(backend, system,
-                                                                 args.ttft_levels)
-            if name == "default":
-                section["first_impression"] = await first_impression(backend)
-                section["healthz"] = await backend.stats()
-            report[name] = section
+    report: dict[str, Any] = {name: {} for name in SERVERS}
+    async with Backend(args, SERVERS["default"]) as default:
+        print("speculation: defaults against --speculative off", flush=True)
+        async with Backend(args, SERVERS["no_speculation"]) as plain:
+            pair = {"default": default, "no_speculation": plain}
+            for kind, texts in (("extraction", prompts.EXTRACTION), ("chat", prompts.CHAT)):
+                for name, result in (await single_requests(pair, texts, args.max_tokens)).items():
+                    report[name][kind] = result
+                    print(f"  {name} {kind}: " + json.dumps(
+                        {k: v for k, v in result.items() if k not in ("per_request", "texts")}),
+                        flush=True)
+            waves = await throughput_waves(pair, args.levels, args.throughput_tokens)
+            for name, rows in waves.items():
+                report[name]["throughput"] = rows
+        print("prefix cache: defaults against --prefix-cache-tokens 0", flush=True)
+        async with Backend(args, SERVERS["no_prefix_cache"]) as cold:
+            pair = {"default": default, "no_prefix_cache": cold}
+            for name, rows in (await ttft_waves(pair, system, args.ttft_levels)).items():
+                report[name]["ttft_shared_prefix"] = rows
+        report["default"]["first_impression"] = await first_impression(default)
+        report["default"]["healthz"] = await default.stats()
     return report
 
 
