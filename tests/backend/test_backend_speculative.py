@@ -365,3 +365,39 @@ def test_sample_is_what_exact_acceptance_compares_against() -> None:
     together = sample(logits, [0.7] * 5, [0.9] * 5, uniforms)
     one_by_one = [sample(logits[i : i + 1], [0.7], [0.9], [u])[0] for i, u in enumerate(uniforms)]
     assert together == one_by_one
+
+
+class EagerGraph:
+    """Stands in for a captured CUDA graph on the CPU: replaying runs the same static step
+    into the same output buffer, so the graph path's own logic (batch and length buckets,
+    the fixed verify width, padding rows and queries, static inputs) runs without a GPU."""
+
+    def __init__(self, runner: ModelRunner, batch: int, kv_len: int, width: int) -> None:
+        self.runner, self.shape = runner, (batch, width, kv_len)
+        self.out = torch.empty(batch, width, runner.vocab_size)
+
+    def replay(self) -> None:
+        batch, width, kv_len = self.shape
+        self.out.copy_(self.runner._run_static(batch, width, kv_len))
+
+
+async def test_graph_path_buckets_and_padding_give_the_eager_answers(engines) -> None:
+    plain = await outputs(engines(speculative="off", prefix_cache_tokens=0),
+                          lambda i: greedy(LENGTHS[i]), False)
+    engine = engines(**NGRAM_ALL, max_batch=8)
+    runner = engine.runner
+    shapes: set[tuple[int, int, int]] = set()
+
+    def graph(batch: int, kv_len: int, width: int) -> tuple[EagerGraph, torch.Tensor]:
+        shapes.add((batch, kv_len, width))
+        fake = EagerGraph(runner, batch, kv_len, width)
+        return fake, fake.out
+
+    runner._graph = graph  # type: ignore[method-assign]
+    runner.use_graphs = True
+    assert await outputs(engine, lambda i: greedy(LENGTHS[i])) == plain
+    widths = {w for _, _, w in shapes}
+    assert widths == {1, 7}  # decoding, and verifying at the fixed width 1 + max_draft
+    assert {b for b, _, _ in shapes} <= set(runner.batch_buckets)
+    assert {n for _, n, _ in shapes} <= set(runner.len_buckets)
+    assert any(b > 1 for b, _, _ in shapes)  # padded batches ran too
