@@ -1,14 +1,16 @@
-"""Continuous batching: the scheduler that owns the model runner in one worker thread.
+"""Continuous batching: the scheduler that owns the model stages in one worker thread.
 
 Each turn of the worker's loop: drop cancelled sequences, admit waiting ones into free slots
-(their prompts prefilled together, up to a token budget), then run one decoding step for
-every active sequence at once and retire the finished ones immediately. A request that
+(their prompts prefilled together, up to a token budget, after whatever prefix of them the
+prefix cache holds), then run one step for every active sequence at once (decoding, or
+verifying drafts: decoding.py) and retire the finished ones immediately. A request that
 arrives while others are generating therefore waits at most one step to start, never for
 the others to finish.
 
-Tokens flow back to the event loop with one `call_soon_threadsafe` per step; each request
-reads its own asyncio queue through a `Stream`. If the worker fails, every open stream gets
-the error and the engine reports itself unhealthy rather than leaving requests hanging.
+Each step's tokens for a sequence travel as one TokenEvent, and all of a step's events for
+one event loop go over in one `call_soon_threadsafe` (a `_Mailbox`); each request reads its
+own asyncio queue through a `Stream`. If the worker fails, every open stream gets the error
+and the engine reports itself unhealthy rather than leaving requests hanging.
 """
 
 from __future__ import annotations
@@ -20,63 +22,18 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .decoding import Decoder
 from .errors import EngineStopped, InvalidRequest, QueueFull
 from .runner import ModelRunner
-from .sampling import sample
+from .sequence import SamplingParams, Sequence, TokenEvent
+
+__all__ = ["Engine", "SamplingParams", "Sequence", "Stream", "TokenEvent"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SamplingParams:
-    """What one sequence asks of the decoder."""
-
-    max_tokens: int
-    """Most tokens to generate (clipped to the slot's room)."""
-    temperature: float = 1.0
-    """0 is greedy decoding."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    seed: int | None = None
-    """Fixes the sequence's own random stream, independent of its batch neighbours."""
-    ignore_eos: bool = False
-    """Keep generating past end-of-sequence tokens (benchmarks want fixed lengths)."""
-
-
-@dataclass(frozen=True)
-class TokenEvent:
-    """One step's news for a sequence: a new token, and/or why it finished."""
-
-    token: int | None
-    finish_reason: str | None = None
-    error: BaseException | None = None
-
-
-@dataclass(eq=False)
-class Sequence:
-    """A prompt being completed; lives in `waiting`, then in a slot, then is retired."""
-
-    id: int
-    prompt: list[int]
-    params: SamplingParams
-    sink: Callable[[TokenEvent], None]
-    rng: random.Random
-    generated: list[int] = field(default_factory=list)
-    slot: int = -1
-    finish_reason: str | None = None
-    cancelled: bool = False
-    admitted_step: int = -1
-    finished_step: int = -1
-
-    @property
-    def next_position(self) -> int:
-        """Cache position of the newest token, the one the next step feeds."""
-        return len(self.prompt) + len(self.generated) - 1
 
 
 class Engine:
@@ -84,7 +41,7 @@ class Engine:
 
     def __init__(
         self,
-        runner: ModelRunner,
+        decoder: Decoder | ModelRunner,
         *,
         eos_token_ids: set[int],
         max_queue: int = 256,
@@ -93,7 +50,9 @@ class Engine:
         tokenizer: Any = None,
         model_name: str = "model",
     ) -> None:
-        self.runner = runner
+        # A bare runner gets a decoder with no prefix cache and no speculation.
+        self.decoder = decoder if isinstance(decoder, Decoder) else Decoder(decoder)
+        runner = self.decoder.runner
         # The tokenizer and name travel with the engine for the HTTP layer; the scheduler
         # itself only ever sees token ids.
         self.tokenizer = tokenizer
@@ -115,6 +74,11 @@ class Engine:
         self._stopping = False
         self._paused = False
         self._thread: threading.Thread | None = None
+        self._mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
+
+    @property
+    def runner(self) -> ModelRunner:
+        return self.decoder.runner
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -145,11 +109,14 @@ class Engine:
     def healthy(self) -> bool:
         return self.error is None and not self._stopping
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
+        """Counters since start; the decoder's (prefill saved by the prefix cache, drafts
+        verified and kept) are read without its cooperation, so they may lag by a step."""
         with self._lock:
-            return {"running": len(self.running), "waiting": len(self.waiting),
-                    "steps": self.steps, "peak_running": self.peak_running,
-                    "tokens_generated": self.tokens_generated}
+            own = {"running": len(self.running), "waiting": len(self.waiting),
+                   "steps": self.steps, "peak_running": self.peak_running,
+                   "tokens_generated": self.tokens_generated}
+        return {**own, **self.decoder.stats()}
 
     # ---- requests -----------------------------------------------------------------------
 
@@ -212,15 +179,24 @@ class Engine:
     def _take_waiting(self) -> list[Sequence]:
         taken: list[Sequence] = []
         width = 0
+        new_blocks: set[bytes] = set()
         while self.waiting and len(self.running) + len(taken) < self.max_batch:
             seq = self.waiting[0]
-            # Prompts are prefilled right-padded to the longest, so the cost of a prefill
-            # is rows * longest, not the sum of the lengths: bound that (the first prompt is
-            # always taken, or a long one could never start).
-            cost = (len(taken) + 1) * max(width, len(seq.prompt))
+            # Prompts are prefilled right-padded to the longest part not in the prefix cache,
+            # so the cost of a prefill is rows * longest, not the sum of the lengths: bound
+            # that (the first prompt is always taken, or a long one could never start).
+            left = self.decoder.match_prefix(seq)
+            cost = (len(taken) + 1) * max(width, left)
             if taken and cost > self.max_prefill_tokens:
                 break
-            width = max(width, len(seq.prompt))
+            # A burst of prompts sharing an uncached prefix (one system prompt) computes it
+            # once: the others wait a step and find it cached.
+            block = self.decoder.first_new_block(seq)
+            if block is not None and block in new_blocks:
+                break
+            if block is not None:
+                new_blocks.add(block)
+            width = max(width, left)
             taken.append(self.waiting.popleft())
         return taken
 
@@ -229,27 +205,28 @@ class Engine:
         for i, seq in enumerate(seqs):
             seq.slot, seq.admitted_step = first + i, self.steps
         self.running.extend(seqs)
-        logits = self.runner.prefill(first, [s.prompt for s in seqs])
-        self._accept(seqs, logits)
+        self._accept(seqs, self.decoder.prefill(seqs, first))
 
     def _decode(self) -> None:
         seqs = list(self.running)
-        logits = self.runner.decode([s.generated[-1] for s in seqs],
-                                    [s.next_position for s in seqs])
-        self._accept(seqs, logits)
+        self._accept(seqs, self.decoder.step(seqs))
 
-    def _accept(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
-        """Sample one token per sequence, hand it to its sink and retire finished ones."""
-        tokens = sample(logits, [s.params.temperature for s in seqs],
-                        [s.params.top_p for s in seqs], [s.rng.random() for s in seqs])
+    def _accept(self, seqs: list[Sequence], gained: list[list[int]]) -> None:
+        """Append each sequence's new tokens up to the first that finishes it, hand them to
+        its sink as one event and retire finished sequences."""
         events: list[tuple[Sequence, TokenEvent]] = []
-        for seq, token in zip(seqs, tokens, strict=True):
-            seq.generated.append(token)
-            reason = self._finish_reason(seq, token)
-            events.append((seq, TokenEvent(token, reason)))
+        for seq, tokens in zip(seqs, gained, strict=True):
+            reason = None
+            for n, token in enumerate(tokens, 1):
+                seq.generated.append(token)
+                reason = self._finish_reason(seq, token)
+                if reason is not None:
+                    tokens = tokens[:n]  # drafts past a stop token or the length are dropped
+                    break
+            events.append((seq, TokenEvent(tuple(tokens), reason)))
         with self._lock:
             self.steps += 1
-            self.tokens_generated += len(seqs)
+            self.tokens_generated += sum(len(e.tokens) for _, e in events)
             self.peak_running = max(self.peak_running, len(self.running))
             for seq, event in events:
                 if event.finish_reason is not None:
@@ -270,15 +247,16 @@ class Engine:
         """Free the sequence's slot; the last running sequence moves into the hole so that
         the active slots stay 0..B-1. Caller holds the lock."""
         seq.finish_reason, seq.finished_step = reason, self.steps
+        self.decoder.release(seq)
         slot = self.running.index(seq)
         last = self.running.pop()
         if last is not seq:
-            self.runner.move_slot(last.slot, slot, last.next_position + 1)
+            self.decoder.move_slot(last.slot, slot, last.next_position + 1)
             last.slot = slot
             self.running[slot] = last
         seq.slot = -1
         if reason == "cancelled":
-            seq.sink(TokenEvent(None, "cancelled"))
+            seq.sink(TokenEvent((), "cancelled"))
 
     def _fail_all(self, error: BaseException) -> None:
         with self._lock:
@@ -287,13 +265,50 @@ class Engine:
             self.running.clear()
             self.waiting.clear()
         for seq in dead:
-            seq.sink(TokenEvent(None, "error", error))
+            seq.sink(TokenEvent((), "error", error))
 
     # ---- the asyncio side ---------------------------------------------------------------
 
     def open_stream(self, prompt: list[int], params: SamplingParams) -> Stream:
         """Submit from the event loop; the returned Stream yields this sequence's events."""
-        return Stream(self, prompt, params, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None:
+                # Loops come and go in tests; forget the closed ones rather than hold them.
+                for old in [x for x in self._mailboxes if x.is_closed()]:
+                    del self._mailboxes[old]
+                mailbox = self._mailboxes[loop] = _Mailbox(loop)
+        return Stream(self, prompt, params, mailbox)
+
+
+class _Mailbox:
+    """Events from the worker to one event loop, handed over in batches.
+
+    A step produces an event for every running sequence; one `call_soon_threadsafe` each
+    would wake the loop (a write to its self-pipe) 64 times per step at 64 sequences. The
+    first event posted schedules one delivery; events posted before it runs ride along."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]] = []
+
+    def post(self, queue: asyncio.Queue[TokenEvent], event: TokenEvent) -> None:
+        with self._lock:
+            self._items.append((queue, event))
+            if len(self._items) > 1:
+                return  # a delivery is already scheduled and has not run yet
+        try:
+            self._loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for queue, event in items:
+            queue.put_nowait(event)
 
 
 class Stream:
@@ -303,18 +318,15 @@ class Stream:
     freed at the next step instead of generating for nobody."""
 
     def __init__(self, engine: Engine, prompt: list[int], params: SamplingParams,
-                 loop: asyncio.AbstractEventLoop) -> None:
+                 mailbox: _Mailbox) -> None:
         self._engine = engine
         self._queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        self._loop = loop
+        self._mailbox = mailbox
         self.done = False
         self.seq = engine.submit(prompt, params, self._from_worker)
 
     def _from_worker(self, event: TokenEvent) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
+        self._mailbox.post(self._queue, event)
 
     def __aiter__(self) -> Stream:
         return self

@@ -46,3 +46,22 @@ def sample(
     for row, token in zip(sampled_rows, choice[:, 0].tolist(), strict=True):
         tokens[row] = token
     return tokens
+
+
+def probabilities(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The distribution `sample` draws from for these settings, in vocabulary order:
+    float32 logits [rows, vocab] -> probabilities [rows, vocab] (temperature > 0)."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        cumulative = sorted_probs.cumsum(dim=-1)
+        sorted_probs = sorted_probs.masked_fill(cumulative - sorted_probs > top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return probs / probs.sum(dim=-1, keepdim=True)
+
+
+def inverse_cdf(probs: torch.Tensor, u: float) -> int:
+    """The token whose cumulative mass first reaches u * total, for one row [vocab]."""
+    cumulative = probs.cumsum(dim=-1)
+    index = torch.searchsorted(cumulative, u * cumulative[-1:])
+    return int(index.clamp_(max=probs.shape[-1] - 1))

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from . import protocol
 from .engine import Engine
-from .errors import BackendError, InvalidRequest
+from .errors import BackendError, InvalidRequest, ModelLoadError
 from .serving import Completer
 from .settings import BackendSettings
 
@@ -93,7 +93,7 @@ async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.S
 
 async def _stream(request: web.Request, req: protocol.CompletionRequest,
                   completer: Completer) -> web.StreamResponse:
-    opened = completer.open(req)  # 429/400 are still possible here, before any header
+    opened = await completer.open(req)  # 429/400 are still possible here, before any header
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     events: AsyncIterator[dict] = completer.stream_events(req, opened)
@@ -132,7 +132,7 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
     app[SETTINGS] = settings
     app[ENGINE] = engine
     app[COMPLETER] = Completer(engine, engine.tokenizer, engine.model_name,
-                               settings.default_max_tokens)
+                               settings.max_tokens_for(engine.runner.device.type))
 
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         engine.start()
@@ -148,14 +148,39 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
 
 
 def build_engine(model: Any, tokenizer: Any, settings: BackendSettings,
-                 name: str | None = None) -> Engine:
-    """An engine over an already loaded causal LM (tests pass a tiny one)."""
+                 name: str | None = None, draft_model: Any = None) -> Engine:
+    """An engine over an already loaded causal LM (tests pass a tiny one), and over a
+    loaded draft model when settings.speculative is "model"."""
+    from .decoding import Decoder, Speculation
+    from .prefix_cache import BLOCK_TOKENS, PrefixCache
     from .runner import ModelRunner
+    from .speculative import DraftModel
 
+    k = 0 if settings.speculative == "off" else settings.speculative_tokens
+    blocks = settings.prefix_cache_tokens // BLOCK_TOKENS
     runner = ModelRunner(model, slots=settings.max_batch, max_seq_len=settings.max_seq_len,
-                         cuda_graphs=settings.cuda_graphs)
+                         cuda_graphs=settings.cuda_graphs, max_draft=k, prefix_blocks=blocks)
+    draft = None
+    if settings.speculative == "model":
+        if draft_model is None:
+            raise ModelLoadError("backend.speculative = model, but no draft model was loaded")
+        draft_runner = ModelRunner(draft_model, slots=settings.max_batch,
+                                   max_seq_len=settings.max_seq_len,
+                                   cuda_graphs=settings.cuda_graphs, max_draft=k,
+                                   verifies=False)
+        if draft_runner.vocab_size != runner.vocab_size:
+            raise ModelLoadError(f"the draft model's vocabulary ({draft_runner.vocab_size}) is "
+                                 f"not the model's ({runner.vocab_size})")
+        draft = DraftModel(draft_runner, k)
+    speculation = Speculation(
+        mode=settings.speculative, tokens=k,
+        ngram_sizes=tuple(range(settings.speculative_ngram_max,
+                                settings.speculative_ngram_min - 1, -1)),
+        step_tokens=settings.step_tokens_for(runner.device.type))
+    decoder = Decoder(runner, prefix_cache=PrefixCache(blocks) if blocks else None,
+                      speculation=speculation, draft=draft)
     eos = _eos_ids(model, tokenizer)
-    return Engine(runner, eos_token_ids=eos, max_queue=settings.max_queue,
+    return Engine(decoder, eos_token_ids=eos, max_queue=settings.max_queue,
                   max_prefill_tokens=settings.max_prefill_tokens, threads=settings.threads,
                   tokenizer=tokenizer,
                   model_name=settings.model_name or name or type(model).__name__)
@@ -188,6 +213,15 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--model-name", dest="model_name", help="model id to report")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         default=None)
+    parser.add_argument("--speculative", choices=["ngram", "model", "off"])
+    parser.add_argument("--speculative-tokens", dest="speculative_tokens", type=int)
+    parser.add_argument("--speculative-ngram-max", dest="speculative_ngram_max", type=int)
+    parser.add_argument("--speculative-ngram-min", dest="speculative_ngram_min", type=int)
+    parser.add_argument("--speculative-step-tokens", dest="speculative_step_tokens", type=int)
+    parser.add_argument("--draft-model", dest="draft_model",
+                        help="local Hugging Face folder of a smaller model, same tokenizer")
+    parser.add_argument("--prefix-cache-tokens", dest="prefix_cache_tokens", type=int,
+                        help="tokens of KV kept for shared prefixes (0: off)")
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
     try:
@@ -214,9 +248,12 @@ def main(argv: list[str]) -> int:
 
     try:
         loaded = load_model(settings.model, settings.data_dir, settings.device)
-        engine = build_engine(loaded.model, loaded.tokenizer, settings, loaded.name)
+        draft = None
+        if settings.speculative == "model":
+            draft = load_model(settings.draft_model, settings.data_dir, settings.device).model
+        engine = build_engine(loaded.model, loaded.tokenizer, settings, loaded.name, draft)
         log.info("warming up %s on %s", loaded.name, loaded.device)
-        engine.runner.warmup()
+        engine.decoder.warmup()
     except BackendError as e:
         log.error("%s", e)
         return 1

@@ -69,10 +69,14 @@ class Completer:
                               temperature=req.temperature, top_p=req.top_p, seed=seed,
                               ignore_eos=req.ignore_eos)
 
-    def open(self, req: protocol.CompletionRequest) -> tuple[list[int], list[Stream]]:
+    async def open(self, req: protocol.CompletionRequest) -> tuple[list[int], list[Stream]]:
         """Submit every choice (n per prompt) at once, so that a full queue refuses the
-        whole request before any response has started. Returns prompt lengths and streams."""
-        prompts = self.prompt_ids(req)
+        whole request before any response has started. Returns prompt lengths and streams.
+
+        The chat template and the tokenizer run in a worker thread: their cost grows with
+        the prompt (a long system prompt is milliseconds), and on the event loop it would
+        stall every other request's stream."""
+        prompts = await asyncio.to_thread(self.prompt_ids, req)
         streams: list[Stream] = []
         try:
             for prompt in prompts:
@@ -92,8 +96,8 @@ class Completer:
         reason = "length"
         try:
             async for event in stream:
-                if event.token is not None:
-                    delta = text.push(event.token)
+                if event.tokens:
+                    delta = text.extend(event.tokens)
                     if delta and out is not None:
                         out.put_nowait((index, delta, None))
                     if text.stopped:
@@ -115,7 +119,7 @@ class Completer:
             stream.cancel()
 
     async def complete(self, req: protocol.CompletionRequest) -> dict[str, Any]:
-        lengths, streams = self.open(req)
+        lengths, streams = await self.open(req)
         tasks = [self._run_choice(i, s, req.stop, None) for i, s in enumerate(streams)]
         try:
             results = await asyncio.gather(*tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -33,10 +34,19 @@ class TextStream:
 
     def push(self, token: int) -> str:
         """Add a token; returns the text that may be shown now (maybe empty)."""
-        if self.stopped:
+        return self.extend((token,))
+
+    def extend(self, tokens: Sequence[int]) -> str:
+        """Add one step's tokens (several when drafts were accepted); returns the text that
+        may be shown now. With stop strings the tokens go in one at a time, so that the
+        answer and its token count end at the token that completes a stop string, exactly
+        as when the same tokens arrive in separate steps."""
+        if self._stop and len(tokens) > 1:
+            return "".join(self.extend((token,)) for token in tokens)
+        if self.stopped or not tokens:
             return ""
-        self.tokens += 1
-        self._ids.append(token)
+        self.tokens += len(tokens)
+        self._ids.extend(tokens)
         before = self._decode(self._ids[self._prefix : self._read])
         after = self._decode(self._ids[self._prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):

@@ -70,10 +70,10 @@ def _byte_chars() -> list[str]:
     return [chr(table[b]) for b in range(256)]
 
 
-def make_model(vocab_size: int) -> Any:
+def make_model(vocab_size: int, seed: int = 0) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          max_position_embeddings=1024, eos_token_id=2, bos_token_id=1,

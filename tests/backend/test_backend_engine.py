@@ -24,8 +24,8 @@ async def run(engine: Engine, prompt: list[int], params: SamplingParams,
               started: asyncio.Event | None = None) -> tuple[list[int], str]:
     tokens, reason = [], ""
     async for event in engine.open_stream(prompt, params):
-        if event.token is not None:
-            tokens.append(event.token)
+        if event.tokens:
+            tokens.extend(event.tokens)
             if started is not None:
                 started.set()
         reason = event.finish_reason or reason
@@ -83,7 +83,8 @@ async def test_joins_and_leaves_mid_generation(make_engine) -> None:
 
 async def test_newcomer_does_not_wait_for_long_sequences(make_engine) -> None:
     """A request arriving while 31 others generate joins them at the next step."""
-    engine = make_engine(max_batch=32, max_queue=64)
+    # Speculation off: the test counts steps, and accepted drafts would shorten them.
+    engine = make_engine(max_batch=32, max_queue=64, speculative="off")
     engine.start()
     started = asyncio.Event()
     long_runs = [asyncio.ensure_future(run(engine, PROMPTS[i % len(PROMPTS)], greedy(200),
@@ -203,13 +204,14 @@ async def test_prefill_budget_splits_admission(make_engine) -> None:
     """With a budget of 40 padded tokens, a 30-token prompt is prefilled alone and short
     ones after it in a later step; greedy outputs are unchanged."""
     prompts = [list(range(3, 33)), [5, 6], [7, 8, 9], [10, 11]]
-    engine = make_engine(max_prefill_tokens=40)
+    # No prefix cache: the solo runs would leave the long prompt's first block cached.
+    engine = make_engine(max_prefill_tokens=40, prefix_cache_tokens=0)
     engine.start()
     solo = await alone(engine, prompts, lambda i: greedy(6))
     engine.pause()
     streams = [engine.open_stream(p, greedy(6)) for p in prompts]
     engine.resume()
-    results = [[e.token async for e in s] for s in streams]
+    results = [[t async for e in s for t in e.tokens] for s in streams]
     assert results == solo
     steps = [s.seq.admitted_step for s in streams]
     assert steps[0] < steps[1] == steps[2] == steps[3]

@@ -77,3 +77,36 @@ async def test_packaged_smollm2_answers(aiohttp_client, packaged_engine) -> None
                                      for b in [body, *others]))
     batched = await results[0].json()
     assert batched["choices"][0]["message"] == answer["choices"][0]["message"]
+
+
+@pytest.mark.slow
+async def test_packaged_smollm2_same_answers_with_speculation_and_prefix_cache(
+        packaged_engine) -> None:
+    """The real model on extraction prompts: greedy answers equal with prompt lookup and the
+    prefix cache on (the defaults) and both off, and drafts were kept."""
+    from semcache.backend.engine import SamplingParams
+    from semcache.loadtest.backend_prompts import EXTRACTION
+
+    settings, engine = packaged_engine
+    plain = build_engine(engine.runner.model, engine.tokenizer,
+                         dataclasses.replace(settings, speculative="off", prefix_cache_tokens=0))
+    tokenizer = engine.tokenizer
+    prompts = [tokenizer.encode(tokenizer.apply_chat_template(
+        [{"role": "system", "content": "You are a careful editor. Keep the author's words "
+          "where you can, change only what the task asks for, and return the whole text."},
+         {"role": "user", "content": text}], add_generation_prompt=True, tokenize=False),
+        add_special_tokens=False) for text in EXTRACTION[2:5]]
+    answers = []
+    for eng in (engine, plain):
+        eng.start()
+        params = SamplingParams(max_tokens=48, temperature=0.0)
+        answers.append(await asyncio.gather(*(
+            _collect(eng.open_stream(p, params)) for p in prompts)))
+        eng.stop()
+    assert answers[0] == answers[1]
+    stats = engine.stats()
+    assert stats["draft_tokens_accepted"] > 0 and stats["prefix_cached_tokens"] > 0
+
+
+async def _collect(stream) -> list[int]:
+    return [t async for event in stream for t in event.tokens]

@@ -190,3 +190,88 @@ def test_command_line_flags_override_settings() -> None:
     assert parse_args([]).cuda_graphs is True
     with pytest.raises(SystemExit):
         parse_args(["--max-batch", "0"])
+
+
+def test_speculation_and_prefix_flags() -> None:
+    from semcache.backend.server import parse_args
+
+    settings = parse_args(["--speculative", "off", "--prefix-cache-tokens", "0",
+                           "--speculative-tokens", "3", "--default-max-tokens", "64"])
+    assert (settings.speculative, settings.prefix_cache_tokens) == ("off", 0)
+    assert (settings.speculative_tokens, settings.default_max_tokens) == (3, 64)
+    with pytest.raises(SystemExit):  # a draft model is required for speculative = model
+        parse_args(["--speculative", "model"])
+    assert parse_args(["--speculative", "model", "--draft-model", "/m"]).draft_model == "/m"
+
+
+def test_default_max_tokens_depends_on_the_device() -> None:
+    from semcache.backend.settings import (
+        CPU_DEFAULT_MAX_TOKENS,
+        CUDA_DEFAULT_MAX_TOKENS,
+        BackendSettings,
+    )
+
+    auto = BackendSettings()
+    assert auto.max_tokens_for("cpu") == CPU_DEFAULT_MAX_TOKENS < CUDA_DEFAULT_MAX_TOKENS
+    assert auto.max_tokens_for("cuda") == CUDA_DEFAULT_MAX_TOKENS
+    assert BackendSettings(default_max_tokens=50).max_tokens_for("cuda") == 50
+
+
+async def test_request_without_max_tokens_gets_the_device_default(make_client) -> None:
+    from semcache.backend.settings import CPU_DEFAULT_MAX_TOKENS
+
+    client, _ = await make_client(default_max_tokens=0)
+    body = {k: v for k, v in CHAT.items() if k != "max_tokens"}
+    answer = await (await client.post("/v1/chat/completions", json=body)).json()
+    assert answer["usage"]["completion_tokens"] == CPU_DEFAULT_MAX_TOKENS
+    # A request's own max_tokens always wins, above the default too.
+    longer = await (await client.post("/v1/chat/completions",
+                                      json={**body, "max_tokens": 150})).json()
+    assert longer["usage"]["completion_tokens"] == 150
+
+
+async def test_healthz_reports_prefill_saved_and_drafts(make_client) -> None:
+    client, _ = await make_client(speculative_ngram_min=1)
+    system = {"role": "system", "content": "You answer in haiku. " * 8}
+    for question in ("What is rain?", "What is snow?"):
+        body = {**CHAT, "messages": [system, {"role": "user", "content": question}],
+                "max_tokens": 60}
+        assert (await client.post("/v1/chat/completions", json=body)).status == 200
+    stats = await (await client.get("/healthz")).json()
+    assert stats["prefix_hits"] == 1 and stats["prefix_cached_tokens"] >= 160
+    assert stats["speculation"] == "ngram" and stats["draft_tokens"] > 0
+    assert 0 <= stats["draft_acceptance"] <= 1
+
+
+async def test_streamed_and_whole_answers_agree_with_multi_token_steps(make_client) -> None:
+    """Steps that yield several tokens reach SSE as fewer, longer deltas; the text and
+    the usage are those of the whole answer."""
+    client, engine = await make_client(speculative_ngram_min=1)
+    body = {**CHAT, "max_tokens": 80}
+    whole = await (await client.post("/v1/chat/completions", json=body)).json()
+    resp = await client.post("/v1/chat/completions", json={**body, "stream": True,
+                                                           "stream_options": {"include_usage": True}})
+    events = [e for e in await sse(resp) if isinstance(e, dict)]
+    deltas = [e["choices"][0]["delta"].get("content") for e in events if e["choices"]]
+    assert "".join(d or "" for d in deltas) == whole["choices"][0]["message"]["content"]
+    assert events[-1]["usage"] == whole["usage"]
+    assert engine.stats()["draft_tokens_accepted"] > 0
+    assert len([d for d in deltas if d]) < 80  # some deltas carried several tokens
+
+
+def test_text_stream_extend_equals_pushing_one_by_one(tiny) -> None:
+    """Several tokens at once give the same text, and with a stop string the same cut and
+    the same token count, as the tokens one at a time."""
+    from semcache.backend.text import TextStream
+
+    tokenizer = tiny[1]
+    ids = tokenizer.encode("Hello there, general. Over the hills and far away!")
+    for stop in ([], ["far"], ["ll"]):
+        one = TextStream(tokenizer, stop)
+        shown_one = "".join(one.push(t) for t in ids) + one.finish()
+        many = TextStream(tokenizer, stop)
+        shown_many = "".join(many.extend(ids[i : i + 5]) for i in range(0, len(ids), 5))
+        shown_many += many.finish()
+        assert (shown_many, many.text, many.tokens) == (shown_one, one.text, one.tokens)
+        if stop:
+            assert many.stopped and stop[0] not in many.text and many.tokens < len(ids)

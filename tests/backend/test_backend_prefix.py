@@ -1,0 +1,150 @@
+"""Prefix caching: the block bookkeeping, the KV copies, and the engine reusing prefixes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import torch
+
+from semcache.backend.prefix_cache import BLOCK_TOKENS, PrefixCache, chain_keys
+from semcache.backend.runner import ModelRunner
+
+from .test_backend_engine import greedy, run
+
+SYSTEM = list(range(3, 3 + 3 * BLOCK_TOKENS + 5))  # three full blocks and a bit
+QUESTIONS = [[70, 71, 72], [80, 81], [90, 91, 92, 93], [60, 61, 62, 63, 64]]
+
+
+# ---- bookkeeping ------------------------------------------------------------------------
+
+
+def test_chain_keys_name_the_whole_prefix() -> None:
+    a = chain_keys(list(range(40)), 40)
+    assert len(a) == 2  # full blocks only
+    assert chain_keys(list(range(40)), 40, known=a[:1]) == a
+    # The same second block after a different first block is another key.
+    other = chain_keys([99] + list(range(1, 40)), 40)
+    assert other[0] != a[0] and other[1] != a[1]
+    assert chain_keys(list(range(40)), 20) == a[:1]
+
+
+def test_lru_eviction_keeps_recent_prefixes_and_whole_chains() -> None:
+    cache = PrefixCache(blocks=4)
+    first = chain_keys(list(range(48)), 48)  # 3 blocks
+    assert [i for i, _ in cache.insert(first)] == [0, 1, 2]
+    second = chain_keys(list(range(100, 132)), 32)  # 2 blocks: evicts first's oldest
+    assert len(cache.insert(second)) == 2
+    assert cache.evictions == 1
+    assert cache.match(first) == []  # its first block is gone, so nothing matches
+    assert len(cache.match(second)) == 2
+    # A chain longer than the pool keeps its beginning, never evicting its own blocks.
+    long = chain_keys(list(range(200, 296)), 96)  # 6 blocks
+    placed = cache.insert(long)
+    assert [i for i, _ in placed] == [0, 1, 2, 3]
+    assert len(cache.match(long)) == 4 and len(cache) == 4
+
+
+# ---- the runner's copies ------------------------------------------------------------------
+
+
+def test_prefix_reuse_gives_identical_logits(tiny) -> None:
+    """Prefilling only the part after a copied prefix gives the logits of prefilling the
+    whole prompt, and decoding continues identically. Equal within float32 rounding: the
+    shorter matrix products may sum in another order; they are not recomputations of a
+    different thing."""
+    model = tiny[0]
+    runner = ModelRunner(model, slots=2, max_seq_len=128, cuda_graphs=False,
+                         prefix_blocks=8)
+    prompt = SYSTEM + QUESTIONS[0]
+    whole = runner.prefill(0, [prompt])
+    cache = PrefixCache(blocks=8)
+    keys = chain_keys(prompt, len(prompt))
+    runner.save_prefix(0, cache.insert(keys))
+    blocks = cache.match(chain_keys(prompt, len(prompt)))
+    cached = len(blocks) * BLOCK_TOKENS
+    runner.load_prefix(1, blocks)
+    reused = runner.prefill(1, [prompt[cached:]], [cached])
+    torch.testing.assert_close(reused, whole, atol=1e-5, rtol=1e-5)
+    assert reused.argmax(-1).tolist() == whole.argmax(-1).tolist()
+    # The copied KV is the computed KV, bit for bit.
+    assert torch.equal(runner.k_cache[:, 1, :, :cached], runner.k_cache[:, 0, :, :cached])
+    token = int(whole.argmax())
+    for position in range(len(prompt), len(prompt) + 10):
+        both = runner.decode([token, token], [position, position])
+        torch.testing.assert_close(both[1], both[0], atol=1e-5, rtol=1e-5)
+        assert int(both[0].argmax()) == int(both[1].argmax())
+        token = int(both[0].argmax())
+
+
+# ---- the engine -------------------------------------------------------------------------
+
+
+async def test_shared_prefix_is_reused_and_counted(make_engine) -> None:
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    plain = make_engine(prefix_cache_tokens=0)
+    plain.start()
+    expected = [(await run(plain, p, greedy(12)))[0] for p in prompts]
+    engine = make_engine()
+    engine.start()
+    assert [(await run(engine, p, greedy(12)))[0] for p in prompts] == expected
+    stats = engine.stats()
+    shared = 3 * BLOCK_TOKENS
+    # The first prompt computes the shared blocks; the three after it copy them.
+    assert stats["prefix_cached_tokens"] == 3 * shared
+    assert stats["prefix_hits"] == 3
+    assert stats["prefill_tokens"] == sum(len(p) for p in prompts) - 3 * shared
+    assert plain.stats()["prefix_cached_tokens"] == 0
+
+
+async def test_a_burst_sharing_an_uncached_prefix_computes_it_once(make_engine) -> None:
+    """Four prompts with one uncached system prompt arrive together: the first is
+    prefilled alone, the others a step later from the cached prefix."""
+    prompts = [SYSTEM + q for q in QUESTIONS]
+    engine = make_engine()
+    engine.pause()
+    engine.start()
+    streams = [engine.open_stream(p, greedy(6)) for p in prompts]
+    engine.resume()
+    results = [[t async for e in s for t in e.tokens] for s in streams]
+    steps = [s.seq.admitted_step for s in streams]
+    assert steps[0] < steps[1] == steps[2] == steps[3]
+    assert engine.stats()["prefix_cached_tokens"] == 3 * 3 * BLOCK_TOKENS
+    plain = make_engine(prefix_cache_tokens=0)
+    plain.start()
+    assert results == [(await run(plain, p, greedy(6)))[0] for p in prompts]
+
+
+async def test_next_turn_reuses_the_previous_answer(make_engine) -> None:
+    """A conversation's next prompt holds the previous prompt and answer: their blocks
+    were kept when the first answer finished."""
+    engine = make_engine()
+    engine.start()
+    first = SYSTEM + QUESTIONS[0]
+    answer, _ = await run(engine, first, greedy(30))
+    before = engine.stats()["prefix_cached_tokens"]
+    follow_up = first + answer + QUESTIONS[1]
+    tokens, _ = await run(engine, follow_up, greedy(8))
+    # Every full block of prompt + answer except the answer's last token (never fed).
+    kept = (len(first) + len(answer) - 1) // BLOCK_TOKENS * BLOCK_TOKENS
+    assert engine.stats()["prefix_cached_tokens"] - before == kept
+    plain = make_engine(prefix_cache_tokens=0)
+    plain.start()
+    assert tokens == (await run(plain, follow_up, greedy(8)))[0]
+
+
+async def test_prefix_cache_with_speculation_and_concurrency(make_engine) -> None:
+    """Both on (the defaults), many requests sharing a prefix at once, some cancelled
+    midway: every completed answer equals its answer with both off."""
+    prompts = [SYSTEM + q + [7] * i for i in range(3) for q in QUESTIONS]
+    plain = make_engine(prefix_cache_tokens=0, speculative="off")
+    plain.start()
+    expected = [(await run(plain, p, greedy(20)))[0] for p in prompts]
+    engine = make_engine(max_batch=4, speculative_ngram_min=1)
+    engine.start()
+    doomed = [engine.open_stream(p, greedy(200)) for p in prompts[:3]]
+    results = await asyncio.gather(*(run(engine, p, greedy(20)) for p in prompts))
+    for stream in doomed:
+        stream.cancel()
+    assert [t for t, _ in results] == expected
+    stats = engine.stats()
+    assert stats["prefix_cached_tokens"] > 0 and stats["draft_tokens_accepted"] > 0
