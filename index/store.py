@@ -248,6 +248,10 @@ class Store:
     def pools_seq_key(self) -> str:
         return f"{self.prefix}so-seq"
 
+    def answer_key(self, tenant: str, namespace: str, digest: str) -> str:
+        """Which entry gave an answer (context chains, proxy/pipeline/chains.py)."""
+        return f"{self.prefix}ans:{tenant}:{namespace}:{digest}"
+
     @property
     def lru_key(self) -> str:
         """Sorted set of entry ids by last use (write or hit), for `max_entries`."""
@@ -324,6 +328,15 @@ class Store:
                       maxlen=STREAM_MAXLEN, approximate=True)
         await pipe.execute()
         self.evicted += len(victims)
+
+    async def answers(self, keys: list[str]) -> list[bytes | None]:
+        """The values of answer keys, in one round trip (None where there is none)."""
+        if not keys:
+            return []
+        return cast(list[bytes | None], await self._call(lambda: self.client.mget(keys)))
+
+    async def remember_answer(self, key: str, value: str, ttl_s: int) -> None:
+        await self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     async def record_hits(self, hits: dict[str, tuple[int, float]]) -> None:
         """Add hit counts and last-hit times ({entry id: (count, unix time)}) in one round trip.

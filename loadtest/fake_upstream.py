@@ -34,6 +34,10 @@ class FakeUpstream:
     tag_answers_with_key: bool = False
     """Append the request's Authorization header to each answer, so a test can tell whose
     answer a client got (tenant isolation with identical prompts)."""
+    answer_with_history: bool = False
+    """Answer every user turn of the conversation ("answer to: first / second"), as a real
+    model's answer depends on the history: two conversations that end alike get different
+    answers."""
     streams_finished: int = 0
     streams_cancelled: int = 0
 
@@ -78,10 +82,9 @@ class FakeUpstream:
         body = await self._record(request)
         if self.status != 200:
             return self._error()
-        last = body["messages"][-1]
-        content = last.get("content")
-        if isinstance(content, list):
-            content = " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        turns = [m for m in body["messages"] if m.get("role") == "user"] if self.answer_with_history \
+            else body["messages"][-1:]
+        content = " / ".join(_text(m.get("content")) for m in turns)
         text = self._tag(self.answer_for(str(content)), request)
         usage = {"prompt_tokens": 10, "completion_tokens": len(text.split()),
                  "total_tokens": 10 + len(text.split())}
@@ -172,6 +175,12 @@ class FakeUpstream:
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         return await self._send_sse(request, [{"n": i} for i in range(5)])
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return str(content)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from multidict import CIMultiDictProxy
@@ -121,9 +122,13 @@ def cacheable(req: ParsedRequest, settings: CacheSettings) -> bool:
     return True
 
 
-def scope_of(req: ParsedRequest, tenant: str, namespace: str) -> Scope:
+def scope_of(req: ParsedRequest, tenant: str, namespace: str,
+             context: list[Any] | None = None) -> Scope:
+    """The scope of a request; `context`: its history's fingerprint (pipeline/chains.py),
+    by default the history word for word."""
     material = orjson.dumps(
-        [tenant, namespace, req.endpoint, req.model, req.params, req.context],
+        [tenant, namespace, req.endpoint, req.model, req.params,
+         req.context if context is None else context],
         option=orjson.OPT_SORT_KEYS,
     )
     return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)

@@ -444,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     # The proxy's default on a CPU-only host: the int8 encoder on the CPU.
     settings = replace(settings, embeddings=replace(settings.embeddings, device="cpu"))
     rows = read_pairs(args.pairs, args.split, args.limit)
+    if rows and isinstance(rows[0].get("a"), list):
+        return conversations(args, rows, settings)
     if not rows:
         print("semcache eval: no pairs", file=sys.stderr)
         return 2
@@ -481,6 +483,28 @@ def main(argv: list[str] | None = None) -> int:
              args.out / f"eval_{name}.png",
              points={k: v for k, v in runs.items() if "per-entry" not in k})
     report(result)
+    return 0
+
+
+def conversations(args: argparse.Namespace, rows: list[dict[str, Any]], settings: Settings) -> int:
+    """Conversation pairs: replayed turn by turn through a running proxy (loadtest/
+    replay_conversations.py); per turn, served or not against its label."""
+    from semcache.loadtest.machine import machine_info
+    from semcache.loadtest.replay_conversations import replay
+
+    if args.no_verifier:
+        settings = replace(settings, judge=replace(settings.judge, model=False))
+    result = asyncio.run(replay(rows, settings))
+    stem = args.pairs.name.split(".")[0]
+    name = args.name or stem
+    out = {"name": name, "file": str(args.pairs), "model": _model_name(settings) if
+           settings.judge.model else None, "machine": machine_info(), **result}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"eval_{name}.json").write_text(json.dumps(out, indent=1))
+    for part in ("all_turns", "later_turns", "last_turns"):
+        r = result[part]
+        print(f"{name} {part}: {r['turns']} turns, P={r['precision']:.3f} R={r['recall']:.3f} "
+              f"wrong={r['wrong_hit_rate']:.3f}")
     return 0
 
 

@@ -30,7 +30,7 @@ from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
 
 from .errors import JudgeError
-from .text import FOCUS_CONTEXT, focus, known_words, repair_typos, same_question
+from .text import FOCUS_CONTEXT, focus, known_words, layout_free, repair_typos, same_question
 
 SHIPPED = Path(__file__).resolve().parent / "weights"
 """The student: all-MiniLM-L6-v2 distilled from the teacher (int8, in the repository)."""
@@ -139,6 +139,9 @@ class PairModel:
             return 1.0
         if self.fits(a, b):
             return a, b
+        a, b = layout_free(a), layout_free(b)  # long: the same material laid out otherwise
+        if a == b:
+            return 1.0
         for context in FOCUS_CONTEXT:
             fa, fb = focus(a, b, context)
             if self.fits(fa, fb):

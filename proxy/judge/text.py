@@ -9,6 +9,21 @@ from typing import Any
 
 from .checks import common_ends, edits
 
+CONTEXT_FORMAT = "Previous request: {previous}\nFollow-up: {turn}"
+"""How the judge shows the pair model a short follow-up with the turn it follows (the form
+its training pairs take: judge/training/generate.py)."""
+
+_QUOTE = re.compile(r"^[ \t]*(?:>[ \t]?)+", re.M)
+_FENCE_LINE = re.compile(r"^[ \t]*(?:```|~~~)[\w+#.-]*[ \t]*$", re.M)
+
+
+def layout_free(text: str) -> str:
+    """A prompt without its layout: '> ' quoting, fence lines, indentation, line breaks and
+    runs of blank space. Two long prompts that paste the same material, quoted or fenced or
+    wrapped otherwise, then share their words, and the part where they differ is what is
+    left to read."""
+    return " ".join(_FENCE_LINE.sub(" ", _QUOTE.sub("", text)).split())
+
 _PUNCTUATION = re.compile(r"[\s?.!,;:\"`]+")
 _APOSTROPHES = re.compile(r"['\u2018\u2019\u02bc]")
 PARTICIPLES = {"wrote": "written", "made": "made", "built": "built", "drew": "drawn",

@@ -47,6 +47,9 @@ class Lookup:
     scope: Scope
     entry_id: str
     request_id: str
+    text: str | None = None
+    """What the index and the judge read of the last message (pipeline/chains.py:
+    `judged_text`: a short follow-up with the turn it follows); None: exact tier only."""
     vector: Any = None
     """The query's embedding, once computed (reused by the write-back)."""
     bypass_reason: str | None = None
@@ -63,7 +66,7 @@ class Lookup:
     @property
     def ask(self) -> Ask:
         d = self.directives
-        return Ask(text=self.req.query_text or "", scope=self.scope.id, threshold=d.threshold,
+        return Ask(text=self.text or "", scope=self.scope.id, threshold=d.threshold,
                    similarity_only=d.similarity_only)
 
     def event(self, outcome: str, started: float, **fields: Any) -> RequestEvent:
@@ -121,7 +124,7 @@ class Finder:
     def semantic_text(self, lookup: Lookup) -> str | None:
         """The text matched by meaning: the last user message's, unless it has other parts
         (protocol.py) or is longer than `cache.semantic_max_chars` (said on the miss)."""
-        text = lookup.req.query_text
+        text = lookup.text
         if text is not None and len(text) > self.settings.semantic_max_chars:
             lookup.miss_reason = "too-long"
             return None

@@ -37,6 +37,7 @@ from ..protocol import Endpoint, parse_json_body, parse_request
 from ..runtime import RuntimeState
 from ..semantic import SemanticTier
 from ..upstream import Upstream
+from .chains import Chains, judged_text
 from .forward import Forwarder, OnAnswer
 from .lookup import Finder, Hit, Lookup
 from .replay import HitCounter, replay
@@ -62,9 +63,11 @@ class CacheService:
                            runtime_threshold=lambda: runtime.threshold if runtime else None,
                            reads_whole=self._reads_whole)
         self.finder = Finder(settings.cache, store, self.judge)
+        self.chains = Chains(store)
         self.forwarder = Forwarder(upstream, self.metrics)
         self.writeback = WriteBack(settings.cache, store, self.metrics,
-                                   lambda: self.finder.semantic, self.finder.semantic_text)
+                                   lambda: self.finder.semantic, self.finder.semantic_text,
+                                   self.chains)
         self.sampler = Sampler(settings.judge, self.judge, self.observations, upstream,
                                self.metrics, self._embed)
         self.hits = HitCounter(store)
@@ -118,9 +121,10 @@ class CacheService:
         req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
         directives = parse_directives(request.headers, self.settings.cache)
         tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
-        scope = scope_of(req, tenant, directives.namespace)
+        context = await self.chains.resolve(req, tenant, directives.namespace)
+        scope = scope_of(req, tenant, directives.namespace, context.fingerprint)
         lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
-                        request_id=request_id(request))
+                        request_id=request_id(request), text=judged_text(req.query_text, context))
         if not cacheable(req, self.settings.cache):
             lookup.bypass_reason = "not-cacheable"
         elif directives.no_cache:

@@ -14,19 +14,22 @@ from semcache.index.store import Entry, Store, StoreError
 from ..config import CacheSettings
 from ..metrics import Metrics
 from ..semantic import WRITE_WAIT_S, SemanticTier
+from .chains import Chains
 from .lookup import Lookup
+from .sampling import answer_text
 
 
 class WriteBack:
     def __init__(self, settings: CacheSettings, store: Store, metrics: Metrics,
                  semantic: Callable[[], SemanticTier | None],
-                 semantic_text: Callable[[Lookup], str | None]) -> None:
+                 semantic_text: Callable[[Lookup], str | None], chains: Chains) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
         self.semantic = semantic
         """The semantic tier once it has loaded (None before)."""
         self.semantic_text = semantic_text
+        self.chains = chains
 
     async def write(self, lookup: Lookup, body: bytes, upstream_s: float) -> None:
         writes = self.metrics.writes
@@ -42,8 +45,11 @@ class WriteBack:
             writes.labels("not-an-answer").inc()
             return
         await self._ensure_vector(lookup)
+        entry = self.make_entry(lookup, body, upstream_s)
         try:
-            await self.store.put(self.make_entry(lookup, body, upstream_s))
+            await self.store.put(entry)
+            await self.chains.remember(entry.tenant, entry.namespace, answer_text(parsed),
+                                       entry.id, entry.query, entry.ttl_s)
         except StoreError:
             writes.labels("failed").inc()
             return
@@ -78,7 +84,7 @@ class WriteBack:
             namespace=lookup.scope.namespace,
             endpoint=req.endpoint,
             model=req.model,
-            query=req.query_text or orjson.dumps(req.query).decode(),
+            query=lookup.text or req.query_text or orjson.dumps(req.query).decode(),
             response=body,
             created=time.time(),
             ttl_s=lookup.directives.ttl_s or self.settings.ttl_s,

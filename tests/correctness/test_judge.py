@@ -119,12 +119,24 @@ async def test_wrong_hit_evidence_raises_an_entrys_bar_and_says_so() -> None:
     assert v.serve and v.threshold == 0.5
 
 
-async def test_long_pairs_are_checked_off_the_event_loop() -> None:
-    """The checks' cost grows with the text: a long pair is checked in a thread, so the
-    loop keeps answering (a probe task's worst wait stays far below the checks' time)."""
+async def test_long_pairs_are_checked_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks' cost grows with the text: a long pair is checked in another thread than
+    the event loop's, so the loop keeps answering meanwhile."""
+    import threading
+
+    from semcache.proxy.judge import judge as judge_module
+
+    threads: list[int] = []
+    real = judge_module.run_checks
+
+    def spy(a: str, b: str, enabled: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(a, b, enabled)
+
+    monkeypatch.setattr(judge_module, "run_checks", spy)
     words = " ".join(f"term{i} value{i * 7}" for i in range(180))
     pairs = [(f"Context: {words}. Question {i}: what is item {i}?",
-              f"Context: {words}. Question {i}: which is item {i}?") for i in range(30)]
+              f"Context: {words}. Question {i}: which is item {i}?") for i in range(20)]
     j = judge(0.9)
     worst, running = 0.0, True
 
@@ -136,15 +148,19 @@ async def test_long_pairs_are_checked_off_the_event_loop() -> None:
             worst = max(worst, time.perf_counter() - t)
 
     task = asyncio.create_task(probe())
-    await asyncio.sleep(0.01)
     started = time.perf_counter()
     for a, b in pairs:
         await j.session(Ask(text=b, scope="s")).consider(cand(a, 0.99))
     spent = time.perf_counter() - started
     running = False
     await task
-    assert spent > 0.05  # there was work to block on
-    assert worst < max(0.05, spent / 5), (worst, spent)
+    loop_thread = threading.get_ident()
+    assert len(threads) == len(pairs) and loop_thread not in threads
+    assert worst < max(0.1, spent / 2), (worst, spent)  # no wait as long as the work itself
+    # a short pair is checked inline: a thread hop would cost more than the checks
+    await j.session(Ask(text="How do I learn Python?", scope="s")).consider(
+        cand("How can I learn Python?", 0.99))
+    assert threads[-1] == loop_thread
 
 
 PAIRS = [

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable
 
 from ..checks import _ANTONYMS
+from ..text import CONTEXT_FORMAT
 
 Rewrite = Callable[[str, random.Random], "str | None"]
 
@@ -638,8 +639,6 @@ NEAR_MISSES: dict[str, Rewrite] = {
     "negation": add_negation, "scope": narrow, "code-token": code_edit,
 }
 
-CONTEXT_FORMAT = "Previous request: {previous}\nFollow-up: {turn}"
-"""How the judge shows the pair model a short follow-up with the turn it follows."""
 
 
 def follow_up_pairs(prompts: list[str], rng: random.Random, n: int) -> list[tuple[str, str, int, str]]:
