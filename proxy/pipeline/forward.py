@@ -118,7 +118,7 @@ class Forwarder:
         try:
             return await self.upstream.send(
                 "POST", SUBPATHS[req.endpoint], request.headers, orjson.dumps(req.body),
-                request.query_string,
+                request.rel_url.raw_query_string,
             )
         except UpstreamTimeoutError:
             self.metrics.upstream_errors.labels("timeout").inc()
