@@ -41,6 +41,13 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     """Request bodies larger than this get 413."""
 
+    max_json_values: int = 100_000
+    """Bodies whose JSON holds more values than this (arrays, objects and their elements,
+    counted outside strings) get 400. Parsing time grows with the values, not the bytes,
+    and happens on the event loop: 100,000 nested arrays parse in about 40 ms on the 2-core
+    CPU, the 1.3 million of one 4 MB body took 0.5-1 s. Long prompts are single strings and
+    count as one; a prompt sent as token ids counts one per token."""
+
     admin_token: str = ""
     """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
 
@@ -289,7 +296,7 @@ def _parse_env(hint: Any, text: str, dotted: str) -> Any:
 def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
-        "port", "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
+        "port", "max_body_bytes", "max_json_values", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",

@@ -17,7 +17,7 @@ from multidict import CIMultiDictProxy
 
 from .config import CacheSettings
 from .errors import BadRequestError
-from .protocol import ParsedRequest
+from .protocol import ParsedRequest, too_deep
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
@@ -122,16 +122,21 @@ def cacheable(req: ParsedRequest, settings: CacheSettings) -> bool:
 
 
 def scope_of(req: ParsedRequest, tenant: str, namespace: str) -> Scope:
-    material = orjson.dumps(
-        [tenant, namespace, req.endpoint, req.model, req.params, req.context],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    material = _dumps([tenant, namespace, req.endpoint, req.model, req.params, req.context])
     return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
 
 
 def entry_id(scope: Scope, req: ParsedRequest) -> str:
-    material = orjson.dumps([scope.id, req.query], option=orjson.OPT_SORT_KEYS)
-    return _hash(b"entry\0" + material)[:32]
+    return _hash(b"entry\0" + _dumps([scope.id, req.query]))[:32]
+
+
+def _dumps(material: list[object]) -> bytes:
+    # The body passed orjson's nesting limit on its own (protocol.parse_json_body); wrapped
+    # in this list, a value at the very limit is one level deeper.
+    try:
+        return orjson.dumps(material, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as e:
+        raise too_deep() from e
 
 
 def _hash(data: bytes) -> str:

@@ -8,11 +8,12 @@ but never handed on, so they are never stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict
 
 from ..errors import UpstreamTimeoutError, UpstreamUnreachableError
 from ..metrics import Metrics
@@ -24,6 +25,14 @@ SUBPATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "com
 
 OnAnswer = Callable[[bytes, float], None]
 """Called with a complete 200 answer (non-streaming JSON) and the upstream's seconds."""
+
+
+def json_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
+    """The client's headers for a body the proxy wrote itself: UTF-8 JSON, whatever
+    charset the client's Content-Type named for the bytes it sent."""
+    out = CIMultiDict(headers)
+    out["Content-Type"] = "application/json"
+    return out
 
 
 class Forwarder:
@@ -117,7 +126,7 @@ class Forwarder:
     async def _send(self, request: web.Request, req: ParsedRequest) -> aiohttp.ClientResponse:
         try:
             return await self.upstream.send(
-                "POST", SUBPATHS[req.endpoint], request.headers, orjson.dumps(req.body),
+                "POST", SUBPATHS[req.endpoint], json_headers(request.headers), orjson.dumps(req.body),
                 request.rel_url.raw_query_string,
             )
         except UpstreamTimeoutError:

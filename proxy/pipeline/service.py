@@ -16,7 +16,6 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections.abc import Coroutine
 from typing import Any
 
@@ -27,17 +26,18 @@ from multidict import CIMultiDict
 from semcache.index.store import Store
 
 from ..config import Settings
-from ..errors import BadRequestError, PayloadTooLargeError, ProxyError, UnsupportedMediaTypeError
+from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
 from ..judge import Judge
 from ..judge.model import PairModelService
 from ..judge.observations import RedisObservations
 from ..policy import cacheable, entry_id, parse_directives, scope_of, tenant_of
-from ..protocol import Endpoint, parse_json_body, parse_request
+from ..protocol import Endpoint, parse_request
 from ..runtime import RuntimeState
 from ..semantic import SemanticTier
 from ..upstream import Upstream
 from .forward import Forwarder, OnAnswer
+from .intake import read_json
 from .lookup import Finder, Hit, Lookup
 from .replay import HitCounter, replay
 from .sampling import Sampler
@@ -115,12 +115,12 @@ class CacheService:
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
-        req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
+        req = parse_request(endpoint, await read_json(request, self.settings.server))
         directives = parse_directives(request.headers, self.settings.cache)
         tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
         scope = scope_of(req, tenant, directives.namespace)
         lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
-                        request_id=request_id(request))
+                        request_id=request[REQUEST_ID])
         if not cacheable(req, self.settings.cache):
             lookup.bypass_reason = "not-cacheable"
         elif directives.no_cache:
@@ -160,6 +160,7 @@ class CacheService:
             status = response.status
         except ProxyError as e:
             status = e.status
+            e.headers = {**miss_headers(lookup), **e.headers}  # what the cache did, too
             raise
         finally:
             self.observer.emit(lookup.event(outcome, started, status=status))
@@ -204,34 +205,6 @@ def miss_headers(lookup: Lookup) -> dict[str, str]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def request_id(request: web.Request) -> str:
-    """The client's X-Request-Id when it is a sane token, else a new one."""
-    given = request.headers.get("X-Request-Id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
-        return given
-    return "req-" + uuid.uuid4().hex
-
-
-async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
-    content_type = request.headers.get("Content-Type")
-    if content_type is not None:
-        mime = content_type.split(";")[0].strip().lower()
-        if mime != "application/json" and not mime.endswith("+json"):
-            raise UnsupportedMediaTypeError(
-                f"unsupported content type {mime!r}; send application/json",
-                code="unsupported_media_type",
-            )
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(
-            f"request body is {request.content_length} bytes; the limit is {limit}",
-            code="body_too_large",
-        )
-    raw = await request.read()  # bounded by the application's client_max_size
-    if not raw:
-        raise BadRequestError("request body is empty", code="invalid_json")
-    return parse_json_body(raw)
 
 
 SERVICE = web.AppKey("service", CacheService)
