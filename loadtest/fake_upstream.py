@@ -32,8 +32,9 @@ class FakeUpstream:
     words_per_answer: int = 0
     """Extra filler words in each answer (long streams)."""
     tag_answers_with_key: bool = False
-    """Append the request's Authorization header to each answer, so a test can tell whose
-    answer a client got (tenant isolation with identical prompts)."""
+    """Append the request's credential to each answer (`[for Bearer k]` for Authorization,
+    `[for api-key=k]` for another header or query parameter, `[for nobody]`), so a test can
+    tell whose answer a client got (tenant isolation with identical prompts)."""
     streams_finished: int = 0
     streams_cancelled: int = 0
 
@@ -63,7 +64,7 @@ class FakeUpstream:
     def _tag(self, text: str, request: web.Request) -> str:
         if not self.tag_answers_with_key:
             return text
-        return f"{text} [for {request.headers.get('Authorization', 'nobody')}]"
+        return f"{text} [for {credential_of(request)}]"
 
     def _error(self) -> web.Response:
         return web.json_response(
@@ -172,6 +173,23 @@ class FakeUpstream:
 
     async def sse(self, request: web.Request) -> web.StreamResponse:
         return await self._send_sse(request, [{"n": i} for i in range(5)])
+
+
+CREDENTIAL_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")
+CREDENTIAL_PARAMS = ("api-key", "key")
+
+
+def credential_of(request: web.Request) -> str:
+    """The credential a request carries, as `_tag` writes it."""
+    if request.headers.get("Authorization"):
+        return request.headers["Authorization"]
+    for name in CREDENTIAL_HEADERS:
+        if request.headers.get(name):
+            return f"{name}={request.headers[name]}"
+    for name in CREDENTIAL_PARAMS:
+        if request.query.get(name):
+            return f"?{name}={request.query[name]}"
+    return "nobody"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from .resources import (
     METRICS,
     OBSERVER,
     READY,
+    REDIS_PROBE_S,
     REDIS_URL,
     RUNTIME,
     SEMANTIC,
@@ -80,6 +81,9 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER], app.get(RUNTIME))
     app[SERVICE] = service
+    await service.tenancy.load_secret(app[STORE])
+    secret = Periodic(REDIS_PROBE_S, lambda: service.tenancy.load_secret(app[STORE]))
+    secret.start()  # read as soon as Redis answers, if it did not at start
     hit_flusher = Periodic(HIT_FLUSH_S, service.hits.flush)
     hit_flusher.start()
     pools = Periodic(SCOPE_REFRESH_S, service.observations.refresh)  # adaptive thresholds
@@ -91,6 +95,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         app[READY].clear()
         await pools.stop()
         await hit_flusher.stop()
+        await secret.stop()
         await service.drain(settings.server.shutdown_grace_s)  # flushes the last hit counts
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -112,14 +113,44 @@ class CacheSettings:
     """Upper bound on `X-Semcache-TTL`."""
 
     shared_across_keys: bool = False
-    """True lets every API key share one tenant. Only for a single-owner deployment."""
+    """True lets every request share one tenant, with or without a key. Only for a
+    single-owner deployment."""
+
+    credential_headers: tuple[str, ...] = ("Authorization", "api-key", "x-api-key",
+                                           "x-goog-api-key")
+    """Headers that carry a client's credential; the tenant is a keyed hash of every one a
+    request carries (proxy/tenants.py). Add any other your clients use: a credential the
+    proxy does not know of would let two keys share a tenant."""
+
+    credential_params: tuple[str, ...] = ("api-key", "key")
+    """Query parameters that carry a credential (Azure's `api-key`, Google's `key`)."""
+
+    anonymous: str = "bypass"
+    """Requests with no credential: `bypass` (the cache is not used: X-Semcache-Reason:
+    anonymous) or `shared` (one tenant of their own, which no keyed tenant can reach)."""
+
+    tenant_header: str = ""
+    """A header that a trusted app in front of the proxy sets to name the tenant (e.g.
+    `X-Semcache-Tenant`, which is not forwarded upstream); hashed in with the credentials. Set,
+    a request without it counts as anonymous. Empty: tenants come from credentials alone."""
+
+    tenant_secret: str = ""
+    """The key tenant hashes are made with (at least 16 characters). Empty: one is generated
+    by the first replica and kept in Redis (`{prefix}tenant-secret`), so every replica on that
+    Redis agrees. Changing it gives every tenant a new hash: the cache starts empty."""
 
     cache_nondeterministic: bool = True
     """Cache answers of requests with temperature > 0 too. The temperature is part of the
     scope either way, so answers never cross temperatures."""
 
     max_entry_bytes: int = 1024 * 1024
-    """Responses larger than this are not stored."""
+    """Entries larger than this are not stored: the answer, the prompt (the last message)
+    and its vector together, as Redis holds them."""
+
+    max_bytes: int = 1024 * 1024 * 1024
+    """Bound on what all entries store together (the same measure); past it the least
+    recently used are evicted. 0: no bound. Redis needs about 1.3x this in memory for its
+    own structures, the LRU set and the event stream."""
 
     semantic: bool = True
     """Look up paraphrases too (embedding + vector index); false: exact tier only."""
@@ -317,6 +348,13 @@ def _validate(settings: Any, where: str) -> None:
         if not 0.0 <= settings.max_wrong_rate < 1.0:
             raise ConfigError(f"{where}max_wrong_rate: must be at least 0 and below 1, "
                               f"got {settings.max_wrong_rate!r}")
+    if isinstance(settings, CacheSettings):
+        _validate_tenancy(settings, where)
+        if settings.max_bytes < 0:
+            raise ConfigError(f"{where}max_bytes: must be >= 0, got {settings.max_bytes!r}")
+        if 0 < settings.max_bytes < settings.max_entry_bytes:
+            raise ConfigError(f"{where}max_bytes: must be at least max_entry_bytes "
+                              f"({settings.max_entry_bytes}), or 0")
     if isinstance(settings, RedisSettings) and not (
         settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
     ):
@@ -327,3 +365,19 @@ def _validate(settings: Any, where: str) -> None:
         raise ConfigError(
             f"{where}base_url: expected 'bundled' or an http(s):// URL, got {settings.base_url!r}"
         )
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+"""An HTTP header name (RFC 9110 token)."""
+
+
+def _validate_tenancy(settings: CacheSettings, where: str) -> None:
+    if settings.anonymous not in ("bypass", "shared"):
+        raise ConfigError(f"{where}anonymous: expected 'bypass' or 'shared', got {settings.anonymous!r}")
+    for name in (*settings.credential_headers, *([settings.tenant_header] if settings.tenant_header else [])):
+        if not _TOKEN.match(name):
+            raise ConfigError(f"{where}credential_headers/tenant_header: not a header name: {name!r}")
+    if any(not p for p in settings.credential_params):
+        raise ConfigError(f"{where}credential_params: empty parameter name")
+    if settings.tenant_secret and len(settings.tenant_secret) < 16:
+        raise ConfigError(f"{where}tenant_secret: must be at least 16 characters (or empty)")

@@ -1,7 +1,7 @@
 """Cache policy: what may be looked up or stored, and the scope an answer belongs to.
 
 The scope is the structural isolation boundary. Two requests can share an entry only if they
-agree on all of: tenant (a hash of the credential), namespace, endpoint, model, every
+agree on all of: tenant (proxy/tenants.py), namespace, endpoint, model, every
 answer-changing parameter and the conversation before the question. The entry id hashes the
 scope with the question, so a lookup can only ever address entries of its own scope.
 """
@@ -103,13 +103,6 @@ def _threshold(value: str) -> float:
     if not 0.0 <= number <= 1.0:
         raise BadRequestError("X-Semcache-Threshold must be between 0 and 1", code="invalid_header")
     return number
-
-
-def tenant_of(authorization: str | None, settings: CacheSettings) -> str:
-    """A hash of the credential; the raw key is never stored or logged."""
-    if settings.shared_across_keys:
-        return "shared"
-    return _hash(b"tenant\0" + (authorization or "").encode())[:32]
 
 
 def cacheable(req: ParsedRequest, settings: CacheSettings) -> bool:

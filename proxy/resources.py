@@ -72,7 +72,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         max_connections=512,
     )
     store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
-                  max_entries=settings.cache.max_entries)
+                  max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes)
     app[STORE] = store
     metrics = app[METRICS]
 

@@ -31,10 +31,11 @@ from ..events import Observer
 from ..judge import Judge
 from ..judge.model import PairModelService
 from ..judge.observations import RedisObservations
-from ..policy import cacheable, entry_id, parse_directives, scope_of, tenant_of
+from ..policy import cacheable, entry_id, parse_directives, scope_of
 from ..protocol import Endpoint, parse_request
 from ..runtime import RuntimeState
 from ..semantic import SemanticTier
+from ..tenants import Tenancy
 from ..upstream import Upstream
 from .forward import Forwarder, OnAnswer
 from .intake import read_json
@@ -68,6 +69,7 @@ class CacheService:
         self.sampler = Sampler(settings.judge, self.judge, self.observations, upstream,
                                self.metrics, self._embed)
         self.hits = HitCounter(store)
+        self.tenancy = Tenancy(settings.cache)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # the parts that load after start-up ------------------------------------------------
@@ -117,11 +119,13 @@ class CacheService:
         started = time.perf_counter()
         req = parse_request(endpoint, await read_json(request, self.settings.server))
         directives = parse_directives(request.headers, self.settings.cache)
-        tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
+        tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
         scope = scope_of(req, tenant, directives.namespace)
         lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
                         request_id=request[REQUEST_ID])
-        if not cacheable(req, self.settings.cache):
+        if no_tenant:
+            lookup.bypass_reason = no_tenant  # fail closed: no tenant, no shared cache
+        elif not cacheable(req, self.settings.cache):
             lookup.bypass_reason = "not-cacheable"
         elif directives.no_cache:
             lookup.miss_reason = "no-cache"
