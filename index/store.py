@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -242,6 +243,7 @@ class Store:
         retry_after_s: float = 1.0,
         max_entries: int = 0,
         max_bytes: int = 0,
+        deadline: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
@@ -251,6 +253,10 @@ class Store:
         self.max_bytes = max_bytes
         """Bound on the bytes all entries store (0: none); least recently used ones go first."""
         self.evicted = 0
+        self.deadline = deadline
+        """A context for each call that raises TimeoutError when Redis takes too long
+        (the proxy's counts only the time its event loop was free to read the reply);
+        None: the client's socket timeout alone."""
         self._down_until = 0.0
         self.failures = 0
         """Redis errors seen since start (a metric)."""
@@ -311,7 +317,10 @@ class Store:
         if not self.available:
             raise StoreUnavailableError("redis recently failed; bypassing the cache")
         try:
-            return await op()
+            if self.deadline is None:
+                return await op()
+            async with self.deadline():
+                return await op()
         except (RedisError, OSError) as e:
             # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
             # that fails below redis-py. Either way, stop asking for a while.

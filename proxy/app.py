@@ -43,6 +43,7 @@ from .resources import (
     STORE,
     UPSTREAM,
     SemanticState,
+    loop_lag_ctx,
     redis_ctx,
     upstream_ctx,
 )
@@ -67,6 +68,7 @@ def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None)
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app[SEMANTIC] = SemanticState(given_embeddings=embeddings)
+    app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
     app.cleanup_ctx.append(upstream_ctx)

@@ -52,6 +52,15 @@ class ServerSettings:
     admin_token: str = ""
     """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
 
+    max_in_flight: int = 256
+    """Requests in the cache's own stages (parse, lookup, replay) at once; more wait for a
+    place (proxy/pipeline/admission.py). A miss gives its place back while the upstream
+    works, so this bounds the event loop's queue, not the upstream's concurrency."""
+
+    max_wait_s: float = 1.0
+    """How long a request may wait for a place; past it, 503 with Retry-After. Hits then
+    neither queue without bound nor fall through to the paid upstream."""
+
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
 
@@ -79,7 +88,10 @@ class RedisSettings:
     """Prefix of every key semcache writes, so one Redis can hold other data too."""
 
     timeout_s: float = 0.25
-    """Socket timeout of one Redis command; past it the request is served as a bypass."""
+    """How long Redis may take to answer one call; past it the request is served as a
+    bypass. Measured against Redis: time the reply waited in a busy event loop's queue does
+    not count (proxy/looplag.py). The socket timeout is 8x this (at least 2 s), a hard stop
+    for a loop that is late by more than that."""
 
     retry_after_s: float = 1.0
     """After a Redis failure, how long to bypass before trying Redis again."""
@@ -327,7 +339,8 @@ def _parse_env(hint: Any, text: str, dotted: str) -> Any:
 def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
-        "port", "max_body_bytes", "max_json_values", "timeout_s", "connect_timeout_s", "max_connections",
+        "port", "max_body_bytes", "max_json_values", "max_in_flight", "max_wait_s",
+        "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",

@@ -25,7 +25,8 @@ COUNT_IN_THREAD_BYTES = 64 * 1024
 round trip would cost more than the count."""
 
 
-async def read_json(request: web.Request, settings: ServerSettings) -> dict[str, Any]:
+async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
+    """The body's bytes, refused if it is not JSON by its type, or too large."""
     content_type = request.headers.get("Content-Type")
     if content_type is not None:
         mime = content_type.split(";")[0].strip().lower()
@@ -43,6 +44,10 @@ async def read_json(request: web.Request, settings: ServerSettings) -> dict[str,
     raw = await request.read()  # bounded by the application's client_max_size
     if not raw:
         raise BadRequestError("request body is empty", code="invalid_json")
+    return raw
+
+
+async def parse_body(raw: bytes, settings: ServerSettings) -> dict[str, Any]:
     await check_values(raw, settings.max_json_values)
     return parse_json_body(raw)
 

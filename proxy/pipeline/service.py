@@ -37,8 +37,9 @@ from ..runtime import RuntimeState
 from ..semantic import SemanticTier
 from ..tenants import Tenancy
 from ..upstream import Upstream
+from .admission import Admission
 from .forward import Forwarder, OnAnswer
-from .intake import read_json
+from .intake import parse_body, read_body
 from .lookup import Finder, Hit, Lookup
 from .replay import HitCounter, replay
 from .sampling import Sampler
@@ -70,6 +71,8 @@ class CacheService:
                                self.metrics, self._embed)
         self.hits = HitCounter(store)
         self.tenancy = Tenancy(settings.cache)
+        self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
+                                   self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # the parts that load after start-up ------------------------------------------------
@@ -117,7 +120,19 @@ class CacheService:
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
-        req = parse_request(endpoint, await read_json(request, self.settings.server))
+        raw = await read_body(request, self.settings.server)
+        async with self.admission.place():  # the loop's work for this request, bounded
+            lookup = await self._lookup(request, endpoint, raw)
+            hit = None
+            if lookup.bypass_reason is None and lookup.miss_reason != "no-cache":
+                hit = await self.finder.find(lookup, self.sampler.rate(lookup.scope.id))
+            if hit is not None:
+                return await self._serve_hit(request, lookup, hit, started)
+        return await self._forward(request, lookup, started)
+
+    async def _lookup(self, request: web.Request, endpoint: Endpoint, raw: bytes) -> Lookup:
+        """What the request asks, of which scope, and whether the cache may answer it."""
+        req = parse_request(endpoint, await parse_body(raw, self.settings.server))
         directives = parse_directives(request.headers, self.settings.cache)
         tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
         scope = scope_of(req, tenant, directives.namespace)
@@ -129,11 +144,7 @@ class CacheService:
             lookup.bypass_reason = "not-cacheable"
         elif directives.no_cache:
             lookup.miss_reason = "no-cache"
-        else:
-            hit = await self.finder.find(lookup, self.sampler.rate(scope.id))
-            if hit is not None:
-                return await self._serve_hit(request, lookup, hit, started)
-        return await self._forward(request, lookup, started)
+        return lookup
 
     async def _serve_hit(self, request: web.Request, lookup: Lookup, hit: Hit,
                          started: float) -> web.StreamResponse:
