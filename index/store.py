@@ -83,6 +83,15 @@ return evicted
 """
 
 
+# A single-flight lock (proxy/pipeline/flight.py) is a key holding its owner's token: only
+# the owner may extend it (ARGV[2]: milliseconds) or, without ARGV[2], release it.
+_LOCK_OWNED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+
 # Observations (similarity, correct) of semantic hits, for adaptive thresholds
 # (proxy/adaptive.py): an entry's own in its hash field `obs`, so they arrive with the HGETALL
 # of every lookup, and its scope's pool in `{prefix}so:{scope}`. Both are bounded lists in one
@@ -264,6 +273,7 @@ class Store:
         self._observe = client.register_script(_OBSERVE)
         self._account = client.register_script(_ACCOUNT)
         self._evict_lru = client.register_script(_EVICT)
+        self._lock_owned = client.register_script(_LOCK_OWNED)
 
     # keys -------------------------------------------------------------------------------
 
@@ -286,6 +296,10 @@ class Store:
     @property
     def pools_seq_key(self) -> str:
         return f"{self.prefix}so-seq"
+
+    def flight_key(self, entry_id: str) -> str:
+        """The lock of the upstream call for an entry's question, across replicas."""
+        return f"{self.prefix}flight:{entry_id}"
 
     @property
     def tenant_secret_key(self) -> str:
@@ -340,6 +354,28 @@ class Store:
             return cast(bytes, value)
 
         return await self._call(op)
+
+    # single-flight locks ------------------------------------------------------------------
+
+    async def lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
+        """Take the flight lock of `entry_id` for `ttl_s`; False if another holds it."""
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self.client.set(key, token, nx=True,
+                                                             px=max(1, int(ttl_s * 1000)))))
+
+    async def extend_lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
+        """Give a lock we hold `ttl_s` more; False if it is no longer ours."""
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self._lock_owned(
+            keys=[key], args=[token, max(1, int(ttl_s * 1000))])))
+
+    async def unlock(self, entry_id: str, token: str) -> None:
+        key = self.flight_key(entry_id)
+        await self._call(lambda: self._lock_owned(keys=[key], args=[token]))
+
+    async def locked(self, entry_id: str) -> bool:
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self.client.exists(key)))
 
     async def ping(self) -> bool:
         """True when Redis answers; also re-opens the gate early after an outage."""

@@ -25,6 +25,9 @@ class FakeUpstream:
     """Status of chat/completions answers; non-200 answers carry an OpenAI error body."""
     delay_s: float = 0.0
     """Wait before answering (timeouts, in-flight requests)."""
+    fail_calls: int = 0
+    """The next this many chat/completions calls answer 500 (after `delay_s`), whatever
+    `status` says: an upstream that fails once."""
     chunk_delay_s: float = 0.0
     """Wait between streamed chunks."""
     cut_stream_after: int | None = None
@@ -66,17 +69,21 @@ class FakeUpstream:
             return text
         return f"{text} [for {credential_of(request)}]"
 
-    def _error(self) -> web.Response:
+    def _error(self, status: int | None = None) -> web.Response:
         return web.json_response(
             {"error": {"message": "upstream failure", "type": "server_error", "param": None,
                        "code": None}},
-            status=self.status,
+            status=status or self.status,
         )
 
     # routes ----------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        failing = self.fail_calls > 0
+        self.fail_calls -= failing
         body = await self._record(request)
+        if failing:
+            return self._error(500)
         if self.status != 200:
             return self._error()
         last = body["messages"][-1]

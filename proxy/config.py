@@ -167,6 +167,14 @@ class CacheSettings:
     semantic: bool = True
     """Look up paraphrases too (embedding + vector index); false: exact tier only."""
 
+    single_flight: bool = True
+    """Identical misses in one scope at the same time make one upstream call, which the
+    others follow (proxy/pipeline/flight.py); across replicas by a Redis lock."""
+
+    single_flight_lock_s: float = 5.0
+    """Lifetime of the lock that elects one replica's call, renewed every third of it while
+    the call runs: a replica that dies holding it frees it within this time."""
+
     max_entries: int = 1_000_000
     """Bound on the number of entries; the least recently used are evicted (0: no bound)."""
 
@@ -340,7 +348,7 @@ def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
         "port", "max_body_bytes", "max_json_values", "max_in_flight", "max_wait_s",
-        "timeout_s", "connect_timeout_s", "max_connections",
+        "single_flight_lock_s", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",

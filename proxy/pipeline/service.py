@@ -20,6 +20,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -38,10 +39,11 @@ from ..semantic import SemanticTier
 from ..tenants import Tenancy
 from ..upstream import Upstream
 from .admission import Admission
-from .forward import Forwarder, OnAnswer
+from .flight import Call, Flights, Shared
+from .forward import Result, respond, stream
 from .intake import parse_body, read_body
 from .lookup import Finder, Hit, Lookup
-from .replay import HitCounter, replay
+from .replay import HitCounter, coalesced_headers, replay
 from .sampling import Sampler
 from .writeback import WriteBack
 
@@ -64,13 +66,16 @@ class CacheService:
                            runtime_threshold=lambda: runtime.threshold if runtime else None,
                            reads_whole=self._reads_whole)
         self.finder = Finder(settings.cache, store, self.judge)
-        self.forwarder = Forwarder(upstream, self.metrics)
         self.writeback = WriteBack(settings.cache, store, self.metrics,
                                    lambda: self.finder.semantic, self.finder.semantic_text)
         self.sampler = Sampler(settings.judge, self.judge, self.observations, upstream,
                                self.metrics, self._embed)
         self.hits = HitCounter(store)
         self.tenancy = Tenancy(settings.cache)
+        self.flights = Flights(settings.cache, store, upstream, self.metrics,
+                               wait_s=settings.upstream.timeout_s, spawn=self.spawn,
+                               finish=self._finish)
+        """Identical misses in flight, and the lock across replicas (single-flight)."""
         self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
                                    self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -154,6 +159,10 @@ class CacheService:
         if (hit.tier == "semantic" and not chose  # a client's own bar is not evidence
                 and random.random() < self.sampler.rate(lookup.scope.id)):
             self.spawn(self.sampler.check_hit(CIMultiDict(request.headers), lookup, hit))
+        self._emit_hit(lookup, hit, body, started)
+        return response
+
+    def _emit_hit(self, lookup: Lookup, hit: Hit, body: dict[str, Any], started: float) -> None:
         usage = body.get("usage") or {}
         self.observer.emit(lookup.event(
             f"hit-{hit.tier}", started, entry_id=hit.entry.id, age_s=hit.entry.age(),
@@ -162,16 +171,32 @@ class CacheService:
             completion_tokens_saved=_int(usage.get("completion_tokens")),
             upstream_s_saved=hit.entry.upstream_s,
         ))
-        return response
 
     async def _forward(self, request: web.Request, lookup: Lookup,
                        started: float) -> web.StreamResponse:
-        """Forward a miss or a bypass; store the answer of a miss unless told not to."""
+        """A miss or a bypass: follow an identical call in flight, or lead one, or call
+        alone (flight.py says who may do which)."""
+        flight = self.flights.find(lookup)
+        if flight is not None:
+            shared = await flight.follow(lookup)
+            if shared is not None:
+                return await self._serve_shared(request, lookup, shared, started)
+            call = self.flights.alone(request, lookup)  # its call failed: not shared
+        else:
+            flight = self.flights.lead(request, lookup)
+            led = None if flight is None else await flight.lead()
+            if isinstance(led, Shared):
+                return await self._serve_shared(request, lookup, led, started)
+            call = led or self.flights.alone(request, lookup)
+        return await self._answer(request, lookup, call, started)
+
+    async def _answer(self, request: web.Request, lookup: Lookup, call: Call,
+                      started: float) -> web.StreamResponse:
+        """The upstream's answer to the request that made the call."""
         outcome = "bypass" if lookup.bypass_reason else "miss"
         status = 502
         try:
-            response = await self.forwarder.forward(request, lookup.req, miss_headers(lookup),
-                                                    self._on_answer(lookup, outcome))
+            response = await respond(request, call.relay, call.tail, miss_headers(lookup))
             status = response.status
         except ProxyError as e:
             status = e.status
@@ -181,20 +206,37 @@ class CacheService:
             self.observer.emit(lookup.event(outcome, started, status=status))
         return response
 
-    def _on_answer(self, lookup: Lookup, outcome: str) -> OnAnswer | None:
-        """What to do with a complete answer from the upstream: store it (a miss without
-        no-store), and check the candidate it was turned down for (if one was sampled)."""
-        store = outcome == "miss" and not lookup.directives.no_store
-        check = lookup.turned_down is not None
-        if not (store or check):
-            return None
+    async def _serve_shared(self, request: web.Request, lookup: Lookup, shared: Shared,
+                            started: float) -> web.StreamResponse:
+        """An identical request's answer, as an exact hit that says so."""
+        self.metrics.coalesced.labels(shared.source).inc()
+        if shared.tail is not None:
+            assert shared.relay is not None and shared.head is not None
+            response = await stream(request, shared.relay, shared.tail, shared.head,
+                                    coalesced_headers(lookup))
+            result = shared.relay.result.result()
+            if result.answer is None:  # cut on its way, like the call it followed
+                self.observer.emit(lookup.event("miss", started, status=502))
+            else:
+                self._emit_hit(lookup, Hit(entry=self.writeback.make_entry(
+                    lookup, result.answer, result.upstream_s), tier="exact"),
+                    orjson.loads(result.answer), started)
+            return response
+        entry = shared.entry or self.writeback.make_entry(lookup, shared.answer or b"",
+                                                          shared.upstream_s)
+        return await self._serve_hit(request, lookup,
+                                     Hit(entry=entry, tier="exact", coalesced=shared.source),
+                                     started)
 
-        def on_answer(body: bytes, upstream_s: float) -> None:
-            if store:
-                self.spawn(self.writeback.write(lookup, body, upstream_s))
-            if check:
-                self.spawn(self.sampler.check_miss(lookup, body))
-        return on_answer
+    async def _finish(self, lookup: Lookup, result: Result) -> None:
+        """The end of a call, off the response path: store the answer of a miss (unless
+        no-store), and check the candidate it was turned down for (if one was sampled)."""
+        if result.answer is None:
+            return
+        if lookup.turned_down is not None:
+            self.spawn(self.sampler.check_miss(lookup, result.answer))
+        if not lookup.bypass_reason and not lookup.directives.no_store:
+            await self.writeback.write(lookup, result.answer, result.upstream_s)
 
 
 def miss_headers(lookup: Lookup) -> dict[str, str]:
