@@ -1,9 +1,10 @@
 """The cache pipeline for /v1/chat/completions and /v1/completions.
 
-One request: parse and validate -> policy and scope -> lookup (exact tier, then semantic
-candidates put to the judge) -> hit: replay | miss: forward, relay, write back off the
-response path -> one RequestEvent (metrics, dashboard). This class only orchestrates; each
-step lives in its own module of this package.
+One request: read the body -> a place among the requests in flight -> parse and validate ->
+tenant, policy and scope -> lookup (exact tier, then semantic candidates put to the judge) ->
+hit: replay | miss: follow an identical call in flight, or make the call, relay it, write
+back off the response path -> one RequestEvent (metrics, dashboard). This class only
+orchestrates; each step lives in its own module of this package.
 
 Fail open: any failure of the cache itself (Redis, encoder, index) turns the request into a
 bypass that is forwarded to the upstream. Fail closed: a lookup only ever addresses entries
