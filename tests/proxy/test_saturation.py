@@ -88,3 +88,4 @@ async def test_past_max_in_flight_a_request_gets_503_with_retry_after(
         await admin.aclose()
     metrics = (await (await client.get("/metrics")).read()).decode()
     assert "semcache_saturated_total 1.0" in metrics
+
