@@ -1,7 +1,9 @@
 """The aiohttp application: typed state under AppKeys, opened and closed in cleanup contexts.
 
-Start-up order: metrics -> Redis (embedded or external) -> admin state (run-time settings,
-time series) -> upstream (bundled or a URL) -> the cache pipeline -> the semantic tier and
+Start-up order: metrics -> the loop-lag monitor (Redis deadlines discount the loop's
+lateness) -> Redis (embedded or external) -> admin state (run-time settings, time series) ->
+upstream (bundled or a URL) -> the cache pipeline (its tenant secret read from Redis, or
+retried every second until Redis answers) -> the semantic tier and
 the judge's pair model, which load in the background (encoder, index rebuild, model) while
 the exact tier already serves. Nothing here touches the network at import time.
 """

@@ -130,7 +130,7 @@ class CacheService:
         async with self.admission.place():  # the loop's work for this request, bounded
             lookup = await self._lookup(request, endpoint, raw)
             hit = None
-            if lookup.bypass_reason is None and lookup.miss_reason != "no-cache":
+            if not lookup.bypass_reason and not lookup.directives.no_cache:
                 hit = await self.finder.find(lookup, self.sampler.rate(lookup.scope.id))
             if hit is not None:
                 return await self._serve_hit(request, lookup, hit, started)
