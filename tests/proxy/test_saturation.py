@@ -80,7 +80,7 @@ async def test_past_max_in_flight_a_request_gets_503_with_retry_after(
         assert refused.headers["X-Semcache"] == "bypass"
         assert refused.headers["X-Semcache-Reason"] == "saturated"
         assert refused.headers["X-Request-Id"] == "third"
-        assert 0.25 <= waited < 1.0
+        assert 0.25 <= waited < 2.0  # max_wait_s, and a margin for a loaded CI box
         for task in held:  # the two in flight are answered (the cache bypassed meanwhile)
             resp = await task
             assert resp.status == 200
