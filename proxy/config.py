@@ -44,13 +44,10 @@ class ServerSettings:
 
     max_json_values: int = 100_000
     """Bodies whose JSON holds more values than this (arrays, objects and their elements,
-    counted outside strings) get 400. Parsing time grows with the values, not the bytes,
-    and happens on the event loop: 100,000 nested arrays parse in about 40 ms on the 2-core
-    CPU, the 1.3 million of one 4 MB body took 0.5-1 s. Long prompts are single strings and
-    count as one; a prompt sent as token ids counts one per token."""
-
-    admin_token: str = ""
-    """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
+    counted outside strings) get 400. Parsing time grows with the values, not the bytes, and
+    happens on the event loop: one 4 MB body of small nested arrays stalled every request
+    for seconds. Long prompts are single strings and count as one; a prompt sent as token
+    ids counts one per token."""
 
     max_in_flight: int = 256
     """Requests in the cache's own stages (parse, lookup, replay) at once; more wait for a

@@ -52,7 +52,7 @@ CANONICAL_BUDGET = 10_000
 """Arrays, objects and floats that canonical() rewrites per request; the rest is kept as
 sent. The canonical form only lets equal requests meet (0 and 0.0); a value kept as sent
 can make a request more distinct (a missed hit), never equal to another, and the budget
-bounds the event-loop time of one request (about 5 ms on the 2-core CPU)."""
+bounds the event-loop time canonicalising takes for one request."""
 
 _PLAIN = frozenset({str, int, bool, type(None)})
 """JSON value types that are already canonical (orjson makes no subclasses)."""

@@ -2,7 +2,7 @@
 
 What a body may cost the event loop is bounded here. Its size is bounded by
 `server.max_body_bytes`; the number of values a parse creates (which is what orjson's time
-grows with: one 4 MB body of small nested lists took 0.5-1 s to parse) by
+grows with: one 4 MB body of small nested lists stalls the loop for seconds) by
 `server.max_json_values`; its nesting by the parser (protocol.py); and canonicalising it by
 `protocol.CANONICAL_BUDGET`. Counting values exactly takes a vectorised pass, done only when
 the memchr-speed upper bound is over the limit, and in a worker thread for large bodies.
@@ -20,9 +20,8 @@ from ..errors import BadRequestError, PayloadTooLargeError, UnsupportedMediaType
 from ..protocol import json_values, parse_json_body, quick_values
 
 COUNT_IN_THREAD_BYTES = 64 * 1024
-"""Bodies at least this large are counted in a worker thread (about 1 ms of numpy per
-64 KiB on the 2-core CPU, with the GIL released); smaller ones inline, where a thread's
-round trip would cost more than the count."""
+"""Bodies at least this large are counted in a worker thread (numpy releases the GIL);
+smaller ones inline, where a thread's round trip costs about as much as the count."""
 
 
 async def read_body(request: web.Request, settings: ServerSettings) -> bytes:
