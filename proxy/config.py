@@ -49,6 +49,9 @@ class ServerSettings:
     for seconds. Long prompts are single strings and count as one; a prompt sent as token
     ids counts one per token."""
 
+    admin_token: str = ""
+    """Bearer token for /admin/api; empty: the admin API answers only on loopback."""
+
     max_in_flight: int = 256
     """Requests in the cache's own stages (parse, lookup, replay) at once; more wait for a
     place (proxy/pipeline/admission.py). A miss gives its place back while the upstream
