@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -56,6 +57,56 @@ if hits then
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 return 1
+"""
+
+# The bytes each entry stores (`{prefix}sizes`, id -> bytes) and their total
+# (`{prefix}bytes`), for `max_bytes`: ARGV[2] = the new size of entry ARGV[1], or absent
+# for one deleted; returns the new total. An entry that expired keeps counting until the
+# LRU eviction reaches it, so the total errs high, towards evicting early.
+_ACCOUNT = """
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return redis.call('DECRBY', KEYS[2], old)
+"""
+
+# Evict least recently used entries (KEYS: lru, sizes, bytes, stream) while there are more
+# than ARGV[1] (0: no bound) or they store more than ARGV[2] bytes (0: no bound), announcing
+# each deletion on the stream (ARGV[3]: its MAXLEN); returns how many went. Entry keys are
+# ARGV[4] .. id.
+_EVICT = """
+local evicted = 0
+local max_entries, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
+while true do
+  local over_entries = max_entries > 0 and redis.call('ZCARD', KEYS[1]) > max_entries
+  local over_bytes = max_bytes > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') > max_bytes
+  if not (over_entries or over_bytes) then break end
+  local victim = redis.call('ZPOPMIN', KEYS[1])
+  if #victim == 0 then
+    redis.call('SET', KEYS[3], 0)  -- nothing left to count
+    break
+  end
+  local id = victim[1]
+  redis.call('DEL', ARGV[4] .. id)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'op', 'del', 'id', id, 'scope', '')
+  local size = tonumber(redis.call('HGET', KEYS[2], id) or '0')
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('DECRBY', KEYS[3], size)
+  evicted = evicted + 1
+end
+return evicted
+"""
+
+
+# A single-flight lock (proxy/pipeline/flight.py) is a key holding its owner's token: only
+# the owner may extend it (ARGV[2]: milliseconds) or, without ARGV[2], release it.
+_LOCK_OWNED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
 """
 
 
@@ -155,6 +206,12 @@ class Entry:
         """(similarity, correct) of the semantic hits observed on this entry, oldest first."""
         return decode_observations(self.extra.get(OBSERVATIONS_FIELD, ""))
 
+    def size_bytes(self) -> int:
+        """What the entry stores in Redis, field names and values (for `max_entry_bytes`
+        and `max_bytes`)."""
+        return sum(len(k) + (len(v) if isinstance(v, bytes) else len(v.encode()))
+                   for k, v in self.to_mapping().items())
+
     def age(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.created)
 
@@ -212,19 +269,30 @@ class Store:
         prefix: str = "semcache:",
         retry_after_s: float = 1.0,
         max_entries: int = 0,
+        max_bytes: int = 0,
+        deadline: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.retry_after_s = retry_after_s
         self.max_entries = max_entries
         """Bound on the number of entries (0: none); least recently used ones go first."""
+        self.max_bytes = max_bytes
+        """Bound on the bytes all entries store (0: none); least recently used ones go first."""
         self.evicted = 0
+        self.deadline = deadline
+        """A context for each call that raises TimeoutError when Redis takes too long
+        (the proxy's counts only the time its event loop was free to read the reply);
+        None: the client's socket timeout alone."""
         self._down_until = 0.0
         self.failures = 0
         """Redis errors seen since start (a metric)."""
         self._record_hit = client.register_script(_RECORD_HIT)
         self._observe = client.register_script(_OBSERVE)
         self._replace = client.register_script(_REPLACE)
+        self._account = client.register_script(_ACCOUNT)
+        self._evict_lru = client.register_script(_EVICT)
+        self._lock_owned = client.register_script(_LOCK_OWNED)
 
     # keys -------------------------------------------------------------------------------
 
@@ -251,6 +319,24 @@ class Store:
     def answer_key(self, tenant: str, namespace: str, digest: str) -> str:
         """Which entry gave an answer (context chains, proxy/pipeline/chains.py)."""
         return f"{self.prefix}ans:{tenant}:{namespace}:{digest}"
+    def flight_key(self, entry_id: str) -> str:
+        """The lock of the upstream call for an entry's question, across replicas."""
+        return f"{self.prefix}flight:{entry_id}"
+
+    @property
+    def tenant_secret_key(self) -> str:
+        """The deployment's secret for tenant hashes (proxy/tenants.py)."""
+        return f"{self.prefix}tenant-secret"
+
+    @property
+    def sizes_key(self) -> str:
+        """Hash of entry id -> bytes it stores, for `max_bytes`."""
+        return f"{self.prefix}sizes"
+
+    @property
+    def bytes_key(self) -> str:
+        """The bytes all entries store (the sum of `sizes_key`)."""
+        return f"{self.prefix}bytes"
 
     @property
     def lru_key(self) -> str:
@@ -267,13 +353,51 @@ class Store:
         if not self.available:
             raise StoreUnavailableError("redis recently failed; bypassing the cache")
         try:
-            return await op()
+            if self.deadline is None:
+                return await op()
+            async with self.deadline():
+                return await op()
         except (RedisError, OSError) as e:
             # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
             # that fails below redis-py. Either way, stop asking for a while.
             self.failures += 1
             self._down_until = time.monotonic() + self.retry_after_s
             raise StoreUnavailableError(f"redis: {type(e).__name__}") from e
+
+    async def shared_secret(self, candidate: bytes) -> bytes:
+        """The value of the deployment's secret: `candidate` if none was kept yet (set only
+        if absent, so replicas starting together agree on the first one written)."""
+
+        async def op() -> bytes:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.tenant_secret_key, candidate, nx=True)
+            pipe.get(self.tenant_secret_key)
+            _, value = await pipe.execute()
+            return cast(bytes, value)
+
+        return await self._call(op)
+
+    # single-flight locks ------------------------------------------------------------------
+
+    async def lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
+        """Take the flight lock of `entry_id` for `ttl_s`; False if another holds it."""
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self.client.set(key, token, nx=True,
+                                                             px=max(1, int(ttl_s * 1000)))))
+
+    async def extend_lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
+        """Give a lock we hold `ttl_s` more; False if it is no longer ours."""
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self._lock_owned(
+            keys=[key], args=[token, max(1, int(ttl_s * 1000))])))
+
+    async def unlock(self, entry_id: str, token: str) -> None:
+        key = self.flight_key(entry_id)
+        await self._call(lambda: self._lock_owned(keys=[key], args=[token]))
+
+    async def locked(self, entry_id: str) -> bool:
+        key = self.flight_key(entry_id)
+        return bool(await self._call(lambda: self.client.exists(key)))
 
     async def ping(self) -> bool:
         """True when Redis answers; also re-opens the gate early after an outage."""
@@ -310,24 +434,22 @@ class Store:
             )
             pipe.zadd(self.lru_key, {entry.id: entry.created})
             pipe.zcard(self.lru_key)
-            results = await pipe.execute()
-            excess = results[-1] - self.max_entries if self.max_entries else 0
-            if excess > 0:
-                await self._evict(excess)
+            await self._account(keys=[self.sizes_key, self.bytes_key],
+                                args=[entry.id, entry.size_bytes()], client=pipe)
+            *_, count, total = await pipe.execute()
+            if (self.max_entries and count > self.max_entries) or \
+                    (self.max_bytes and total > self.max_bytes):
+                await self._evict()
 
         await self._call(op)
 
-    async def _evict(self, count: int) -> None:
-        """Delete the `count` least recently used entries (and announce each deletion)."""
-        victims = cast(list[tuple[bytes, float]], await self.client.zpopmin(self.lru_key, count))
-        pipe = self.client.pipeline(transaction=False)
-        for member, _score in victims:
-            entry_id = member.decode()
-            pipe.delete(self.entry_key(entry_id))
-            pipe.xadd(self.stream_key, {"op": "del", "id": entry_id, "scope": ""},
-                      maxlen=STREAM_MAXLEN, approximate=True)
-        await pipe.execute()
-        self.evicted += len(victims)
+    async def _evict(self) -> None:
+        """Delete least recently used entries until both bounds hold (and announce each
+        deletion): one script, so replicas writing at once never evict twice over."""
+        evicted = await self._evict_lru(
+            keys=[self.lru_key, self.sizes_key, self.bytes_key, self.stream_key],
+            args=[self.max_entries, self.max_bytes, STREAM_MAXLEN, self.entry_key("")])
+        self.evicted += int(cast(int, evicted))
 
     async def answers(self, keys: list[str]) -> list[bytes | None]:
         """The values of answer keys, in one round trip (None where there is none)."""
@@ -409,7 +531,9 @@ class Store:
                 approximate=True,
             )
             pipe.zrem(self.lru_key, entry_id)
-            deleted, _, _ = await pipe.execute()
+            await self._account(keys=[self.sizes_key, self.bytes_key], args=[entry_id],
+                                client=pipe)
+            deleted, *_ = await pipe.execute()
             return bool(deleted)
 
         return await self._call(op)

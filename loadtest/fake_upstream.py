@@ -25,6 +25,9 @@ class FakeUpstream:
     """Status of chat/completions answers; non-200 answers carry an OpenAI error body."""
     delay_s: float = 0.0
     """Wait before answering (timeouts, in-flight requests)."""
+    fail_calls: int = 0
+    """The next this many chat/completions calls answer 500 (after `delay_s`), whatever
+    `status` says: an upstream that fails once."""
     chunk_delay_s: float = 0.0
     """Wait between streamed chunks."""
     cut_stream_after: int | None = None
@@ -32,8 +35,9 @@ class FakeUpstream:
     words_per_answer: int = 0
     """Extra filler words in each answer (long streams)."""
     tag_answers_with_key: bool = False
-    """Append the request's Authorization header to each answer, so a test can tell whose
-    answer a client got (tenant isolation with identical prompts)."""
+    """Append the request's credential to each answer (`[for Bearer k]` for Authorization,
+    `[for api-key=k]` for another header or query parameter, `[for nobody]`), so a test can
+    tell whose answer a client got (tenant isolation with identical prompts)."""
     answer_with_history: bool = False
     """Answer every user turn of the conversation ("answer to: first / second"), as a real
     model's answer depends on the history: two conversations that end alike get different
@@ -42,7 +46,7 @@ class FakeUpstream:
     streams_cancelled: int = 0
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)  # the proxy's limit is the test
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_get("/v1/models", self.models)
@@ -67,19 +71,23 @@ class FakeUpstream:
     def _tag(self, text: str, request: web.Request) -> str:
         if not self.tag_answers_with_key:
             return text
-        return f"{text} [for {request.headers.get('Authorization', 'nobody')}]"
+        return f"{text} [for {credential_of(request)}]"
 
-    def _error(self) -> web.Response:
+    def _error(self, status: int | None = None) -> web.Response:
         return web.json_response(
             {"error": {"message": "upstream failure", "type": "server_error", "param": None,
                        "code": None}},
-            status=self.status,
+            status=status or self.status,
         )
 
     # routes ----------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        failing = self.fail_calls > 0
+        self.fail_calls -= failing
         body = await self._record(request)
+        if failing:
+            return self._error(500)
         if self.status != 200:
             return self._error()
         turns = [m for m in body["messages"] if m.get("role") == "user"] if self.answer_with_history \
@@ -181,6 +189,23 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
     return str(content)
+
+
+CREDENTIAL_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")
+CREDENTIAL_PARAMS = ("api-key", "key")
+
+
+def credential_of(request: web.Request) -> str:
+    """The credential a request carries, as `_tag` writes it."""
+    if request.headers.get("Authorization"):
+        return request.headers["Authorization"]
+    for name in CREDENTIAL_HEADERS:
+        if request.headers.get(name):
+            return f"{name}={request.headers[name]}"
+    for name in CREDENTIAL_PARAMS:
+        if request.query.get(name):
+            return f"?{name}={request.query[name]}"
+    return "nobody"
 
 
 def main(argv: list[str] | None = None) -> int:

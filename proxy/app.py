@@ -1,7 +1,9 @@
 """The aiohttp application: typed state under AppKeys, opened and closed in cleanup contexts.
 
-Start-up order: metrics -> Redis (embedded or external) -> admin state (run-time settings,
-time series) -> upstream (bundled or a URL) -> the cache pipeline -> the semantic tier and
+Start-up order: metrics -> the loop-lag monitor (Redis deadlines discount the loop's
+lateness) -> Redis (embedded or external) -> admin state (run-time settings, time series) ->
+upstream (bundled or a URL) -> the cache pipeline (its tenant secret read from Redis, or
+retried every second until Redis answers) -> the semantic tier and
 the judge's pair model, which load in the background (encoder, index rebuild, model) while
 the exact tier already serves. Nothing here touches the network at import time.
 """
@@ -35,6 +37,7 @@ from .resources import (
     METRICS,
     OBSERVER,
     READY,
+    REDIS_PROBE_S,
     REDIS_URL,
     RUNTIME,
     SEMANTIC,
@@ -42,6 +45,7 @@ from .resources import (
     STORE,
     UPSTREAM,
     SemanticState,
+    loop_lag_ctx,
     redis_ctx,
     upstream_ctx,
 )
@@ -66,6 +70,7 @@ def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None)
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app[SEMANTIC] = SemanticState(given_embeddings=embeddings)
+    app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
     app.cleanup_ctx.append(upstream_ctx)
@@ -80,6 +85,9 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     service = CacheService(settings, app[STORE], app[UPSTREAM], app[OBSERVER], app.get(RUNTIME))
     app[SERVICE] = service
+    await service.tenancy.load_secret(app[STORE])
+    secret = Periodic(REDIS_PROBE_S, lambda: service.tenancy.load_secret(app[STORE]))
+    secret.start()  # read as soon as Redis answers, if it did not at start
     hit_flusher = Periodic(HIT_FLUSH_S, service.hits.flush)
     hit_flusher.start()
     pools = Periodic(SCOPE_REFRESH_S, service.observations.refresh)  # adaptive thresholds
@@ -91,6 +99,7 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         app[READY].clear()
         await pools.stop()
         await hit_flusher.stop()
+        await secret.stop()
         await service.drain(settings.server.shutdown_grace_s)  # flushes the last hit counts
 
 

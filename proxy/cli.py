@@ -15,6 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import DEFAULT_CONFIG, MAX_PORT, ConfigError, Settings, load_settings
+from .server import ProxyRunner
 
 log = logging.getLogger("semcache")
 
@@ -151,7 +152,7 @@ def serve(settings: Settings) -> int:
 
 
 async def _serve(settings: Settings, app: web.Application) -> None:
-    runner = web.AppRunner(
+    runner = ProxyRunner(
         app,
         shutdown_timeout=settings.server.shutdown_grace_s,
         access_log=logging.getLogger("aiohttp.access") if settings.server.access_log else None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -43,6 +44,13 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     """Request bodies larger than this get 413."""
 
+    max_json_values: int = 100_000
+    """Bodies whose JSON holds more values than this (arrays, objects and their elements,
+    counted outside strings) get 400. Parsing time grows with the values, not the bytes, and
+    happens on the event loop: one 4 MB body of small nested arrays stalled every request
+    for seconds. Long prompts are single strings and count as one; a prompt sent as token
+    ids counts one per token."""
+
     admin_token: str = ""
     """Bearer token for /admin/api, and for /metrics too once set; empty: the admin API
     answers only on loopback."""
@@ -50,6 +58,15 @@ class ServerSettings:
     metrics_token: str = ""
     """A bearer token for /metrics alone (Prometheus' scrape credential), accepted besides
     admin_token. With neither set, /metrics is open, as Prometheus endpoints usually are."""
+
+    max_in_flight: int = 256
+    """Requests in the cache's own stages (parse, lookup, replay) at once; more wait for a
+    place (proxy/pipeline/admission.py). A miss gives its place back while the upstream
+    works, so this bounds the event loop's queue, not the upstream's concurrency."""
+
+    max_wait_s: float = 1.0
+    """How long a request may wait for a place; past it, 503 with Retry-After. Hits then
+    neither queue without bound nor fall through to the paid upstream."""
 
     shutdown_grace_s: float = 30.0
     """On SIGTERM, how long in-flight requests and write-backs may take to finish."""
@@ -78,7 +95,10 @@ class RedisSettings:
     """Prefix of every key semcache writes, so one Redis can hold other data too."""
 
     timeout_s: float = 0.25
-    """Socket timeout of one Redis command; past it the request is served as a bypass."""
+    """How long Redis may take to answer one call; past it the request is served as a
+    bypass. Measured against Redis: time the reply waited in a busy event loop's queue does
+    not count (proxy/looplag.py). The socket timeout is 8x this (at least 2 s), a hard stop
+    for a loop that is late by more than that."""
 
     retry_after_s: float = 1.0
     """After a Redis failure, how long to bypass before trying Redis again."""
@@ -112,17 +132,55 @@ class CacheSettings:
     """Upper bound on `X-Semcache-TTL`."""
 
     shared_across_keys: bool = False
-    """True lets every API key share one tenant. Only for a single-owner deployment."""
+    """True lets every request share one tenant, with or without a key. Only for a
+    single-owner deployment."""
+
+    credential_headers: tuple[str, ...] = ("Authorization", "api-key", "x-api-key",
+                                           "x-goog-api-key")
+    """Headers that carry a client's credential; the tenant is a keyed hash of every one a
+    request carries (proxy/tenants.py). Add any other your clients use: a credential the
+    proxy does not know of would let two keys share a tenant."""
+
+    credential_params: tuple[str, ...] = ("api-key", "key")
+    """Query parameters that carry a credential (Azure's `api-key`, Google's `key`)."""
+
+    anonymous: str = "bypass"
+    """Requests with no credential: `bypass` (the cache is not used: X-Semcache-Reason:
+    anonymous) or `shared` (one tenant of their own, which no keyed tenant can reach)."""
+
+    tenant_header: str = ""
+    """A header that a trusted app in front of the proxy sets to name the tenant (e.g.
+    `X-Semcache-Tenant`, which is not forwarded upstream); hashed in with the credentials. Set,
+    a request without it counts as anonymous. Empty: tenants come from credentials alone."""
+
+    tenant_secret: str = ""
+    """The key tenant hashes are made with (at least 16 characters). Empty: one is generated
+    by the first replica and kept in Redis (`{prefix}tenant-secret`), so every replica on that
+    Redis agrees. Changing it gives every tenant a new hash: the cache starts empty."""
 
     cache_nondeterministic: bool = True
     """Cache answers of requests with temperature > 0 too. The temperature is part of the
     scope either way, so answers never cross temperatures."""
 
     max_entry_bytes: int = 1024 * 1024
-    """Responses larger than this are not stored."""
+    """Entries larger than this are not stored: the answer, the prompt (the last message)
+    and its vector together, as Redis holds them."""
+
+    max_bytes: int = 1024 * 1024 * 1024
+    """Bound on what all entries store together (the same measure); past it the least
+    recently used are evicted. 0: no bound. Redis needs about 1.3x this in memory for its
+    own structures, the LRU set and the event stream."""
 
     semantic: bool = True
     """Look up paraphrases too (embedding + vector index); false: exact tier only."""
+
+    single_flight: bool = True
+    """Identical misses in one scope at the same time make one upstream call, which the
+    others follow (proxy/pipeline/flight.py); across replicas by a Redis lock."""
+
+    single_flight_lock_s: float = 5.0
+    """Lifetime of the lock that elects one replica's call, renewed every third of it while
+    the call runs: a replica that dies holding it frees it within this time."""
 
     max_entries: int = 1_000_000
     """Bound on the number of entries; the least recently used are evicted (0: no bound)."""
@@ -305,7 +363,8 @@ def _parse_env(hint: Any, text: str, dotted: str) -> Any:
 def _validate(settings: Any, where: str) -> None:
     """Range checks that the type alone does not express."""
     positive = {
-        "max_body_bytes", "timeout_s", "connect_timeout_s", "max_connections",
+        "max_body_bytes", "max_json_values", "max_in_flight", "max_wait_s",
+        "single_flight_lock_s", "timeout_s", "connect_timeout_s", "max_connections",
         "ttl_s", "max_ttl_s", "max_batch", "max_queue", "max_entry_bytes", "top_k",
         "semantic_max_chars",
         "hnsw_min_entries", "gpu_min_entries", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search",
@@ -328,6 +387,13 @@ def _validate(settings: Any, where: str) -> None:
         if not 0.0 <= settings.max_wrong_rate < 1.0:
             raise ConfigError(f"{where}max_wrong_rate: must be at least 0 and below 1, "
                               f"got {settings.max_wrong_rate!r}")
+    if isinstance(settings, CacheSettings):
+        _validate_tenancy(settings, where)
+        if settings.max_bytes < 0:
+            raise ConfigError(f"{where}max_bytes: must be >= 0, got {settings.max_bytes!r}")
+        if 0 < settings.max_bytes < settings.max_entry_bytes:
+            raise ConfigError(f"{where}max_bytes: must be at least max_entry_bytes "
+                              f"({settings.max_entry_bytes}), or 0")
     if isinstance(settings, RedisSettings) and not (
         settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
     ):
@@ -338,3 +404,19 @@ def _validate(settings: Any, where: str) -> None:
         raise ConfigError(
             f"{where}base_url: expected 'bundled' or an http(s):// URL, got {settings.base_url!r}"
         )
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+"""An HTTP header name (RFC 9110 token)."""
+
+
+def _validate_tenancy(settings: CacheSettings, where: str) -> None:
+    if settings.anonymous not in ("bypass", "shared"):
+        raise ConfigError(f"{where}anonymous: expected 'bypass' or 'shared', got {settings.anonymous!r}")
+    for name in (*settings.credential_headers, *([settings.tenant_header] if settings.tenant_header else [])):
+        if not _TOKEN.match(name):
+            raise ConfigError(f"{where}credential_headers/tenant_header: not a header name: {name!r}")
+    if any(not p for p in settings.credential_params):
+        raise ConfigError(f"{where}credential_params: empty parameter name")
+    if settings.tenant_secret and len(settings.tenant_secret) < 16:
+        raise ConfigError(f"{where}tenant_secret: must be at least 16 characters (or empty)")

@@ -94,6 +94,19 @@ class Metrics:
             "threshold-raised: a wrong semantic hit recorded, confirmed: a correct one).",
             ["result"], registry=r,
         )
+        self.saturated = Counter(
+            "semcache_saturated", "Requests refused with 503: no place among "
+            "server.max_in_flight within server.max_wait_s.", registry=r,
+        )
+        self.coalesced = Counter(
+            "semcache_coalesced", "Requests answered by an identical request's upstream call "
+            "(single-flight), by where that call ran (local: this replica; remote: another).",
+            ["source"], registry=r,
+        )
+        self.loop_late = Gauge(
+            "semcache_loop_late_seconds", "Seconds the event loop has run late since start "
+            "(its callbacks waited behind other work).", registry=r,
+        )
         self.verifications = Counter(
             "semcache_verifications", "Sampled semantic candidates checked against the "
             "upstream's answer (cache.verify_sample), by lookup (hit: served and asked again; "

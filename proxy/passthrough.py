@@ -6,11 +6,11 @@ import aiohttp
 from aiohttp import web
 
 from .errors import UpstreamTimeoutError, UpstreamUnreachableError
-from .upstream import Upstream, response_headers, safe_subpath
+from .upstream import Upstream, raw_subpath, response_headers
 
 
 async def relay(request: web.Request, upstream: Upstream) -> web.StreamResponse:
-    subpath = safe_subpath(request.match_info["tail"])
+    subpath = raw_subpath(request)
     body = request.content if request.body_exists else None
     resp = await upstream.send(
         request.method, subpath, request.headers, body, request.rel_url.raw_query_string

@@ -1,7 +1,7 @@
 """Cache policy: what may be looked up or stored, and the scope an answer belongs to.
 
 The scope is the structural isolation boundary. Two requests can share an entry only if they
-agree on all of: tenant (a hash of the credential), namespace, endpoint, model, every
+agree on all of: tenant (proxy/tenants.py), namespace, endpoint, model, every
 answer-changing parameter and the conversation before the question. The entry id hashes the
 scope with the question, so a lookup can only ever address entries of its own scope.
 """
@@ -18,7 +18,7 @@ from multidict import CIMultiDictProxy
 
 from .config import CacheSettings
 from .errors import BadRequestError
-from .protocol import ParsedRequest
+from .protocol import ParsedRequest, too_deep
 
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")
 
@@ -106,13 +106,6 @@ def _threshold(value: str) -> float:
     return number
 
 
-def tenant_of(authorization: str | None, settings: CacheSettings) -> str:
-    """A hash of the credential; the raw key is never stored or logged."""
-    if settings.shared_across_keys:
-        return "shared"
-    return _hash(b"tenant\0" + (authorization or "").encode())[:32]
-
-
 def cacheable(req: ParsedRequest, settings: CacheSettings) -> bool:
     if not settings.enabled:
         return False
@@ -126,17 +119,22 @@ def scope_of(req: ParsedRequest, tenant: str, namespace: str,
              context: list[Any] | None = None) -> Scope:
     """The scope of a request; `context`: its history's fingerprint (pipeline/chains.py),
     by default the history word for word."""
-    material = orjson.dumps(
-        [tenant, namespace, req.endpoint, req.model, req.params,
-         req.context if context is None else context],
-        option=orjson.OPT_SORT_KEYS,
-    )
+    material = _dumps([tenant, namespace, req.endpoint, req.model, req.params,
+                       req.context if context is None else context])
     return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
 
 
 def entry_id(scope: Scope, req: ParsedRequest) -> str:
-    material = orjson.dumps([scope.id, req.query], option=orjson.OPT_SORT_KEYS)
-    return _hash(b"entry\0" + material)[:32]
+    return _hash(b"entry\0" + _dumps([scope.id, req.query]))[:32]
+
+
+def _dumps(material: list[object]) -> bytes:
+    # The body passed orjson's nesting limit on its own (protocol.parse_json_body); wrapped
+    # in this list, a value at the very limit is one level deeper.
+    try:
+        return orjson.dumps(material, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as e:
+        raise too_deep() from e
 
 
 def _hash(data: bytes) -> str:

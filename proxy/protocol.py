@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import orjson
 
 from .errors import BadRequestError
@@ -47,14 +48,55 @@ class ParsedRequest:
     """Every answer-changing parameter, canonicalised."""
 
 
+CANONICAL_BUDGET = 10_000
+"""Arrays, objects and floats that canonical() rewrites per request; the rest is kept as
+sent. The canonical form only lets equal requests meet (0 and 0.0); a value kept as sent
+can make a request more distinct (a missed hit), never equal to another, and the budget
+bounds the event-loop time canonicalising takes for one request."""
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+"""JSON value types that are already canonical (orjson makes no subclasses)."""
+
+
+def quick_values(raw: bytes) -> int:
+    """An upper bound on `json_values(raw)` at the speed of memchr: every '[', '{' and ','
+    counts, inside strings too."""
+    return raw.count(b"[") + raw.count(b"{") + raw.count(b",")
+
+
+def json_values(raw: bytes) -> int:
+    """Arrays, objects and commas outside strings: about the number of values a parse of
+    `raw` creates, which is what its time grows with. Vectorised (numpy releases the GIL),
+    so a large body can be measured in a worker thread without stalling the event loop."""
+    # Escapes go first, so that every quote left opens or closes a string: "\\" pairs,
+    # then escaped quotes (valid JSON has backslashes only inside strings).
+    clean = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    chars = np.frombuffer(clean, dtype=np.uint8)
+    outside = (np.cumsum(chars == 34, dtype=np.uint8) & 1) == 0  # parity of quotes so far
+    marks = (chars == 91) | (chars == 123) | (chars == 44)  # [ { ,
+    return int(np.count_nonzero(marks & outside))
+
+
 def parse_json_body(raw: bytes) -> dict[str, Any]:
+    """The body as an object. Nesting is bounded here, once: orjson parses at most 1,024
+    levels and writes at most 254, and the scope and the upstream request are written with
+    it, so a body it cannot write back is refused now rather than failing later."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise BadRequestError(f"request body is not valid JSON: {e}", code="invalid_json") from e
     if not isinstance(body, dict):
         raise BadRequestError("request body must be a JSON object", code="invalid_json")
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError as e:
+        raise too_deep() from e
     return body
+
+
+def too_deep() -> BadRequestError:
+    return BadRequestError("request body is nested too deeply (the limit is about 250 levels)",
+                           code="nested_too_deeply")
 
 
 def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
@@ -68,10 +110,11 @@ def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
         raise BadRequestError("'stream' must be a boolean", param="stream")
     include_usage = _include_usage(body.get("stream_options"))
     _check_params(body)
+    canonical = Canonical(CANONICAL_BUDGET)
     if endpoint == "chat":
-        query, query_text, context = _split_messages(body.get("messages"))
+        query, query_text, context = _split_messages(body.get("messages"), canonical)
     else:
-        query, query_text, context = _split_prompt(body.get("prompt")), None, []
+        query, query_text, context = _split_prompt(body.get("prompt"), canonical), None, []
         if isinstance(query, str):
             query_text = query
     params = {k: canonical(v) for k, v in body.items() if k not in NON_ANSWER_KEYS}
@@ -120,7 +163,7 @@ def _check_params(body: dict[str, Any]) -> None:
         raise BadRequestError("'stop' must be a string or a list of strings", param="stop")
 
 
-def _split_messages(messages: Any) -> tuple[Any, str | None, list[Any]]:
+def _split_messages(messages: Any, canonical: Canonical) -> tuple[Any, str | None, list[Any]]:
     if not isinstance(messages, list) or not messages:
         raise BadRequestError("'messages' is required and must be a non-empty array", param="messages")
     for i, message in enumerate(messages):
@@ -139,11 +182,11 @@ def _split_messages(messages: Any) -> tuple[Any, str | None, list[Any]]:
             )
     last = messages[-1]
     text = message_text(last) if last["role"] == "user" and _text_only(last) else None
-    query = canonical({**last, "content": _canonical_content(last.get("content"))})
+    query = canonical({**last, "content": _canonical_content(last.get("content"), canonical)})
     return query, text, messages[:-1]
 
 
-def _split_prompt(prompt: Any) -> Any:
+def _split_prompt(prompt: Any, canonical: Canonical) -> Any:
     if isinstance(prompt, str):
         return normalise_text(prompt)
     if isinstance(prompt, list) and prompt:
@@ -184,7 +227,7 @@ def message_text(message: dict[str, Any]) -> str | None:
     return None
 
 
-def _canonical_content(content: Any) -> Any:
+def _canonical_content(content: Any, canonical: Canonical) -> Any:
     # A string and a list holding only that text part are the same question.
     if isinstance(content, list) and content and all(p.get("type") == "text" for p in content):
         return normalise_text("\n".join(str(p.get("text", "")) for p in content))
@@ -198,13 +241,34 @@ def normalise_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def canonical(value: Any) -> Any:
-    """A JSON value in one canonical form: 0.0 and 0 are the same temperature. Only floats
-    that are exact integers (|x| <= 2**53) become ints: 1e80 as an int is too large for JSON."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: canonical(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
+class Canonical:
+    """JSON values in one canonical form: 0.0 and 0 are the same temperature. Only floats
+    that are exact integers (|x| <= 2**53) become ints: 1e80 as an int is too large for
+    JSON. Rewrites at most `budget` arrays, objects and floats (CANONICAL_BUDGET) over all
+    the values of one request, and skips runs of plain values at C speed."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def __call__(self, value: Any) -> Any:
+        kind = type(value)
+        if kind in _PLAIN or self.left <= 0:
+            return value
+        self.left -= 1
+        if kind is float:
+            return int(value) if value.is_integer() and abs(value) <= 2**53 else value
+        if kind is dict:
+            if set(map(type, value.values())) <= _PLAIN:
+                return value
+            return {k: self(v) for k, v in value.items()}
+        if kind is list:
+            if set(map(type, value)) <= _PLAIN:
+                return value
+            out = []
+            for i, item in enumerate(value):
+                if self.left <= 0:
+                    out.extend(value[i:])
+                    break
+                out.append(self(item))
+            return out
+        return value

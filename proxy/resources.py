@@ -21,6 +21,7 @@ from semcache.index.vectors import VectorIndex
 from .bundled import BundledBackend
 from .config import Settings
 from .events import Observer
+from .looplag import LoopLag
 from .metrics import Metrics
 from .runtime import Periodic, RuntimeState
 from .semantic import SemanticTier
@@ -50,9 +51,21 @@ RUNTIME = web.AppKey("runtime", RuntimeState)
 """Settings changed at run time (the semantic threshold), shared by replicas through Redis."""
 REDIS_URL = web.AppKey("redis_url", str)
 SEMANTIC = web.AppKey("semantic", SemanticState)
+LOOP_LAG = web.AppKey("loop_lag", LoopLag)
+"""How late the event loop runs; Redis deadlines discount it (proxy/looplag.py)."""
 
 REDIS_PROBE_S = 1.0
 """How often Redis is pinged to update the gauge and re-open the cache after an outage."""
+
+
+async def loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    lag = LoopLag()
+    lag.start()
+    app[LOOP_LAG] = lag
+    try:
+        yield
+    finally:
+        lag.stop()
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -65,19 +78,21 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[EMBEDDED_REDIS] = embedded
         url = embedded.url
     app[REDIS_URL] = url
+    timeout_s = settings.redis.timeout_s
+    hard_s = max(2.0, 8 * timeout_s)  # redis-py's timeouts run on the loop's clock
     client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=settings.redis.timeout_s,
-        socket_connect_timeout=settings.redis.timeout_s,
-        max_connections=512,
+        url, socket_timeout=hard_s, socket_connect_timeout=hard_s, max_connections=512,
     )
+    lag = app[LOOP_LAG]
     store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
-                  max_entries=settings.cache.max_entries)
+                  max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes,
+                  deadline=lambda: lag.deadline(timeout_s))
     app[STORE] = store
     metrics = app[METRICS]
 
     async def probe() -> None:
         metrics.redis_up.set(1 if await store.ping() else 0)
+        metrics.loop_late.set(lag.late_s())
 
     prober = Periodic(REDIS_PROBE_S, probe)
     prober.start()

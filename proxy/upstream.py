@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from urllib.parse import unquote
 
 import aiohttp
+from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -48,9 +49,26 @@ def response_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
     return out
 
 
-def safe_subpath(tail: str) -> str:
-    """The path under /v1, refusing anything that could step out of the upstream's /v1."""
-    decoded = unquote(unquote(tail))
+def raw_subpath(request: web.Request) -> str:
+    """The path under /v1 as the client sent it, still percent-encoded, so that it reaches
+    the upstream byte for byte (`a%2Fb` is one segment to the upstream, `%3F` and `%23` are
+    not a query or a fragment). Refused if, decoded in as many rounds as it takes (at most
+    four), it could step out of the upstream's /v1."""
+    raw = request.rel_url.raw_path
+    if not raw.startswith("/v1/"):
+        # The router matched the decoded path, so this is /v1 spelled with escapes.
+        raise BadRequestError("invalid path", code="invalid_path")
+    if "#" in request.raw_path:  # not valid in a request target: the upstream would
+        raise BadRequestError("invalid path", code="invalid_path")  # read a fragment
+    tail = raw[len("/v1/"):]
+    decoded = tail
+    for _ in range(4):  # %252e%252e is '..' after two rounds
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        raise BadRequestError("invalid path", code="invalid_path")  # encoded past belief
     if "\\" in decoded or "\x00" in decoded or any(
         seg in (".", "..") for seg in decoded.split("/")
     ):
@@ -82,9 +100,13 @@ class Upstream:
             self._session = None
 
     def url(self, subpath: str, query: str = "") -> URL:
-        path = self.base_url.raw_path.rstrip("/") + "/" + subpath.lstrip("/")
-        url = self.base_url.with_path(path, encoded=True)
-        return url.with_query(query) if query else url
+        """The upstream URL of `subpath` (under the base URL's path) with `query`, both
+        taken as already percent-encoded and kept exactly: yarl's with_query would encode
+        the query a second time (`a%20b` -> `a%2520b`)."""
+        base = self.base_url
+        path = base.raw_path.rstrip("/") + "/" + subpath
+        return URL.build(scheme=base.scheme, authority=base.raw_authority, path=path,
+                         query_string=query, encoded=True)
 
     async def send(
         self,

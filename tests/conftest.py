@@ -64,9 +64,12 @@ def make_settings(redis_url: str, upstream_url: str, data_dir: Path, **overrides
 
     Redis commands get 2 s rather than the shipped 0.25 s: on a loaded 2-core CI box a burst
     of requests can keep one past 0.25 s, and the proxy then (rightly) bypasses the cache,
-    which is not what most tests are about. The test of a hung Redis sets it back."""
+    which is not what most tests are about. The test of a hung Redis sets it back.
+
+    Requests without a credential share one tenant (`cache.anonymous = "shared"`): most tests
+    send none and are about other things; tests/security/test_tenants.py covers the default."""
     overrides = {"cache__semantic": False, "judge__model": False, "redis__timeout_s": 2.0,
-                 **overrides}
+                 "cache__anonymous": "shared", **overrides}
     base = load_settings(
         environ={},
         overrides={"redis.url": redis_url, "upstream.base_url": upstream_url, "data_dir": data_dir},

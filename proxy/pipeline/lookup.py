@@ -32,6 +32,9 @@ class Hit:
     """`exact` or `semantic`."""
     verdict: Verdict | None = None
     """The judge's verdict on a semantic hit."""
+    coalesced: str | None = None
+    """`local` or `remote`: the answer of an identical request's upstream call, which this
+    one waited for instead of calling (single-flight, flight.py)."""
 
     @property
     def similarity(self) -> float:

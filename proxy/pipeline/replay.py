@@ -30,12 +30,21 @@ def hit_headers(lookup: Lookup, hit: Hit) -> dict[str, str]:
         "X-Semcache-Similarity": f"{hit.similarity:.4f}",
         "Age": str(int(hit.entry.age())),
     }
+    if hit.coalesced:
+        headers["X-Semcache-Coalesced"] = hit.coalesced
     verdict = hit.verdict
     if verdict is not None:
         headers["X-Semcache-Threshold"] = f"{verdict.threshold:.4f}"
         if verdict.score is not None:
             headers["X-Semcache-Verifier"] = f"{verdict.score:.4f}"
     return headers
+
+
+def coalesced_headers(lookup: Lookup) -> dict[str, str]:
+    """A hit that follows an identical request's stream on this replica as it arrives."""
+    return {"X-Semcache": "hit-exact", "X-Request-Id": lookup.request_id,
+            "X-Semcache-Entry": lookup.entry_id, "X-Semcache-Similarity": "1.0000", "Age": "0",
+            "X-Semcache-Coalesced": "local"}
 
 
 async def replay(request: web.Request, lookup: Lookup, hit: Hit) -> tuple[web.StreamResponse, dict]:

@@ -1,9 +1,10 @@
 """The cache pipeline for /v1/chat/completions and /v1/completions.
 
-One request: parse and validate -> policy and scope -> lookup (exact tier, then semantic
-candidates put to the judge) -> hit: replay | miss: forward, relay, write back off the
-response path -> one RequestEvent (metrics, dashboard). This class only orchestrates; each
-step lives in its own module of this package.
+One request: read the body -> a place among the requests in flight -> parse and validate ->
+tenant, policy and scope -> lookup (exact tier, then semantic candidates put to the judge) ->
+hit: replay | miss: follow an identical call in flight, or make the call, relay it, write
+back off the response path -> one RequestEvent (metrics, dashboard). This class only
+orchestrates; each step lives in its own module of this package.
 
 Fail open: any failure of the cache itself (Redis, encoder, index) turns the request into a
 bypass that is forwarded to the upstream. Fail closed: a lookup only ever addresses entries
@@ -16,31 +17,35 @@ import asyncio
 import logging
 import random
 import time
-import uuid
 from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
 from semcache.index.store import Store
 
 from ..config import Settings
-from ..errors import BadRequestError, PayloadTooLargeError, ProxyError, UnsupportedMediaTypeError
+from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
 from ..judge import Judge
 from ..judge.model import PairModelService
 from ..judge.observations import RedisObservations
-from ..policy import cacheable, entry_id, parse_directives, scope_of, tenant_of
-from ..protocol import Endpoint, parse_json_body, parse_request
+from ..policy import cacheable, entry_id, parse_directives, scope_of
+from ..protocol import Endpoint, parse_request
 from ..runtime import RuntimeState
 from ..semantic import SemanticTier
+from ..tenants import Tenancy
 from ..upstream import Upstream
+from .admission import Admission
 from .chains import Chains, judged_text
-from .forward import Forwarder, OnAnswer
+from .flight import Call, Flights, Shared
+from .forward import Result, respond, stream
+from .intake import parse_body, read_body
 from .lookup import Finder, Hit, Lookup
-from .replay import HitCounter, replay
+from .replay import HitCounter, coalesced_headers, replay
 from .sampling import Sampler
 from .writeback import WriteBack
 
@@ -64,13 +69,19 @@ class CacheService:
                            reads_whole=self._reads_whole)
         self.finder = Finder(settings.cache, store, self.judge)
         self.chains = Chains(store)
-        self.forwarder = Forwarder(upstream, self.metrics)
         self.writeback = WriteBack(settings.cache, store, self.metrics,
                                    lambda: self.finder.semantic, self.finder.semantic_text,
                                    self.chains)
         self.sampler = Sampler(settings.judge, self.judge, self.observations, upstream,
                                self.metrics, self._embed)
         self.hits = HitCounter(store)
+        self.tenancy = Tenancy(settings.cache)
+        self.flights = Flights(settings.cache, store, upstream, self.metrics,
+                               wait_s=settings.upstream.timeout_s, spawn=self.spawn,
+                               finish=self._finish)
+        """Identical misses in flight, and the lock across replicas (single-flight)."""
+        self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
+                                   self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # the parts that load after start-up ------------------------------------------------
@@ -118,22 +129,32 @@ class CacheService:
 
     async def handle(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
-        req = parse_request(endpoint, await read_json(request, self.settings.server.max_body_bytes))
-        directives = parse_directives(request.headers, self.settings.cache)
-        tenant = tenant_of(request.headers.get("Authorization"), self.settings.cache)
-        context = await self.chains.resolve(req, tenant, directives.namespace)
-        scope = scope_of(req, tenant, directives.namespace, context.fingerprint)
-        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
-                        request_id=request_id(request), text=judged_text(req.query_text, context))
-        if not cacheable(req, self.settings.cache):
-            lookup.bypass_reason = "not-cacheable"
-        elif directives.no_cache:
-            lookup.miss_reason = "no-cache"
-        else:
-            hit = await self.finder.find(lookup, self.sampler.rate(scope.id))
+        raw = await read_body(request, self.settings.server)
+        async with self.admission.place():  # the loop's work for this request, bounded
+            lookup = await self._lookup(request, endpoint, raw)
+            hit = None
+            if not lookup.bypass_reason and not lookup.directives.no_cache:
+                hit = await self.finder.find(lookup, self.sampler.rate(lookup.scope.id))
             if hit is not None:
                 return await self._serve_hit(request, lookup, hit, started)
         return await self._forward(request, lookup, started)
+
+    async def _lookup(self, request: web.Request, endpoint: Endpoint, raw: bytes) -> Lookup:
+        """What the request asks, of which scope, and whether the cache may answer it."""
+        req = parse_request(endpoint, await parse_body(raw, self.settings.server))
+        directives = parse_directives(request.headers, self.settings.cache)
+        tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
+        context = await self.chains.resolve(req, tenant, directives.namespace)
+        scope = scope_of(req, tenant, directives.namespace, context.fingerprint)
+        lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
+                        request_id=request[REQUEST_ID], text=judged_text(req.query_text, context))
+        if no_tenant:
+            lookup.bypass_reason = no_tenant  # fail closed: no tenant, no shared cache
+        elif not cacheable(req, self.settings.cache):
+            lookup.bypass_reason = "not-cacheable"
+        elif directives.no_cache:
+            lookup.miss_reason = "no-cache"
+        return lookup
 
     async def _serve_hit(self, request: web.Request, lookup: Lookup, hit: Hit,
                          started: float) -> web.StreamResponse:
@@ -143,6 +164,10 @@ class CacheService:
         if (hit.tier == "semantic" and not chose  # a client's own bar is not evidence
                 and random.random() < self.sampler.rate(lookup.scope.id)):
             self.spawn(self.sampler.check_hit(CIMultiDict(request.headers), lookup, hit))
+        self._emit_hit(lookup, hit, body, started)
+        return response
+
+    def _emit_hit(self, lookup: Lookup, hit: Hit, body: dict[str, Any], started: float) -> None:
         usage = body.get("usage") or {}
         self.observer.emit(lookup.event(
             f"hit-{hit.tier}", started, entry_id=hit.entry.id, age_s=hit.entry.age(),
@@ -151,38 +176,72 @@ class CacheService:
             completion_tokens_saved=_int(usage.get("completion_tokens")),
             upstream_s_saved=hit.entry.upstream_s,
         ))
-        return response
 
     async def _forward(self, request: web.Request, lookup: Lookup,
                        started: float) -> web.StreamResponse:
-        """Forward a miss or a bypass; store the answer of a miss unless told not to."""
+        """A miss or a bypass: follow an identical call in flight, or lead one, or call
+        alone (flight.py says who may do which)."""
+        flight = self.flights.find(lookup)
+        if flight is not None:
+            shared = await flight.follow(lookup)
+            if shared is not None:
+                return await self._serve_shared(request, lookup, shared, started)
+            call = self.flights.alone(request, lookup)  # its call failed: not shared
+        else:
+            flight = self.flights.lead(request, lookup)
+            led = None if flight is None else await flight.lead()
+            if isinstance(led, Shared):
+                return await self._serve_shared(request, lookup, led, started)
+            call = led or self.flights.alone(request, lookup)
+        return await self._answer(request, lookup, call, started)
+
+    async def _answer(self, request: web.Request, lookup: Lookup, call: Call,
+                      started: float) -> web.StreamResponse:
+        """The upstream's answer to the request that made the call."""
         outcome = "bypass" if lookup.bypass_reason else "miss"
         status = 502
         try:
-            response = await self.forwarder.forward(request, lookup.req, miss_headers(lookup),
-                                                    self._on_answer(lookup, outcome))
+            response = await respond(request, call.relay, call.tail, miss_headers(lookup))
             status = response.status
         except ProxyError as e:
             status = e.status
+            e.headers = {**miss_headers(lookup), **e.headers}  # what the cache did, too
             raise
         finally:
             self.observer.emit(lookup.event(outcome, started, status=status))
         return response
 
-    def _on_answer(self, lookup: Lookup, outcome: str) -> OnAnswer | None:
-        """What to do with a complete answer from the upstream: store it (a miss without
-        no-store), and check the candidate it was turned down for (if one was sampled)."""
-        store = outcome == "miss" and not lookup.directives.no_store
-        check = lookup.turned_down is not None
-        if not (store or check):
-            return None
+    async def _serve_shared(self, request: web.Request, lookup: Lookup, shared: Shared,
+                            started: float) -> web.StreamResponse:
+        """An identical request's answer, as an exact hit that says so."""
+        self.metrics.coalesced.labels(shared.source).inc()
+        if shared.tail is not None:
+            assert shared.relay is not None and shared.head is not None
+            response = await stream(request, shared.relay, shared.tail, shared.head,
+                                    coalesced_headers(lookup))
+            result = shared.relay.result.result()
+            if result.answer is None:  # cut on its way, like the call it followed
+                self.observer.emit(lookup.event("miss", started, status=502))
+            else:
+                self._emit_hit(lookup, Hit(entry=self.writeback.make_entry(
+                    lookup, result.answer, result.upstream_s), tier="exact"),
+                    orjson.loads(result.answer), started)
+            return response
+        entry = shared.entry or self.writeback.make_entry(lookup, shared.answer or b"",
+                                                          shared.upstream_s)
+        return await self._serve_hit(request, lookup,
+                                     Hit(entry=entry, tier="exact", coalesced=shared.source),
+                                     started)
 
-        def on_answer(body: bytes, upstream_s: float) -> None:
-            if store:
-                self.spawn(self.writeback.write(lookup, body, upstream_s))
-            if check:
-                self.spawn(self.sampler.check_miss(lookup, body))
-        return on_answer
+    async def _finish(self, lookup: Lookup, result: Result) -> None:
+        """The end of a call, off the response path: store the answer of a miss (unless
+        no-store), and check the candidate it was turned down for (if one was sampled)."""
+        if result.answer is None:
+            return
+        if lookup.turned_down is not None:
+            self.spawn(self.sampler.check_miss(lookup, result.answer))
+        if not lookup.bypass_reason and not lookup.directives.no_store:
+            await self.writeback.write(lookup, result.answer, result.upstream_s)
 
 
 def miss_headers(lookup: Lookup) -> dict[str, str]:
@@ -208,34 +267,6 @@ def miss_headers(lookup: Lookup) -> dict[str, str]:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def request_id(request: web.Request) -> str:
-    """The client's X-Request-Id when it is a sane token, else a new one."""
-    given = request.headers.get("X-Request-Id", "")
-    if 0 < len(given) <= 128 and given.isascii() and given.isprintable() and " " not in given:
-        return given
-    return "req-" + uuid.uuid4().hex
-
-
-async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
-    content_type = request.headers.get("Content-Type")
-    if content_type is not None:
-        mime = content_type.split(";")[0].strip().lower()
-        if mime != "application/json" and not mime.endswith("+json"):
-            raise UnsupportedMediaTypeError(
-                f"unsupported content type {mime!r}; send application/json",
-                code="unsupported_media_type",
-            )
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(
-            f"request body is {request.content_length} bytes; the limit is {limit}",
-            code="body_too_large",
-        )
-    raw = await request.read()  # bounded by the application's client_max_size
-    if not raw:
-        raise BadRequestError("request body is empty", code="invalid_json")
-    return parse_json_body(raw)
 
 
 SERVICE = web.AppKey("service", CacheService)

@@ -33,8 +33,8 @@ class WriteBack:
 
     async def write(self, lookup: Lookup, body: bytes, upstream_s: float) -> None:
         writes = self.metrics.writes
-        if len(body) > self.settings.max_entry_bytes:
-            writes.labels("too-large").inc()
+        if len(body) + len(stored_query(lookup).encode()) > self.settings.max_entry_bytes:
+            writes.labels("too-large").inc()  # the prompt counts as much as the answer
             return
         try:
             parsed = orjson.loads(body)
@@ -46,6 +46,9 @@ class WriteBack:
             return
         await self._ensure_vector(lookup)
         entry = self.make_entry(lookup, body, upstream_s)
+        if entry.size_bytes() > self.settings.max_entry_bytes:
+            writes.labels("too-large").inc()
+            return
         try:
             await self.store.put(entry)
             await self.chains.remember(entry.tenant, entry.namespace, answer_text(parsed),
@@ -84,10 +87,16 @@ class WriteBack:
             namespace=lookup.scope.namespace,
             endpoint=req.endpoint,
             model=req.model,
-            query=lookup.text or req.query_text or orjson.dumps(req.query).decode(),
+            query=stored_query(lookup),
             response=body,
             created=time.time(),
             ttl_s=lookup.directives.ttl_s or self.settings.ttl_s,
             embedding=b"" if vector is None else vector.astype("float32").tobytes(),
             upstream_s=upstream_s,
         )
+
+
+def stored_query(lookup: Lookup) -> str:
+    """The question as an entry keeps it: what the judge read (a short follow-up with the
+    turn it follows), its text, or the canonical message as JSON."""
+    return lookup.text or lookup.req.query_text or orjson.dumps(lookup.req.query).decode()

@@ -71,9 +71,16 @@ async def test_upstream_unreachable_is_502(aiohttp_client: Any, redis_url: str, 
 
     settings = make_settings(redis_url, f"http://127.0.0.1:{free_port()}/v1", tmp_path)
     client = await aiohttp_client(build_app(settings))
-    resp = await client.post(CHAT, json=chat("anyone there?"))
+    resp = await client.post(CHAT, json=chat("anyone there?"), headers={"X-Request-Id": "rid-502"})
     assert resp.status == 502
     assert json.loads(await resp.read())["error"]["type"] == "upstream_error"
+    # the proxy's own error says what the cache did, like any of its answers
+    assert resp.headers["X-Semcache"] == "miss" and resp.headers["X-Request-Id"] == "rid-502"
+    assert resp.headers["X-Semcache-Reason"] == "exact-only"
+    resp = await client.get("/v1/models")  # the passthrough
+    assert resp.status == 502 and resp.headers["X-Semcache"] == "bypass"
+    assert resp.headers["X-Semcache-Reason"] == "upstream-unreachable"
+    assert resp.headers["X-Request-Id"].startswith("req-")
 
 
 async def test_upstream_timeout_is_504(aiohttp_client: Any, upstream: FakeUpstream, redis_url: str,
@@ -84,6 +91,7 @@ async def test_upstream_timeout_is_504(aiohttp_client: Any, upstream: FakeUpstre
     resp = await client.post(CHAT, json=chat("slow"))
     assert resp.status == 504
     assert json.loads(await resp.read())["error"]["type"] == "upstream_error"
+    assert resp.headers["X-Semcache"] == "miss" and resp.headers["X-Request-Id"].startswith("req-")
     upstream.delay_s = 0.0
     assert (await ask(client, chat("slow"))).headers["X-Semcache"] == "miss"
 

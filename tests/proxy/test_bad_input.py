@@ -12,8 +12,12 @@ from semcache.loadtest.fake_upstream import FakeUpstream
 CHAT = "/v1/chat/completions"
 
 
-def assert_openai_error(status: int, raw: bytes, expected: int) -> dict[str, Any]:
+def assert_openai_error(status: int, raw: bytes, expected: int,
+                        headers: Any = None) -> dict[str, Any]:
     assert status == expected, raw
+    if headers is not None:  # the proxy's headers are on its own errors too
+        assert headers["X-Semcache"] == "bypass" and headers["X-Request-Id"]
+        assert headers["X-Semcache-Reason"] == "invalid-request"
     error = json.loads(raw)["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
@@ -35,7 +39,7 @@ def assert_openai_error(status: int, raw: bytes, expected: int) -> dict[str, Any
 )
 async def test_unparseable_bodies(proxy: Any, upstream: FakeUpstream, raw: bytes) -> None:
     resp = await proxy.post(CHAT, data=raw, headers={"Content-Type": "application/json"})
-    assert_openai_error(resp.status, await resp.read(), 400)
+    assert_openai_error(resp.status, await resp.read(), 400, resp.headers)
     assert upstream.calls == []
 
 
@@ -66,7 +70,7 @@ async def test_wrong_or_missing_fields(
     proxy: Any, upstream: FakeUpstream, body: dict[str, Any], param: str
 ) -> None:
     resp = await proxy.post(CHAT, json=body)
-    error = assert_openai_error(resp.status, await resp.read(), 400)
+    error = assert_openai_error(resp.status, await resp.read(), 400, resp.headers)
     assert error["param"] == param
     assert upstream.calls == []
 
@@ -81,7 +85,7 @@ async def test_body_over_the_limit_is_413(proxy: Any, upstream: FakeUpstream) ->
     limit = 4 * 1024 * 1024  # the default server.max_body_bytes
     big = {"model": "m", "messages": [{"role": "user", "content": "x" * (limit + 10)}]}
     resp = await proxy.post(CHAT, json=big)
-    assert_openai_error(resp.status, await resp.read(), 413)
+    assert_openai_error(resp.status, await resp.read(), 413, resp.headers)
     # the same body sent chunked (no Content-Length) is refused too
     payload = json.dumps(big).encode()
 
@@ -97,7 +101,7 @@ async def test_body_over_the_limit_is_413(proxy: Any, upstream: FakeUpstream) ->
 @pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
 async def test_unsupported_content_type_is_415(proxy: Any, upstream: FakeUpstream, ctype: str) -> None:
     resp = await proxy.post(CHAT, data=b'{"model": "m"}', headers={"Content-Type": ctype})
-    assert_openai_error(resp.status, await resp.read(), 415)
+    assert_openai_error(resp.status, await resp.read(), 415, resp.headers)
 
 
 @pytest.mark.parametrize(
@@ -121,10 +125,12 @@ async def test_invalid_cache_headers_are_400(
 
 
 async def test_unknown_route_and_method_are_openai_errors(proxy: Any) -> None:
-    resp = await proxy.get("/nope")
+    resp = await proxy.get("/nope", headers={"X-Request-Id": "mine"})
     assert resp.status == 404 and "error" in json.loads(await resp.read())
+    assert resp.headers["X-Semcache"] == "bypass" and resp.headers["X-Request-Id"] == "mine"
     resp = await proxy.post("/healthz")
     assert resp.status == 405 and "error" in json.loads(await resp.read())
+    assert resp.headers["X-Semcache"] == "bypass" and "GET" in resp.headers["Allow"]
 
 
 async def test_huge_numbers_are_forwarded_not_a_500(proxy: Any, upstream: FakeUpstream) -> None:

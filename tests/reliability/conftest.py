@@ -32,7 +32,8 @@ async def served_proxy(upstream_url: str, redis_url: str, data_dir: Path,
     (`server__shutdown_grace_s="10"`). The semantic tier is off unless asked for: these tests
     are about the proxy's plumbing, and the encoder's load would dominate their time."""
     port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEMCACHE__CACHE__SEMANTIC": "false"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "SEMCACHE__CACHE__SEMANTIC": "false",
+           "SEMCACHE__CACHE__ANONYMOUS": "shared"}  # their load carries no key
     env.update({f"SEMCACHE__{k.upper()}": v for k, v in settings.items()})
     log = data_dir / "proxy.log"
     data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local directory, once)

@@ -19,6 +19,7 @@ from conftest import make_settings
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import build_app
+from semcache.proxy.server import ProxyRunner
 
 
 @dataclass
@@ -73,7 +74,7 @@ def live_proxy(redis_url: str, data_dir: Path, **overrides: Any) -> Iterator[Liv
         up_port = up.addresses[0][1]
         fake.base_url = f"http://127.0.0.1:{up_port}/v1"
         settings = make_settings(redis_url, fake.base_url, data_dir, **overrides)
-        proxy = web.AppRunner(build_app(settings), access_log=None)
+        proxy = ProxyRunner(build_app(settings), access_log=None)
         await proxy.setup()
         await web.TCPSite(proxy, "127.0.0.1", 0).start()
         runners.append(proxy)

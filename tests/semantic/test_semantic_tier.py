@@ -222,7 +222,8 @@ async def test_two_replicas_share_one_cache(aiohttp_client: Any, redis_url: str,
                                             model_dir: Path) -> None:
     """A second proxy *process* on the same Redis sees writes and deletes within 100 ms."""
     port = free_port()
-    env = {**os.environ, "SEMCACHE__JUDGE__THRESHOLD": "0.92", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "SEMCACHE__JUDGE__THRESHOLD": "0.92", "HF_HUB_OFFLINE": "1",
+           "SEMCACHE__CACHE__ANONYMOUS": "shared"}  # as make_settings: requests carry no key
     replica = subprocess.Popen(  # noqa: ASYNC220 (returns at once)
         [sys.executable, "-m", "semcache.proxy", "serve", "--port", str(port), "--redis", redis_url,
          "--upstream", upstream.base_url, "--data-dir", str(model_dir), "--device", "cpu"],
