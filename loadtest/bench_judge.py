@@ -28,12 +28,13 @@ REPO = Path(__file__).resolve().parent.parent
 SETS = ["short_prompts", "instructions", "long_prompts_2"]
 
 
-def pairs() -> list[tuple[str, str]]:
+def pairs() -> list[tuple[str, str, str]]:
+    """(cached prompt, new prompt, set) of every pair of the sets."""
     out = []
     for name in SETS:
         for line in (REPO / "loadtest" / "data" / f"{name}.jsonl").read_text().splitlines():
             row = json.loads(line)
-            out.append((row["a"], row["b"]))
+            out.append((row["a"], row["b"], name))
     return out
 
 
@@ -44,18 +45,17 @@ def summary(times: list[float]) -> dict[str, float]:
             "mean_ms": round(1000 * statistics.fmean(times), 2)}
 
 
-async def cpu_model(folder: Path, work: list[tuple[str, str]]) -> dict[str, Any]:
+async def cpu_model(folder: Path, work: list[tuple[str, str, str]]) -> dict[str, Any]:
     from semcache.proxy.judge.model import PairModelService
 
     service = await PairModelService.open(folder, device="cpu")
     try:
-        await service.score(work[:4])  # warm-up
+        await service.score([(a, b) for a, b, _ in work[:4]])  # warm-up
         by_set: dict[str, list[float]] = {}
-        for i, pair in enumerate(work):
+        for a, b, name in work:
             started = time.perf_counter()
-            await service.score([pair])
-            by_set.setdefault(SETS[min(i * len(SETS) // len(work), len(SETS) - 1)], []).append(
-                time.perf_counter() - started)
+            await service.score([(a, b)])
+            by_set.setdefault(name, []).append(time.perf_counter() - started)
         return {"model": service.model.describe()["model"],
                 "per_candidate": {k: summary(v) for k, v in by_set.items()},
                 "all": summary([t for v in by_set.values() for t in v])}
@@ -63,7 +63,7 @@ async def cpu_model(folder: Path, work: list[tuple[str, str]]) -> dict[str, Any]
         await service.close()
 
 
-def gpu_model(config_dir: Path, tokenizer_dir: Path, work: list[tuple[str, str]]) -> dict[str, Any]:
+def gpu_model(config_dir: Path, tokenizer_dir: Path, work: list[tuple[str, str, str]]) -> dict[str, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -76,7 +76,7 @@ def gpu_model(config_dir: Path, tokenizer_dir: Path, work: list[tuple[str, str]]
         with torch.no_grad():
             for start in range(0, min(len(work), 64 * 20 if batch > 1 else 300), batch):
                 chunk = work[start:start + batch]
-                enc = tok([a for a, _ in chunk], [b for _, b in chunk], truncation=True,
+                enc = tok([p[0] for p in chunk], [p[1] for p in chunk], truncation=True,
                           max_length=128, padding=True, return_tensors="pt").to("cuda")
                 torch.cuda.synchronize()
                 started = time.perf_counter()

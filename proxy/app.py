@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -27,7 +26,7 @@ from . import admin, routes
 from .config import Settings
 from .errors import error_middleware
 from .events import Observer
-from .judge.model import PairModelService, default_folder
+from .judge.model import open_default
 from .judge.observations import SCOPE_REFRESH_S
 from .metrics import Metrics
 from .pipeline.replay import HIT_FLUSH_S
@@ -135,10 +134,8 @@ async def _start_pair_model(app: web.Application) -> None:
     """Load the judge's pair model; until it is there, nothing under `judge.threshold` is
     served. A model that cannot load leaves the proxy running without it (the same bar)."""
     settings = app[SETTINGS]
-    folder = (Path(settings.judge.model_path) if settings.judge.model_path
-              else default_folder(settings.data_dir))
     try:
-        model = await PairModelService.open(folder, device=settings.embeddings.device)
+        model = await open_default(settings.judge, settings.data_dir, settings.embeddings.device)
     except asyncio.CancelledError:
         raise
     except Exception as e:

@@ -25,21 +25,21 @@ from typing import Any
 import numpy as np
 import orjson
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from redis.exceptions import RedisError
 
 from semcache.index.store import Entry, Store
 
 from .. import resources as state
-from ..config import CacheSettings
 from ..errors import BadRequestError, NotFoundError
 from ..events import RequestEvent
 from ..judge import Ask
 from ..metrics import Inventory, Metrics, StateCollector
 from ..pipeline.service import SERVICE
-from ..policy import tenant_of
 from ..prices import Pricing
 from ..runtime import InvalidThresholdError, Periodic, RuntimeState
-from .auth import admin_api
+from ..tenants import Tenancy
+from .auth import AdminUnavailableError, admin_api
 from .timeseries import RETENTION_MINUTES, TimeSeries, minute_summary, window_summary
 
 log = logging.getLogger(__name__)
@@ -519,10 +519,15 @@ async def remove_entry(app: web.Application, entry_id: str, scope: str | None = 
     return deleted
 
 
-def tenant_for_api_key(api_key: str, settings: CacheSettings) -> str:
+def tenant_for_api_key(api_key: str, tenancy: Tenancy) -> str:
     """The tenant of requests that send `Authorization: Bearer <api_key>`: the proxy's own
-    hash (policy.tenant_of), so an operator names the key and never computes the hash."""
-    return tenant_of(f"Bearer {api_key}", settings)
+    hash (tenants.py), so an operator names the key and never computes the hash."""
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": f"Bearer {api_key}"}))
+    tenant, unusable = tenancy.resolve(headers, MultiDictProxy(MultiDict()))
+    if unusable:
+        raise AdminUnavailableError("the tenant secret is not read yet; try again shortly",
+                                    code="redis_unavailable")
+    return tenant
 
 
 @admin_api
@@ -535,7 +540,7 @@ async def flush(request: web.Request) -> web.Response:
     if tenant is not None and api_key is not None:
         raise BadRequestError("name the tenant or its api_key, not both", param="api_key")
     if api_key is not None:
-        tenant = tenant_for_api_key(api_key, request.app[state.SETTINGS].cache)
+        tenant = tenant_for_api_key(api_key, request.app[SERVICE].tenancy)
     if tenant is None and namespace is None:
         raise BadRequestError("name a tenant (or its api_key), a namespace, or both",
                               code="nothing_to_flush")

@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_verifier:
         from .model import load_scorer
 
-        verifier = load_scorer(settings.judge.model_path, settings.data_dir)
+        verifier = load_scorer(settings.judge, settings.data_dir)
     else:
         settings = replace(settings, judge=replace(settings.judge, model=False))
     started = time.monotonic()
@@ -509,12 +509,19 @@ def conversations(args: argparse.Namespace, rows: list[dict[str, Any]], settings
 
 
 def _model_name(settings: Settings) -> str:
-    from .model import default_folder
+    from .model import SHIPPED, teacher_built
 
-    folder = Path(settings.judge.model_path) if settings.judge.model_path else default_folder(
-        settings.data_dir)
-    info = folder / "model.json"
-    return json.loads(info.read_text()).get("name", str(folder)) if info.is_file() else str(folder)
+    def name(folder: Path) -> str:
+        info = folder / "model.json"
+        return json.loads(info.read_text()).get("name", str(folder)) if info.is_file() else str(folder)
+
+    if settings.judge.model_path:
+        return name(Path(settings.judge.model_path))
+    teacher = teacher_built(settings.data_dir)
+    if teacher is None:
+        return name(SHIPPED)
+    return (f"{name(teacher)} for pairs up to {settings.judge.teacher_max_chars} characters, "
+            f"{name(SHIPPED)} beyond (CPU)")
 
 
 def report(result: dict[str, Any]) -> None:

@@ -36,13 +36,23 @@ SHIPPED = Path(__file__).resolve().parent / "weights"
 """The student: all-MiniLM-L6-v2 distilled from the teacher (int8, in the repository)."""
 
 
-def default_folder(data_dir: Path) -> Path:
-    """The pair model a default configuration loads: the teacher where set-up built it
-    (`semcache model build-teacher`, into the data directory), else the shipped student."""
+def teacher_built(data_dir: Path) -> Path | None:
+    """The teacher's folder where set-up built it (`semcache model build-teacher`)."""
     teacher = Path(data_dir) / "pair-model" / "teacher"
     if (teacher / "model.json").is_file() and (teacher / "model_int8.onnx").is_file():
         return teacher
-    return SHIPPED
+    return None
+
+
+def default_folder(data_dir: Path) -> Path:
+    """The best pair model this install has: the teacher where built, else the student."""
+    return teacher_built(data_dir) or SHIPPED
+
+
+def routes_to_teacher(pair: tuple[str, str], max_chars: int) -> bool:
+    """On a CPU only pairs this short go to the teacher: it costs about four times the
+    student per pair, and its cost grows with the text (loadtest/results/judge_cost_*.json)."""
+    return len(pair[0]) + len(pair[1]) <= max_chars
 MAX_LEN = 96
 """Tokens of a pair read when the model folder does not say (its training length)."""
 CHUNK = 32
@@ -250,9 +260,65 @@ class PairModelService:
         await self._batcher.close()
 
 
-def load_scorer(model_path: str = "", data_dir: Path = Path(".data")
+class RoutedService:
+    """The teacher for short pairs, the student for the rest (a CPU's default where the
+    teacher is built): one interface, two models, each behind its own batcher."""
+
+    def __init__(self, teacher: PairModelService, student: PairModelService, max_chars: int) -> None:
+        self.teacher, self.student, self.max_chars = teacher, student, max_chars
+        self.model = teacher.model
+
+    @property
+    def calls(self) -> int:
+        return self.teacher.calls + self.student.calls
+
+    async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for service, wanted in ((self.teacher, True), (self.student, False)):
+            rows = [i for i, p in enumerate(pairs) if routes_to_teacher(p, self.max_chars) == wanted]
+            if rows:
+                out[rows] = await service.score([pairs[i] for i in rows])
+        return out
+
+    async def close(self) -> None:
+        await self.teacher.close()
+        await self.student.close()
+
+
+async def open_default(settings: Any, data_dir: Path, device: str) -> PairModelService | RoutedService:
+    """The pair model a configuration asks for: `judge.model_path`, or by device the best
+    this install has: the teacher on a GPU; on a CPU the teacher for pairs of at most
+    `judge.teacher_max_chars` characters and the student for longer ones (the student alone
+    where no teacher is built)."""
+    if settings.model_path:
+        return await PairModelService.open(Path(settings.model_path), device=device)
+    teacher = teacher_built(data_dir)
+    if teacher is None:
+        return await PairModelService.open(SHIPPED, device=device)
+    from semcache.embeddings.encoder import cuda_usable
+
+    if device in ("cuda", "auto") and cuda_usable():
+        return await PairModelService.open(teacher, device=device)
+    return RoutedService(await PairModelService.open(teacher, device="cpu"),
+                         await PairModelService.open(SHIPPED, device="cpu"),
+                         settings.teacher_max_chars)
+
+
+def load_scorer(judge: Any, data_dir: Path = Path(".data")
                 ) -> Callable[[list[tuple[str, str]]], np.ndarray]:
-    """The CPU scorer `semcache eval` uses: the model the proxy would load on this host."""
+    """The CPU scorer `semcache eval` uses: what the proxy loads on a CPU with `judge`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    folder = Path(model_path) if model_path else default_folder(data_dir)
-    return PairModel.open(folder, device="cpu").score
+    teacher = teacher_built(data_dir)
+    if judge.model_path or teacher is None:
+        return PairModel.open(Path(judge.model_path) if judge.model_path else SHIPPED,
+                              device="cpu").score
+    big, small = PairModel.open(teacher, device="cpu"), PairModel.open(SHIPPED, device="cpu")
+
+    def score(pairs: list[tuple[str, str]]) -> np.ndarray:
+        out = np.zeros(len(pairs), dtype=np.float32)
+        for model, wanted in ((big, True), (small, False)):
+            rows = [i for i, p in enumerate(pairs) if routes_to_teacher(p, judge.teacher_max_chars) == wanted]
+            if rows:
+                out[rows] = model.score([pairs[i] for i in rows])
+        return out
+    return score

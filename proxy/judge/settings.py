@@ -37,6 +37,12 @@ class JudgeSettings:
     """Folder of the pair model's ONNX file and tokenizer; empty: the shipped one for the
     device (judge/weights/: the distilled student on a CPU)."""
 
+    teacher_max_chars: int = 200
+    """On a CPU, pairs of at most this many characters (both prompts) are read by the
+    teacher where it is built, longer ones by the student: the teacher is the better judge
+    and costs about four times as much, growing with the text. On a GPU the teacher reads
+    every pair. 0: the student alone on a CPU."""
+
     model_floor: float = 0.30
     """With the model loaded, the lowest similarity it is asked about: the bar a lookup
     starts from, since the model, not the cosine, decides above it (the encoder scores

@@ -31,7 +31,7 @@ from ..config import Settings
 from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
 from ..judge import Judge
-from ..judge.model import PairModelService
+from ..judge.model import PairModelService, RoutedService
 from ..judge.observations import RedisObservations
 from ..policy import cacheable, entry_id, parse_directives, scope_of
 from ..protocol import Endpoint, parse_request
@@ -96,12 +96,12 @@ class CacheService:
         self.finder.semantic = tier
 
     @property
-    def pair_model(self) -> PairModelService | None:
+    def pair_model(self) -> PairModelService | RoutedService | None:
         """The judge's pair model once it has loaded (with `judge.model` on)."""
         return self.judge.model  # type: ignore[return-value]
 
     @pair_model.setter
-    def pair_model(self, model: PairModelService | None) -> None:
+    def pair_model(self, model: PairModelService | RoutedService | None) -> None:
         self.judge.model = model
 
     def _reads_whole(self, text: str) -> bool:

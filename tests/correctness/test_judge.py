@@ -216,7 +216,7 @@ async def test_the_proxy_and_eval_decide_the_same(aiohttp_client: Any, redis_url
     vectors, read = await embed_all(eval_settings, [a for a, _ in PAIRS] + [b for _, b in PAIRS])
     n = len(PAIRS)
     sims = np.round(np.sum(vectors[:n] * vectors[n:], axis=1).astype(np.float64), 5)
-    scorer = _Scorer({}, load_scorer("", model_dir))
+    scorer = _Scorer({}, load_scorer(eval_settings.judge, model_dir))
     verdicts = await judge_verdicts(rows, sims, read[:n] & read[n:], eval_settings, scorer)
     assert proxied == [(v.serve, v.reason) for v in verdicts]
     assert any(s for s, _ in proxied) and not all(s for s, _ in proxied)  # both kinds seen
