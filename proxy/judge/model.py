@@ -49,10 +49,18 @@ def default_folder(data_dir: Path) -> Path:
     return teacher_built(data_dir) or SHIPPED
 
 
-def routes_to_teacher(pair: tuple[str, str], max_chars: int) -> bool:
-    """On a CPU only pairs this short go to the teacher: it costs about four times the
-    student per pair, and its cost grows with the text (loadtest/results/judge_cost_*.json)."""
-    return len(pair[0]) + len(pair[1]) <= max_chars
+def route(teacher: PairModel, pairs: list[tuple[str, str]], max_chars: int
+          ) -> tuple[list[tuple[str, str] | float], list[bool]]:
+    """Each pair as the model will read it (prepared by the teacher: typos repaired, a long
+    pair cut to where it differs), and whether the teacher reads it: on a CPU only what is
+    at most `max_chars` characters once prepared, since the teacher costs about four times
+    the student per pair and its cost grows with the text (judge_cost_*.json). A long
+    pasted prompt whose request was reworded is short once cut, and goes to the teacher."""
+    prepared = [teacher.prepare(a, b) for a, b in pairs]
+    return prepared, [not isinstance(p, float) and len(p[0]) + len(p[1]) <= max_chars
+                      for p in prepared]
+
+
 MAX_LEN = 96
 """Tokens of a pair read when the model folder does not say (its training length)."""
 CHUNK = 32
@@ -273,9 +281,13 @@ class RoutedService:
         return self.teacher.calls + self.student.calls
 
     async def score(self, pairs: list[tuple[str, str]]) -> np.ndarray:
-        out = np.zeros(len(pairs), dtype=np.float32)
+        # Preparing a long pair tokenises it: a thread, never the event loop.
+        prepared, to_teacher = await asyncio.to_thread(route, self.teacher.model, pairs,
+                                                       self.max_chars)
+        out = np.array([p if isinstance(p, float) else np.nan for p in prepared], dtype=np.float32)
         for service, wanted in ((self.teacher, True), (self.student, False)):
-            rows = [i for i, p in enumerate(pairs) if routes_to_teacher(p, self.max_chars) == wanted]
+            rows = [i for i, p in enumerate(prepared)
+                    if not isinstance(p, float) and to_teacher[i] == wanted]
             if rows:
                 out[rows] = await service.score([pairs[i] for i in rows])
         return out
@@ -315,9 +327,10 @@ def load_scorer(judge: Any, data_dir: Path = Path(".data")
     big, small = PairModel.open(teacher, device="cpu"), PairModel.open(SHIPPED, device="cpu")
 
     def score(pairs: list[tuple[str, str]]) -> np.ndarray:
-        out = np.zeros(len(pairs), dtype=np.float32)
+        prepared, to_teacher = route(big, pairs, judge.teacher_max_chars)
+        out = np.array([p if isinstance(p, float) else np.nan for p in prepared], dtype=np.float32)
         for model, wanted in ((big, True), (small, False)):
-            rows = [i for i, p in enumerate(pairs) if routes_to_teacher(p, judge.teacher_max_chars) == wanted]
+            rows = [i for i, p in enumerate(prepared) if not isinstance(p, float) and to_teacher[i] == wanted]
             if rows:
                 out[rows] = model.score([pairs[i] for i in rows])
         return out
