@@ -170,7 +170,9 @@ async def test_dashboard_renders_charts_with_data(
     lines = dict(re.findall(r'<path[^>]*data-series="([^"]+)"[^>]*data-points="(\d+)"', dom))
     for name in ("hit p50", "miss p50", "hit-rate", "tokens", "usd"):
         assert int(lines.get(name, 0)) > 0, (name, lines)
-    assert "data-threshold=" in dom
+    # the line drawn is the bar actually applied, not the configured one where they differ
+    applied = stats["threshold"]["applied"]
+    assert re.search(rf'data-threshold="{applied}"', dom), (applied, re.findall(r'data-threshold="[^"]*"', dom))
     assert "What is the capital of France?" in dom  # top entries and recent lookups
     assert "badge hit-exact" in dom
     # The entries table shows its first page and offers the rest.

@@ -343,7 +343,8 @@
     sem.className = "pill " + (stats.semantic ? "ok" : "off");
     const input = $("threshold-input");
     if (document.activeElement !== input) {
-      input.placeholder = stats.threshold.configured == null ? "config" : stats.threshold.configured.toFixed(2);
+      const shown = stats.threshold.applied ?? stats.threshold.configured;
+      input.placeholder = shown == null ? "config" : shown.toFixed(2);
       input.value = stats.threshold.runtime == null ? "" : stats.threshold.runtime;
     }
   }
@@ -481,7 +482,9 @@
   function draw() {
     if (!last) return;
     const [stats, series, recent] = last;
-    const threshold = stats.threshold.runtime ?? stats.threshold.configured;
+    // The bar a request without its own threshold starts from right now (the run-time one,
+    // else the pair model's floor while it is loaded, else the configured one).
+    const threshold = stats.threshold.applied ?? stats.threshold.runtime ?? stats.threshold.configured;
     drawStatus(stats);
     drawKpis(stats);
     drawSpark(series.points);
