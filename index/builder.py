@@ -1,0 +1,160 @@
+"""The index builder: one background thread that does every piece of index work that grows
+with the data (HNSW builds, rebuilds after deletions, adding new rows to a graph).
+
+Scopes hand it their maintenance (`ScopeIndex.maintain`) and go on serving from what they
+have: a build works on a copy and swaps it in when done. One scope at a time, at a low
+CPU priority (`IndexSettings.build_nice`), with FAISS's own threads for the heavy part: on
+a busy machine a build takes what the proxy leaves idle, instead of the proxy waiting for
+the build.
+
+The thread is a daemon and checks `stopping` between chunks of work, so a shutdown never
+waits for a build (the half-built copy is dropped; the next start rebuilds anyway). A job
+that fails is logged and counted; its scope keeps its current index and tries again later.
+If the thread itself ever dies, the next submission starts a new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class BuildAbortedError(Exception):
+    """The builder is stopping; the job's unfinished copy is dropped."""
+
+
+class Maintained(Protocol):
+    def maintain(self, builder: BuildContext) -> None: ...
+
+
+class BuildContext:
+    """What a job needs from whoever runs it: when to give up, how many threads to use.
+    This base runs jobs inline in the caller's thread (a ScopeIndex without a builder)."""
+
+    threads = 0
+    """FAISS threads for a build; 0: FAISS's default (all cores)."""
+
+    @property
+    def stopping(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        """Raise BuildAbortedError if the job should stop now."""
+        if self.stopping:
+            raise BuildAbortedError
+
+
+INLINE = BuildContext()
+
+
+class IndexBuilder(BuildContext):
+    def __init__(self, *, threads: int = 0, nice: int = 19) -> None:
+        self.threads = threads
+        self.nice = nice
+        self._queue: deque[Maintained] = deque()
+        self._cond = threading.Condition()
+        self._paused = False
+        self._stopping = False
+        self._running: Maintained | None = None
+        self._thread: threading.Thread | None = None
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.busy_s = 0.0
+        """Seconds spent in jobs since start."""
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, job: Maintained) -> None:
+        """Queue a scope's maintenance (the scope makes sure it is queued once at a time)."""
+        with self._cond:
+            if self._stopping:
+                return
+            self._queue.append(job)
+            if not self.alive:
+                self._thread = threading.Thread(target=self._run, name="semcache-index-build",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def pause(self) -> None:
+        """Hold queued jobs (while the start-up rebuild is still loading rows: one build of
+        the whole scope at the end instead of one per threshold crossed on the way)."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify()
+
+    def pending(self) -> int:
+        """Jobs queued or running."""
+        with self._cond:
+            return len(self._queue) + (self._running is not None)
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no job is queued or running (tests, benchmarks); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._queue or self._running is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+            return True
+
+    def stop(self, timeout_s: float = 0.0) -> bool:
+        """Stop taking jobs and abort the running one at its next check; waits up to
+        `timeout_s` for the thread (never needed for exit: it is a daemon). True if it ended."""
+        with self._cond:
+            self._stopping = True
+            self._queue.clear()
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
+    def _run(self) -> None:
+        if sys.platform.startswith("linux") and self.nice:
+            # On Linux a nice value is per thread (and inherited by the threads this one
+            # starts, FAISS's OpenMP team included), so only the builder is deprioritised.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as e:
+                log.warning("index builder keeps normal priority (%s)", e)
+        while True:
+            with self._cond:
+                while not self._stopping and (self._paused or not self._queue):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._running = self._queue.popleft()
+            started = time.monotonic()
+            try:
+                job.maintain(self)
+                self.jobs_done += 1
+            except BuildAbortedError:
+                pass
+            except Exception:  # the scope keeps serving from its current index
+                self.jobs_failed += 1
+                log.exception("index maintenance failed; the scope keeps its current index")
+            finally:
+                self.busy_s += time.monotonic() - started
+                with self._cond:
+                    self._running = None
+                    self._cond.notify_all()
