@@ -77,17 +77,28 @@ class IndexBuilder(BuildContext):
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def start(self, *, preload_faiss: bool = False) -> None:
+        """Start the thread now rather than at the first job; with `preload_faiss`, it
+        imports FAISS first, so that the import (which holds the GIL for a while) happens
+        at start-up instead of when the first scope grows large mid-traffic."""
+        with self._cond:
+            self._start_locked(preload_faiss)
+
     def submit(self, job: Maintained) -> None:
         """Queue a scope's maintenance (the scope makes sure it is queued once at a time)."""
         with self._cond:
             if self._stopping:
                 return
             self._queue.append(job)
-            if not self.alive:
-                self._thread = threading.Thread(target=self._run, name="semcache-index-build",
-                                                daemon=True)
-                self._thread.start()
+            self._start_locked(False)
             self._cond.notify()
+
+    def _start_locked(self, preload_faiss: bool) -> None:
+        if self.alive or self._stopping:
+            return
+        self._thread = threading.Thread(target=self._run, args=(preload_faiss,),
+                                        name="semcache-index-build", daemon=True)
+        self._thread.start()
 
     def pause(self) -> None:
         """Hold queued jobs (while the start-up rebuild is still loading rows: one build of
@@ -129,7 +140,7 @@ class IndexBuilder(BuildContext):
         thread.join(timeout_s)
         return not thread.is_alive()
 
-    def _run(self) -> None:
+    def _run(self, preload_faiss: bool) -> None:
         if sys.platform.startswith("linux") and self.nice:
             # On Linux a nice value is per thread (and inherited by the threads this one
             # starts, FAISS's OpenMP team included), so only the builder is deprioritised.
@@ -137,6 +148,8 @@ class IndexBuilder(BuildContext):
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
             except OSError as e:
                 log.warning("index builder keeps normal priority (%s)", e)
+        if preload_faiss:
+            import faiss  # noqa: F401
         while True:
             with self._cond:
                 while not self._stopping and (self._paused or not self._queue):

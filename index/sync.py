@@ -78,6 +78,7 @@ class IndexSync:
             last = cast(list[tuple[bytes, Any]],
                         await client.xrevrange(self.store.stream_key, count=1))
             self.last_id = last[0][0].decode() if last else "0-0"
+            self.index.start_builder()
             self.index.pause_builds()
             try:
                 loaded = await self._scan_all()

@@ -185,6 +185,10 @@ class VectorIndex:
 
     # the builder ------------------------------------------------------------------------
 
+    def start_builder(self) -> None:
+        """Start the builder's thread ahead of its first job (the proxy, at start-up)."""
+        self.builder.start(preload_faiss=self._gpu is None)
+
     def pause_builds(self) -> None:
         self.builder.pause()
 
