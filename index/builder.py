@@ -2,10 +2,16 @@
 with the data (HNSW builds, rebuilds after deletions, adding new rows to a graph).
 
 Scopes hand it their maintenance (`ScopeIndex.maintain`) and go on serving from what they
-have: a build works on a copy and swaps it in when done. One scope at a time, at a low
-CPU priority (`IndexSettings.build_nice`), with FAISS's own threads for the heavy part: on
-a busy machine a build takes what the proxy leaves idle, instead of the proxy waiting for
-the build.
+have: a build works on a copy and swaps it in when done. One scope at a time.
+
+Two threads. The job thread does the bookkeeping (copying rows, ids, positions) at the
+proxy's own priority, in small steps. The FAISS calls (inserting vectors into a graph, the
+part that grows with the data) run on a second thread at a low CPU priority
+(`IndexSettings.build_nice`), which also holds FAISS's OpenMP threads: on a busy machine a
+build takes what the proxy leaves idle instead of the proxy waiting for it. FAISS releases
+the GIL inside those calls, so the low-priority thread never holds the GIL the event loop
+waits for: a thread that held it at nice 19 while other processes kept the cores busy
+could stop the loop for hundreds of milliseconds (measured on a shared 2-core machine).
 
 The thread is a daemon and checks `stopping` between chunks of work, so a shutdown never
 waits for a build (the half-built copy is dropped; the next start rebuilds anyway). A job
@@ -17,13 +23,18 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import sys
 import threading
 import time
 from collections import deque
-from typing import Protocol
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class BuildAbortedError(Exception):
@@ -35,11 +46,8 @@ class Maintained(Protocol):
 
 
 class BuildContext:
-    """What a job needs from whoever runs it: when to give up, how many threads to use.
+    """What a job needs from whoever runs it: when to give up, where to run FAISS calls.
     This base runs jobs inline in the caller's thread (a ScopeIndex without a builder)."""
-
-    threads = 0
-    """FAISS threads for a build; 0: FAISS's default (all cores)."""
 
     @property
     def stopping(self) -> bool:
@@ -50,8 +58,53 @@ class BuildContext:
         if self.stopping:
             raise BuildAbortedError
 
+    def heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a FAISS call that grows with the data (here: in the caller's thread)."""
+        return fn(*args)
+
 
 INLINE = BuildContext()
+
+
+class _LowPriorityCalls:
+    """One daemon thread at a given nice value that runs the calls handed to it."""
+
+    def __init__(self, nice: int, threads: int) -> None:
+        self.nice = nice
+        self.threads = threads
+        self._calls: queue.SimpleQueue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any]]] \
+            = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def call(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="semcache-index-faiss",
+                                                daemon=True)
+                self._thread.start()
+        done: Future[T] = Future()
+        self._calls.put((fn, args, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        if sys.platform.startswith("linux") and self.nice:
+            # On Linux a nice value is per thread, and inherited by the threads this one
+            # starts: FAISS's OpenMP team for this thread, created at its first call.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except OSError as e:
+                log.warning("index builds keep normal priority (%s)", e)
+        if self.threads:
+            import faiss
+
+            faiss.omp_set_num_threads(self.threads)  # OpenMP keeps it per calling thread
+        while True:
+            fn, args, done = self._calls.get()
+            try:
+                done.set_result(fn(*args))
+            except BaseException as e:  # handed back to the caller
+                done.set_exception(e)
 
 
 class IndexBuilder(BuildContext):
@@ -64,6 +117,7 @@ class IndexBuilder(BuildContext):
         self._stopping = False
         self._running: Maintained | None = None
         self._thread: threading.Thread | None = None
+        self._heavy = _LowPriorityCalls(nice, threads)
         self.jobs_done = 0
         self.jobs_failed = 0
         self.busy_s = 0.0
@@ -73,16 +127,19 @@ class IndexBuilder(BuildContext):
     def stopping(self) -> bool:
         return self._stopping
 
+    def heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        return self._heavy.call(fn, *args)
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, *, preload_faiss: bool = False) -> None:
-        """Start the thread now rather than at the first job; with `preload_faiss`, it
-        imports FAISS first, so that the import (which holds the GIL for a while) happens
-        at start-up instead of when the first scope grows large mid-traffic."""
+    def start(self) -> None:
+        """Start the thread now rather than at the first job: it imports FAISS first, so
+        that the import (which holds the GIL for a while) happens at start-up instead of
+        when the first scope grows large mid-traffic."""
         with self._cond:
-            self._start_locked(preload_faiss)
+            self._start_locked()
 
     def submit(self, job: Maintained) -> None:
         """Queue a scope's maintenance (the scope makes sure it is queued once at a time)."""
@@ -90,14 +147,14 @@ class IndexBuilder(BuildContext):
             if self._stopping:
                 return
             self._queue.append(job)
-            self._start_locked(False)
+            self._start_locked()
             self._cond.notify()
 
-    def _start_locked(self, preload_faiss: bool) -> None:
+    def _start_locked(self) -> None:
         if self.alive or self._stopping:
             return
-        self._thread = threading.Thread(target=self._run, args=(preload_faiss,),
-                                        name="semcache-index-build", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="semcache-index-build",
+                                        daemon=True)
         self._thread.start()
 
     def pause(self) -> None:
@@ -140,16 +197,12 @@ class IndexBuilder(BuildContext):
         thread.join(timeout_s)
         return not thread.is_alive()
 
-    def _run(self, preload_faiss: bool) -> None:
-        if sys.platform.startswith("linux") and self.nice:
-            # On Linux a nice value is per thread (and inherited by the threads this one
-            # starts, FAISS's OpenMP team included), so only the builder is deprioritised.
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError as e:
-                log.warning("index builder keeps normal priority (%s)", e)
-        if preload_faiss:
-            import faiss  # noqa: F401
+    def _run(self) -> None:
+        import faiss  # a dependency of the package; the import is what preloading moves
+
+        # This thread's own FAISS calls (a few vectors into a graph while searches wait for
+        # it) run on one core: no OpenMP team spinning at normal priority.
+        faiss.omp_set_num_threads(1)
         while True:
             with self._cond:
                 while not self._stopping and (self._paused or not self._queue):

@@ -45,9 +45,9 @@ FOLD_ROWS = 1024
 """A graph's tail (rows searched flat) is added to the graph once it holds this many: a flat
 pass over 1024 rows costs tens of microseconds per search."""
 FOLD_CHUNK = 32
-"""Tail rows added to a graph per hold of `graph_lock`. Inserting a vector into a 1M-vector
-graph costs roughly 0.3 ms of one core, so a search of that scope waits for at most about
-ten milliseconds; smaller chunks cost FAISS more per vector."""
+"""Tail rows added to a graph per hold of `graph_lock`, on the builder's job thread (one
+core, normal priority). Inserting a vector into a 1M-vector graph costs roughly 0.3 ms of a
+core, so a search of that scope waits for about ten milliseconds at most."""
 COPY_CHUNK = 4096
 """Rows copied per step when a rebuild copies the live rows: the copy holds the GIL, so it
 goes in steps the event loop can run between."""
@@ -122,8 +122,6 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
     """An HNSW graph of every row (labels = row numbers), built in chunks."""
     import faiss  # imported only when a scope grows this large
 
-    if builder.threads:
-        faiss.omp_set_num_threads(builder.threads)  # OpenMP keeps it per calling thread
     graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     graph.hnsw.efConstruction = settings.hnsw_ef_construction
     graph.hnsw.efSearch = settings.hnsw_ef_search
@@ -131,7 +129,7 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
     started = last_log = time.monotonic()
     for first, chunk in slices(blocks, 0, total, BUILD_CHUNK):
         builder.check()
-        graph.add(chunk)
+        builder.heavy(graph.add, chunk)
         now = time.monotonic()
         if total >= PROGRESS_MIN_ROWS and now - last_log >= PROGRESS_EVERY_S:
             last_log = now
@@ -385,12 +383,8 @@ class ScopeIndex:
             chunk = np.ascontiguousarray(blocks[start // BLOCK_ROWS][
                 start % BLOCK_ROWS : start % BLOCK_ROWS + (stop - start)])
             stop = start + len(chunk)  # never across a block
-            if builder.threads:
-                import faiss
-
-                faiss.omp_set_num_threads(builder.threads)
-            with self.graph_lock:
-                graph.add(chunk)  # labels start..stop-1: the graph holds exactly `start`
+            with self.graph_lock:  # searches of this scope wait: a few vectors at a time, at
+                graph.add(chunk)  # normal priority; labels start..stop-1 (it held `start`)
             with self.lock:
                 self._graph_rows = stop  # only this thread swaps, so the graph is still ours
 

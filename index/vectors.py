@@ -187,7 +187,7 @@ class VectorIndex:
 
     def start_builder(self) -> None:
         """Start the builder's thread ahead of its first job (the proxy, at start-up)."""
-        self.builder.start(preload_faiss=self._gpu is None)
+        self.builder.start()
 
     def pause_builds(self) -> None:
         self.builder.pause()

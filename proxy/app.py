@@ -24,7 +24,7 @@ from semcache.index.store import Store
 from semcache.index.sync import IndexSync
 from semcache.index.vectors import VectorIndex
 
-from . import admin, routes
+from . import admin, gc_tuning, routes
 from .adaptive import SCOPE_REFRESH_S
 from .bundled import BundledBackend
 from .config import Settings
@@ -236,4 +236,5 @@ async def _start_semantic(app: web.Application) -> None:
         app[SERVICE].semantic = tier
         state.ready.set()
         log.info("semantic tier ready: %s, %d vectors", embeddings.describe(), len(index))
+        gc_tuning.tune_gc()  # start-up has loaded what lives as long as the process
         return
