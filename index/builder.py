@@ -13,10 +13,13 @@ the GIL inside those calls, so the low-priority thread never holds the GIL the e
 waits for: a thread that held it at nice 19 while other processes kept the cores busy
 could stop the loop for hundreds of milliseconds (measured on a shared 2-core machine).
 
-The thread is a daemon and checks `stopping` between chunks of work, so a shutdown never
-waits for a build (the half-built copy is dropped; the next start rebuilds anyway). A job
-that fails is logged and counted; its scope keeps its current index and tries again later.
-If the thread itself ever dies, the next submission starts a new one.
+Both threads are daemons, and a job checks `stopping` between chunks of work, so a shutdown
+waits for one chunk at most (the half-built copy is dropped; the next start rebuilds
+anyway). It must wait for that chunk: a daemon thread still inside FAISS when the
+interpreter finalizes is torn down mid-call, which crashed the process at exit (SIGSEGV,
+seen under SIGTERM with a build in flight); `busy` says when it is safe. A job that fails is
+logged and counted; its scope keeps its current index and tries again later. If the thread
+itself ever dies, the next submission starts a new one.
 """
 
 from __future__ import annotations
@@ -76,6 +79,8 @@ class _LowPriorityCalls:
             = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.running = False
+        """A call is in progress (set and cleared by the caller's thread around it)."""
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
@@ -84,8 +89,12 @@ class _LowPriorityCalls:
                                                 daemon=True)
                 self._thread.start()
         done: Future[T] = Future()
-        self._calls.put((fn, args, done))
-        return done.result()
+        self.running = True
+        try:
+            self._calls.put((fn, args, done))
+            return done.result()
+        finally:
+            self.running = False
 
     def _serve(self) -> None:
         if sys.platform.startswith("linux") and self.nice:
@@ -133,6 +142,11 @@ class IndexBuilder(BuildContext):
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def busy(self) -> bool:
+        """A job or a FAISS call is still running (after `stop()`: for one chunk at most)."""
+        return self._running is not None or self._heavy.running
 
     def start(self) -> None:
         """Start the thread now rather than at the first job: it imports FAISS first, so

@@ -201,7 +201,8 @@ class VectorIndex:
 
     def close(self, timeout_s: float = 0.0) -> bool:
         """Stop the builder (a running build is dropped at its next chunk); True if its
-        thread ended within `timeout_s`."""
+        thread ended within `timeout_s`. Until `builder.busy` is false a FAISS call may still
+        be running (the process must not exit under it)."""
         return self.builder.stop(timeout_s)
 
     def stats(self) -> dict[str, Any]:

@@ -6,7 +6,8 @@ and write-backs wait briefly for it so that their entries still get a vector.
 
 Nothing here waits without a bound: the background tasks (the stream tail, the sweep) end on
 a flag as well as on cancellation, `stop()` gives them STOP_WAIT_S and then closes the tail's
-connection under them, and the index builder is a daemon thread that drops its build.
+connection under them, and the index builder drops its build at the next chunk, which
+`stop()` waits for (BUILD_STOP_WAIT_S at most).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ WRITE_WAIT_S = 60.0
 STOP_WAIT_S = 2.0
 """How long `stop()` waits for the background tasks: the tail notices the stop flag after
 its current XREAD (at most TAIL_BLOCK_MS), so this is twice what a healthy one needs."""
+BUILD_STOP_WAIT_S = 5.0
+"""How long `stop()` waits for a graph build to drop at its next chunk (a fraction of a
+second unless the machine is saturated): a process that exits while FAISS runs in a daemon
+thread crashes in the interpreter's finalization."""
 
 
 class SemanticTier:
@@ -81,6 +86,7 @@ class SemanticTier:
         self._stopping.set()
         self.sync.stop()
         self.index.close()
+        builder = asyncio.create_task(self._builder_idle())
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -94,7 +100,18 @@ class SemanticTier:
                     async with asyncio.timeout(1.0):
                         await self.sync.tail_client.connection_pool.disconnect()
                 await asyncio.wait(pending, timeout=1.0)
+        await builder
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _builder_idle(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUILD_STOP_WAIT_S
+        while self.index.builder.busy:
+            if loop.time() > deadline:
+                log.warning("index build still running after %.0f s; exiting under it",
+                            BUILD_STOP_WAIT_S)
+                return
+            await asyncio.sleep(0.02)
 
     async def embed(self, text: str) -> np.ndarray:
         return await self.embeddings.embed(text)
