@@ -136,8 +136,10 @@ async def probed_proxy(bench: Bench, name: str, *flags: str,
         yield url
 
 
-async def probe_state(url: str, since: float = 0.0, scope: str | None = None) -> dict[str, Any]:
-    params = {"since": repr(since), **({"scope": scope} if scope else {})}
+async def probe_state(url: str, since: float = 0.0, scope: str | None = None,
+                      census: bool = False) -> dict[str, Any]:
+    params = {"since": repr(since), **({"scope": scope} if scope else {}),
+              **({"objects": "1"} if census else {})}
     async with aiohttp.ClientSession() as session, session.get(f"{url}/_probe",
                                                                params=params) as resp:
         return dict(await resp.json())
@@ -369,13 +371,24 @@ def scope_done(url: str, scope: str, check: Callable[[dict[str, Any]], bool]
 # scenarios ----------------------------------------------------------------------------------
 
 
+SWITCH_VARIANTS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "new": ((), {}),
+    "inline": (("--inline-index",), {}),
+    "nice0_1thread": ((), {"SEMCACHE__INDEX__BUILD_NICE": "0",
+                           "SEMCACHE__INDEX__BUILD_THREADS": "1"}),
+}
+"""Proxies the switch scenario compares: the index as shipped, its jobs run inline on the
+event loop (the index before it had a builder), and builds at normal priority on one core."""
+
+
 async def switch(bench: Bench) -> dict[str, Any]:
     """Rounds of (idle, switch, delete) per variant, each round on a scope of its own."""
     out: dict[str, Any] = {"hnsw_min_entries": bench.threshold}
-    for variant, flags in (("new", ()), ("inline", ("--inline-index",))):
+    for variant in bench.args.switch_variants:
+        flags, env = SWITCH_VARIANTS[variant]
         await flush(bench)
         rounds = []
-        async with probed_proxy(bench, f"switch-{variant}", *flags) as url:
+        async with probed_proxy(bench, f"switch-{variant}", *flags, env=env) as url:
             for n in range(bench.args.rounds):
                 print(f"switch: {variant}, round {n}", file=sys.stderr)
                 bench.big_key = f"{BIG_KEY}-{n}"
@@ -428,11 +441,13 @@ async def gc_pauses(bench: Bench) -> dict[str, Any]:
                 return dict(written["summary"]["by_outcome"].get("miss", {}))
 
             row = {"frozen_objects": state["frozen"], "gc_threshold": state["gc_threshold"],
+                   "census_before": (await probe_state(url, time.time(), census=True))["census"],
                    "idle": await measure(url, bench, min_s=10.0, semantic=False)}
             writing = asyncio.create_task(write_load())
             row["write_load"] = await measure(url, bench, work=None, done=writing_done(writing),
                                               min_s=5.0, semantic=False)
             row["write_load"]["writer_misses"] = await writing
+            row["census_after"] = (await probe_state(url, time.time(), census=True))["census"]
         out[variant] = row
     return out
 
@@ -700,6 +715,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="also try these thresholds with the freeze: '50000,20,10;...'")
     p.add_argument("--idle-s", type=float, default=15.0, help="length of the idle phases")
     p.add_argument("--rounds", type=int, default=3, help="rounds of the switch scenario")
+    p.add_argument("--switch-variants", type=lambda v: [x for x in v.split(",") if x],
+                   default=["new", "inline"], help=f"of {','.join(SWITCH_VARIANTS)}")
     p.add_argument("--hnsw-min", type=int, default=0,
                    help="index.hnsw_min_entries of the proxies (default: the shipped one)")
     p.add_argument("--sigterm-runs", type=int, default=20)

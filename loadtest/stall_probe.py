@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -94,7 +94,11 @@ def probe_routes(app: web.Application, recorder: Recorder) -> None:
                 scopes = {"kind": one.kind, "live": len(one), "rows": one.rows,
                           "building": one.building, "builds": one.builds,
                           "last_build_s": one.last_build_s}
-        return web.json_response({
+        census = None
+        if "objects" in request.query:  # what the collector walks (frozen objects excluded)
+            kinds = Counter(type(o).__name__ for o in gc.get_objects())
+            census = {"tracked": sum(kinds.values()), "top": kinds.most_common(15)}
+        return web.json_response({"census": census,
             "now": time.time(), "semantic_ready": state.ready.is_set(),
             "index": index.stats() if index is not None else None, "scope": scopes,
             **recorder.since(since)})
