@@ -5,13 +5,12 @@ Scopes hand it their maintenance (`ScopeIndex.maintain`) and go on serving from 
 have: a build works on a copy and swaps it in when done. One scope at a time.
 
 Two threads. The job thread does the bookkeeping (copying rows, ids, positions) at the
-proxy's own priority, in small steps. The FAISS calls (inserting vectors into a graph, the
-part that grows with the data) run on a second thread at a low CPU priority
-(`IndexSettings.build_nice`), which also holds FAISS's OpenMP threads: on a busy machine a
-build takes what the proxy leaves idle instead of the proxy waiting for it. FAISS releases
-the GIL inside those calls, so the low-priority thread never holds the GIL the event loop
-waits for: a thread that held it at nice 19 while other processes kept the cores busy
-could stop the loop for hundreds of milliseconds (measured on a shared 2-core machine).
+proxy's own priority, in small steps, and the small FAISS calls of adding a graph's tail
+(one core). A build's FAISS calls (inserting vectors into a new graph, the part that grows
+with the data) run on a second thread with `IndexSettings.build_threads` OpenMP threads
+(all cores but one by default) at `IndexSettings.build_nice`. FAISS releases the GIL inside
+its calls; the thread holds it only between them, which is why it is not deprioritised by
+default: a low-priority thread starved while holding the GIL stops the event loop with it.
 
 Both threads are daemons, and a job checks `stopping` between chunks of work, so a shutdown
 waits for one chunk at most (the half-built copy is dropped; the next start rebuilds
@@ -117,7 +116,7 @@ class _LowPriorityCalls:
 
 
 class IndexBuilder(BuildContext):
-    def __init__(self, *, threads: int = 0, nice: int = 19) -> None:
+    def __init__(self, *, threads: int = 0, nice: int = 0) -> None:
         self.threads = threads
         self.nice = nice
         self._queue: deque[Maintained] = deque()

@@ -25,6 +25,7 @@ go on against the old index.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,14 +63,15 @@ class IndexSettings:
     """Scopes at least this large are searched in a worker thread, off the event loop;
     smaller ones take microseconds and are searched inline (a thread hop costs more)."""
     build_threads: int = 0
-    """FAISS threads of a graph build on the index builder's thread; 0: all cores. The
-    builder runs at `build_nice`, so these only take CPU the proxy leaves idle."""
-    build_nice: int = 19
-    """Linux nice value of the index builder's thread (and of the FAISS threads it starts);
-    0 keeps the proxy's own priority. At 19 the event loop wins the CPU whenever it has work:
-    measured on 2 cores, a 1 ms timer on the loop during a 20k-vector build ticked at p99
-    1.2 ms at nice 19 against 2.1 ms at nice 0; the build takes longer only while the proxy
-    is busy."""
+    """FAISS threads of a graph build, on the index builder's threads; 0: all cores but one
+    (at least one), so that a build never takes every core from the event loop."""
+    build_nice: int = 0
+    """Linux nice value of the thread that runs a build's FAISS calls (and of the OpenMP
+    threads it starts). 0 by default, measured (loadtest/results/stalls_cpu-2core.json,
+    shared 2-core machine): at nice 19 a 20k-vector build took 11-19 s instead of 4-6 s, and
+    the loop stalled for 100-240 ms during it, because a starved low-priority thread holds
+    the GIL for the moments between FAISS calls and the loop waits on it. Raise it on a
+    machine whose spare CPU is reliably idle."""
 
 
 class GpuSearch:
@@ -116,8 +118,8 @@ class VectorIndex:
             self.settings.device == "auto" and GpuSearch.available()
         )
         self._gpu = GpuSearch() if use_gpu else None
-        self.builder = IndexBuilder(threads=self.settings.build_threads,
-                                    nice=self.settings.build_nice)
+        threads = self.settings.build_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.builder = IndexBuilder(threads=threads, nice=self.settings.build_nice)
 
     def __len__(self) -> int:
         return len(self._scope_of)

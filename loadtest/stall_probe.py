@@ -51,19 +51,23 @@ class InlineBuilder(IndexBuilder):
 
 class Recorder:
     def __init__(self) -> None:
-        self.gcs: deque[tuple[float, int, float, int]] = deque(maxlen=KEEP)
-        """(unix time at the end, generation, pause s, objects collected)."""
+        self.gcs: deque[tuple[float, int, float, int, float]] = deque(maxlen=KEEP)
+        """(unix time at the end, generation, pause s, objects collected, CPU s): the pause
+        is wall time (what everyone waiting for the GIL waits), the CPU time is what the
+        collection itself cost, without the preemptions of a busy machine."""
         self.lags: deque[tuple[float, float]] = deque(maxlen=KEEP)
         """(unix time, how late the loop turned, s)."""
         self.turns = 0
         self._gc_start = 0.0
+        self._gc_cpu = 0.0
 
     def on_gc(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self._gc_start = time.perf_counter()
+            self._gc_start, self._gc_cpu = time.perf_counter(), time.thread_time()
         else:
             self.gcs.append((time.time(), info["generation"],
-                             time.perf_counter() - self._gc_start, info["collected"]))
+                             time.perf_counter() - self._gc_start, info["collected"],
+                             time.thread_time() - self._gc_cpu))
 
     async def watch_loop(self) -> None:
         loop = asyncio.get_running_loop()
