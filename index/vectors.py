@@ -67,11 +67,12 @@ class IndexSettings:
     (at least one), so that a build never takes every core from the event loop."""
     build_nice: int = 0
     """Linux nice value of the thread that runs a build's FAISS calls (and of the OpenMP
-    threads it starts). 0 by default, measured (loadtest/results/stalls_cpu-2core.json,
-    shared 2-core machine): at nice 19 a 20k-vector build took 11-19 s instead of 4-6 s, and
-    the loop stalled for 100-240 ms during it, because a starved low-priority thread holds
-    the GIL for the moments between FAISS calls and the loop waits on it. Raise it on a
-    machine whose spare CPU is reliably idle."""
+    threads it starts). 0 by default, measured on a shared 2-core machine
+    (loadtest/results/stalls_cpu-2core.json, "switch"): at nice 19 on every core a
+    20k-vector build took 10-13 s instead of 4-6 s, and the probe's p99 while it ran was 2.2x
+    its idle p99 (median of 3 rounds) instead of 1.5x: a starved low-priority thread holds
+    the GIL for the moments between FAISS calls, and the event loop waits on it. Raise it on
+    a machine whose spare CPU is reliably idle."""
 
 
 class GpuSearch:
