@@ -566,15 +566,19 @@ async def large(bench: Bench) -> dict[str, Any]:
         out["startup_rebuild_s"] = time.monotonic() - started
         built = scope_done(url, scope, lambda s: s["kind"] == "hnsw" and not s["building"])
         print("large: graph build", file=sys.stderr)
-        out["build"] = await measure(url, bench, done=built, max_s=bench.args.large_budget)
+        semantic = not bench.args.no_semantic_probe
+        out["semantic_probe"] = semantic
+        out["build"] = await measure(url, bench, done=built, max_s=bench.args.large_budget,
+                                     semantic=semantic)
         out["build"]["scope"] = (await probe_state(url, 0, scope))["scope"]
         if out["build"]["timed_out"]:
             return out
-        out["idle"] = await measure(url, bench, min_s=bench.args.idle_s)
+        out["idle"] = await measure(url, bench, min_s=bench.args.idle_s, semantic=semantic)
         builds = out["build"]["scope"]["builds"]
         compacted = scope_done(url, scope, lambda s: s["builds"] > builds and not s["building"])
         print("large: deleting a quarter", file=sys.stderr)
         out["delete"] = await measure(url, bench, work=lambda: delete(bench, size), done=compacted,
+                                      semantic=semantic,
                                       max_s=bench.args.large_budget)
         out["delete"]["scope"] = (await probe_state(url, 0, scope))["scope"]
     out["log"] = [line for line in log.read_text().splitlines()
@@ -729,6 +733,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="entries in Redis before each SIGTERM run (a graph build at start-up)")
     p.add_argument("--grace", type=float, default=10.0, help="server.shutdown_grace_s")
     p.add_argument("--large-size", type=int, default=1_000_000)
+    p.add_argument("--no-semantic-probe", action="store_true",
+                   help="large: only the exact-hit probe (no searches of the large scope)")
     p.add_argument("--large-budget", type=float, default=900.0,
                    help="longest wait for one graph build of the large scope (s)")
     p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
