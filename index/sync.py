@@ -1,14 +1,26 @@
 """Keeps a replica's in-memory vector index in step with Redis.
 
-At start the index is rebuilt from the entries in Redis (progress logged); then the event
-stream is tailed, so an entry written or deleted through any replica reaches every other
-replica's index within milliseconds. Entries that simply expire produce no event: a search
-that finds one drops it (the store returns nothing), and a periodic sweep drops the rest.
+At start the index is rebuilt from the entries in Redis in bulk: keys are scanned in
+batches, each batch's scopes and vectors are fetched in one pipelined round trip, and each
+scope's vectors of a batch go into the index as one array (graph builds wait until the
+whole store is read, then run on the index builder's thread). Progress is logged for large
+stores. Then the event stream is tailed, so an entry written or deleted through any replica
+reaches every other replica's index within milliseconds. Entries that simply expire produce
+no event: a search that finds one drops it (the store returns nothing), and a periodic sweep
+drops the rest.
+
+Stopping: `stop()` sets a flag that the tail loop checks after every XREAD (which blocks for
+at most TAIL_BLOCK_MS), so the tail ends on its own even where a cancellation is lost. And
+redis-py does lose them: measured with redis-py 8.1 on Python 3.11, a task cancelled during
+a command often sees the command return normally (redis-py retries what the cancel
+interrupted), with only `Task.cancelling()` left to tell. So every loop here checks it after
+each round trip (`raise_if_cancelling`), besides its flag.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any, cast
@@ -23,10 +35,22 @@ from .vectors import VectorIndex
 log = logging.getLogger(__name__)
 
 SCAN_BATCH = 1000
-"""Entries fetched per round trip while rebuilding."""
+"""Entries fetched per round trip while rebuilding (1.5 MB of vectors)."""
+PROGRESS_EVERY_S = 5.0
+"""How often a long rebuild logs how far it has got."""
 TAIL_BLOCK_MS = 1000
-"""How long one XREAD waits for new events; bounds how late a shutdown is noticed."""
+"""How long one XREAD waits for new events: bounds how late the tail sees `stop()`."""
+RETRY_S = 1.0
+"""Pause after a failed XREAD before the next."""
 SWEEP_BATCH = 2000
+
+
+def raise_if_cancelling() -> None:
+    """Re-raise a cancellation that redis-py swallowed (retried, or turned into a timeout
+    error): the task was asked to stop, whatever the command returned."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 class IndexSync:
@@ -38,42 +62,82 @@ class IndexSync:
         self.last_id = "0-0"
         self.events_applied = 0
         self.ready = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the tail (and a rebuild in progress) to end at their next step."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     async def rebuild(self) -> int:
         """Load every entry that has a vector; returns how many were indexed."""
         client = self.store.client
-        # Remember where the stream is *before* scanning: events after this point are
-        # replayed by the tail, so nothing written during the scan is missed.
-        last = cast(list[tuple[bytes, Any]], await client.xrevrange(self.store.stream_key, count=1))
-        self.last_id = last[0][0].decode() if last else "0-0"
-        started, loaded, seen = time.monotonic(), 0, 0
-        pattern = self.store.entry_key("*")
-        keys: list[bytes] = []
-        async for key in client.scan_iter(match=pattern, count=SCAN_BATCH):
-            keys.append(key)
-            if len(keys) >= SCAN_BATCH:
-                loaded += await self._load(keys)
-                seen += len(keys)
-                keys = []
-                log.info("rebuilding the vector index: %d entries read, %d indexed", seen, loaded)
-        loaded += await self._load(keys)
-        log.info("vector index rebuilt: %d entries in %.1f s", loaded, time.monotonic() - started)
+        try:
+            # Remember where the stream is *before* scanning: events after this point are
+            # replayed by the tail, so nothing written during the scan is missed.
+            last = cast(list[tuple[bytes, Any]],
+                        await client.xrevrange(self.store.stream_key, count=1))
+            raise_if_cancelling()
+            self.last_id = last[0][0].decode() if last else "0-0"
+            self.index.start_builder()
+            self.index.pause_builds()
+            try:
+                loaded = await self._scan_all()
+            finally:
+                self.index.resume_builds()
+        except (RedisError, OSError):
+            raise_if_cancelling()
+            raise
         self.ready.set()
         return loaded
 
+    async def _scan_all(self) -> int:
+        client = self.store.client
+        started = last_log = time.monotonic()
+        loaded = seen = 0
+        cursor: int = 0
+        pattern = self.store.entry_key("*")
+        while True:
+            if self.stopping:
+                raise asyncio.CancelledError
+            cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_BATCH)
+            raise_if_cancelling()
+            if keys:
+                loaded += await self._load(cast(list[bytes], keys))
+                raise_if_cancelling()
+                seen += len(keys)
+            now = time.monotonic()
+            if now - last_log >= PROGRESS_EVERY_S:
+                last_log = now
+                log.info("rebuilding the vector index: %d entries read, %d indexed (%.0f/s)",
+                         seen, loaded, seen / (now - started))
+            if cursor == 0:
+                break
+        log.info("vector index rebuilt: %d entries in %.1f s", loaded, time.monotonic() - started)
+        return loaded
+
     async def _load(self, keys: list[bytes]) -> int:
-        if not keys:
-            return 0
+        """One batch of keys: their scopes and vectors in one round trip, then one array per
+        scope into the index."""
         pipe = self.store.client.pipeline(transaction=False)
         for key in keys:
             pipe.hmget(key, "scope", "embedding")
         rows = await pipe.execute()
         prefix = len(self.store.entry_key(""))
-        loaded = 0
+        width = 4 * self.index.dim
+        by_scope: dict[bytes, tuple[list[str], list[bytes]]] = {}
         for key, (scope, embedding) in zip(keys, rows, strict=True):
-            if self._apply_vector(key.decode()[prefix:], scope, embedding):
-                loaded += 1
-        return loaded
+            if scope and embedding and len(embedding) == width:
+                ids, vectors = by_scope.setdefault(scope, ([], []))
+                ids.append(key.decode()[prefix:])
+                vectors.append(embedding)
+        for scope, (ids, vectors) in by_scope.items():
+            matrix = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(ids), -1)
+            self.index.load(scope.decode(), ids, matrix)
+        return sum(len(ids) for ids, _ in by_scope.values())
 
     def _apply_vector(self, entry_id: str, scope: bytes | None, embedding: bytes | None) -> bool:
         if not scope or not embedding or len(embedding) != 4 * self.index.dim:
@@ -82,46 +146,58 @@ class IndexSync:
         return True
 
     async def tail(self) -> None:
-        """Apply stream events forever; survives Redis outages by retrying."""
-        while True:
+        """Apply stream events until `stop()`; survives Redis outages by retrying."""
+        while not self.stopping:
             try:
                 reply = await self.tail_client.xread(
                     {self.store.stream_key: self.last_id}, count=500, block=TAIL_BLOCK_MS
                 )
+                raise_if_cancelling()
+                for _stream, events in cast(list[tuple[bytes, Any]], reply or []):
+                    await self._apply(events)
+                    raise_if_cancelling()
             except (RedisError, OSError) as e:
+                raise_if_cancelling()
+                if self.stopping:
+                    return
                 log.warning("event stream unavailable (%s); retrying", type(e).__name__)
-                await asyncio.sleep(1.0)
-                continue
-            for _stream, events in cast(list[tuple[bytes, Any]], reply or []):
-                await self._apply(events)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RETRY_S):
+                        await self._stopping.wait()
 
     async def _apply(self, events: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         adds: list[str] = []
-        for event_id, fields in events:
-            self.last_id = event_id.decode()
+        for _event_id, fields in events:
             entry_id = fields.get(b"id", b"").decode()
             if fields.get(b"op") == b"del":
                 self.index.remove(entry_id)
             elif entry_id:
                 adds.append(entry_id)
-            self.events_applied += 1
         if adds:
             pipe = self.tail_client.pipeline(transaction=False)
             for entry_id in adds:
                 pipe.hmget(self.store.entry_key(entry_id), "scope", "embedding")
             for entry_id, (scope, embedding) in zip(adds, await pipe.execute(), strict=True):
                 self._apply_vector(entry_id, scope, embedding)
+        # Only now: if fetching the vectors failed, the same events are read again (applying
+        # a deletion twice is harmless).
+        self.last_id = events[-1][0].decode() if events else self.last_id
+        self.events_applied += len(events)
 
     async def sweep(self) -> int:
         """Drop vectors whose entries expired; returns how many were dropped."""
         dropped = 0
         ids = self.index.ids()
         for start in range(0, len(ids), SWEEP_BATCH):
+            if self.stopping:
+                break
             chunk = ids[start : start + SWEEP_BATCH]
             pipe = self.store.client.pipeline(transaction=False)
             for entry_id in chunk:
                 pipe.exists(self.store.entry_key(entry_id))
-            for entry_id, exists in zip(chunk, await pipe.execute(), strict=True):
+            found = await pipe.execute()
+            raise_if_cancelling()
+            for entry_id, exists in zip(chunk, found, strict=True):
                 if not exists and self.index.remove(entry_id):
                     dropped += 1
         return dropped

@@ -4,30 +4,37 @@ Isolation is structural: every scope has its own index, and a query searches onl
 its scope, so it can never return another scope's entry, and its cost does not grow with the
 number of other scopes (or tenants).
 
-Per scope:
-- exact flat search (one matrix-vector product over the scope's vectors) while the scope is
-  small. Measured on the 2-core CI machine, numpy's gemv over 10k vectors took 0.46 ms and
-  `faiss.knn` 1.06 ms for one query, so the flat path uses numpy.
+Per scope (index/scope.py):
+- exact flat search (one matrix-vector product per block of the scope's vectors) while the
+  scope is small. Measured on the 2-core CI machine, numpy's gemv over 10k vectors took
+  0.46 ms and `faiss.knn` 1.06 ms for one query, so the flat path uses numpy.
 - a FAISS HNSW graph once the scope holds `hnsw_min_entries` vectors; HNSW cannot delete,
-  so deletions are tombstones and the graph is rebuilt once a quarter of it is dead.
+  so deletions are tombstones (filtered inside the search) and the graph is rebuilt once a
+  quarter of it is dead.
 - on a GPU (`device = "cuda"` and torch sees one), once a scope holds `gpu_min_entries`
   vectors: an exact flat search as a matrix product on the GPU (torch, fp16 vectors): 1M
   vectors are 768 MB and one pass reads them in well under a millisecond. Smaller scopes stay
   on the CPU, where a search takes microseconds and a GPU round trip would cost more.
 
-Thread-safety: mutations and searches of one index are serialised by a lock, because the
-proxy runs large searches in a worker thread while the event loop applies stream events.
+No index work that grows with the data runs on the caller's thread: adding and removing an
+entry is O(1), and graph builds, rebuilds after deletions and compaction run on the index
+builder's thread (index/builder.py) on a copy that is swapped in when ready, while searches
+go on against the old index.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Iterable
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .builder import IndexBuilder
+from .scope import ScopeIndex
+
+__all__ = ["GpuSearch", "IndexSettings", "ScopeIndex", "VectorIndex"]
 
 log = logging.getLogger(__name__)
 
@@ -55,152 +62,17 @@ class IndexSettings:
     offload_min_entries: int = 4096
     """Scopes at least this large are searched in a worker thread, off the event loop;
     smaller ones take microseconds and are searched inline (a thread hop costs more)."""
-
-
-class ScopeIndex:
-    """The vectors of one scope."""
-
-    def __init__(self, dim: int, settings: IndexSettings, gpu: GpuSearch | None = None) -> None:
-        self.dim = dim
-        self.settings = settings
-        self._vectors = np.empty((16, dim), dtype=np.float32)
-        self._ids: list[str | None] = []
-        self._pos: dict[str, int] = {}
-        self._hnsw: Any = None
-        self._dead = 0
-        self._gpu = gpu
-        self._gpu_cache: Any = None
-        self._gpu_rows = -1
-        self.lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._pos)
-
-    @property
-    def kind(self) -> str:
-        if self._on_gpu(len(self._pos)):
-            return "gpu-flat"
-        return "hnsw" if self._hnsw is not None else "flat"
-
-    def _on_gpu(self, n: int) -> bool:
-        return self._gpu is not None and n >= self.settings.gpu_min_entries
-
-    def add(self, entry_id: str, vector: np.ndarray) -> None:
-        with self.lock:
-            old = self._pos.get(entry_id)
-            if old is not None and self._hnsw is None:
-                self._vectors[old] = vector  # same question rewritten: replace in place
-                self._gpu_rows = -1
-                return
-            if old is not None:
-                self._tombstone(old)
-            row = len(self._ids)
-            if row == len(self._vectors):
-                grown = np.empty((len(self._vectors) * 2, self.dim), dtype=np.float32)
-                grown[:row] = self._vectors[:row]
-                self._vectors = grown
-            self._vectors[row] = vector
-            self._ids.append(entry_id)
-            self._pos[entry_id] = row
-            if self._hnsw is not None:
-                self._hnsw.add(self._vectors[row : row + 1])
-            elif self._gpu is None and len(self._pos) >= self.settings.hnsw_min_entries:
-                self._build_hnsw()
-
-    def load(self, ids: list[str], vectors: np.ndarray) -> None:
-        """Replace the contents at once (a rebuild or a benchmark): one graph build instead of
-        one insert per vector."""
-        with self.lock:
-            self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            self._ids = list(ids)
-            self._pos = {entry_id: i for i, entry_id in enumerate(ids)}
-            self._dead, self._hnsw, self._gpu_rows = 0, None, -1
-            if self._gpu is None and len(self._pos) >= self.settings.hnsw_min_entries:
-                self._build_hnsw()
-
-    def remove(self, entry_id: str) -> bool:
-        with self.lock:
-            row = self._pos.get(entry_id)
-            if row is None:
-                return False
-            if self._hnsw is not None:
-                self._tombstone(row)
-                if self._dead * 4 > len(self._ids):
-                    self._compact()
-                    self._build_hnsw()
-                return True
-            # Flat: move the last row into the hole, so rows stay dense.
-            last = len(self._ids) - 1
-            last_id = self._ids[last]
-            if row != last and last_id is not None:
-                self._vectors[row] = self._vectors[last]
-                self._ids[row] = last_id
-                self._pos[last_id] = row
-            self._ids.pop()
-            del self._pos[entry_id]
-            self._gpu_rows = -1
-            return True
-
-    def _tombstone(self, row: int) -> None:
-        entry_id = self._ids[row]
-        if entry_id is not None:
-            del self._pos[entry_id]
-        self._ids[row] = None
-        self._dead += 1
-
-    def _compact(self) -> None:
-        keep = [i for i, e in enumerate(self._ids) if e is not None]
-        self._vectors = np.ascontiguousarray(self._vectors[keep]) if keep else np.empty(
-            (16, self.dim), dtype=np.float32)
-        self._ids = [self._ids[i] for i in keep]
-        self._pos = {e: i for i, e in enumerate(self._ids) if e is not None}
-        self._dead = 0
-
-    def _build_hnsw(self) -> None:
-        import faiss  # imported only when a scope grows this large
-
-        s = self.settings
-        index = faiss.IndexHNSWFlat(self.dim, s.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = s.hnsw_ef_construction
-        index.hnsw.efSearch = s.hnsw_ef_search
-        index.add(self._vectors[: len(self._ids)])
-        self._hnsw = index
-
-    def search(self, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The k nearest entries of this scope as (entry id, cosine similarity), best first."""
-        with self.lock:
-            n = len(self._ids)
-            if n == 0:
-                return []
-            pairs: Iterable[tuple[int, float]]
-            if self._hnsw is not None:
-                # Ask for more than k: tombstoned rows are still in the graph.
-                sims, rows = self._hnsw.search(vector.reshape(1, -1), k + min(self._dead, 32))
-                pairs = zip(rows[0].tolist(), sims[0].tolist(), strict=True)
-            elif self._gpu is not None and self._on_gpu(n):
-                if self._gpu_rows != n:
-                    self._gpu_cache = self._gpu.upload(self._vectors[:n])
-                    self._gpu_rows = n
-                pairs = self._gpu.search(self._gpu_cache, vector, k)
-            else:
-                sims = self._vectors[:n] @ vector
-                top = np.argpartition(-sims, k - 1)[:k] if n > k else np.arange(n)
-                top = top[np.argsort(-sims[top])]
-                pairs = zip(top.tolist(), sims[top].tolist(), strict=True)
-            out: list[tuple[str, float]] = []
-            for row, sim in pairs:
-                entry_id = self._ids[row] if 0 <= row < n else None
-                if entry_id is not None:
-                    out.append((entry_id, float(sim)))
-                if len(out) == k:
-                    break
-            return out
-
-    def nbytes(self) -> int:
-        graph = 0
-        if self._hnsw is not None:
-            graph = len(self._ids) * self.settings.hnsw_m * 2 * 4  # neighbour lists, level 0
-        return int(self._vectors.nbytes) + graph
+    build_threads: int = 0
+    """FAISS threads of a graph build, on the index builder's threads; 0: all cores but one
+    (at least one), so that a build never takes every core from the event loop."""
+    build_nice: int = 0
+    """Linux nice value of the thread that runs a build's FAISS calls (and of the OpenMP
+    threads it starts). 0 by default, measured on a shared 2-core machine
+    (loadtest/results/stalls_cpu-2core.json, "switch"): at nice 19 on every core a
+    20k-vector build took 10-13 s instead of 4-6 s, and the probe's p99 while it ran was 2.2x
+    its idle p99 (median of 3 rounds) instead of 1.5x: a starved low-priority thread holds
+    the GIL for the moments between FAISS calls, and the event loop waits on it. Raise it on
+    a machine whose spare CPU is reliably idle."""
 
 
 class GpuSearch:
@@ -232,7 +104,11 @@ class GpuSearch:
 
 
 class VectorIndex:
-    """All scopes' indexes; the only object the rest of semcache talks to."""
+    """All scopes' indexes; the only object the rest of semcache talks to.
+
+    Adds, removes and small searches are meant for the event loop (each is O(1), or a flat
+    search of a small scope); searches of large scopes for a worker thread. Work that grows
+    with a scope runs on the index builder's thread."""
 
     def __init__(self, dim: int, settings: IndexSettings | None = None) -> None:
         self.dim = dim
@@ -243,6 +119,8 @@ class VectorIndex:
             self.settings.device == "auto" and GpuSearch.available()
         )
         self._gpu = GpuSearch() if use_gpu else None
+        threads = self.settings.build_threads or max(1, (os.cpu_count() or 2) - 1)
+        self.builder = IndexBuilder(threads=threads, nice=self.settings.build_nice)
 
     def __len__(self) -> int:
         return len(self._scope_of)
@@ -250,17 +128,32 @@ class VectorIndex:
     def __contains__(self, entry_id: str) -> bool:
         return entry_id in self._scope_of
 
+    def _scope_index(self, scope: str) -> ScopeIndex:
+        index = self._scopes.get(scope)
+        if index is None:
+            index = self._scopes[scope] = ScopeIndex(self.dim, self.settings, self._gpu,
+                                                     self.builder)
+        return index
+
     def add(self, scope: str, entry_id: str, vector: np.ndarray) -> None:
         if vector.shape != (self.dim,):
             raise ValueError(f"vector of shape {vector.shape}, expected ({self.dim},)")
         previous = self._scope_of.get(entry_id)
         if previous is not None and previous != scope:
             self.remove(entry_id)
-        index = self._scopes.get(scope)
-        if index is None:
-            index = self._scopes[scope] = ScopeIndex(self.dim, self.settings, self._gpu)
-        index.add(entry_id, vector.astype(np.float32, copy=False))
+        self._scope_index(scope).add(entry_id, vector.astype(np.float32, copy=False))
         self._scope_of[entry_id] = scope
+
+    def load(self, scope: str, ids: list[str], vectors: np.ndarray) -> None:
+        """Add many entries of one scope at once (one array of shape (len(ids), dim))."""
+        if vectors.shape != (len(ids), self.dim):
+            raise ValueError(f"vectors of shape {vectors.shape}, expected ({len(ids)}, {self.dim})")
+        for entry_id in ids:
+            previous = self._scope_of.get(entry_id)
+            if previous is not None and previous != scope:
+                self.remove(entry_id)
+        self._scope_index(scope).load(ids, vectors)
+        self._scope_of.update(dict.fromkeys(ids, scope))
 
     def remove(self, entry_id: str) -> bool:
         scope = self._scope_of.pop(entry_id, None)
@@ -277,6 +170,15 @@ class VectorIndex:
         index = self._scopes.get(scope)
         return 0 if index is None else len(index)
 
+    def search_rows(self, scope: str) -> int:
+        """How many vectors a flat search of the scope reads (tombstoned ones included);
+        a scope with a graph counts as its size. What decides whether a search may run inline."""
+        index = self._scopes.get(scope)
+        if index is None:
+            return 0
+        return max(index.rows, index.settings.offload_min_entries) if index.kind == "hnsw" \
+            else index.rows
+
     def search(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[str, float]]:
         index = self._scopes.get(scope)
         return [] if index is None else index.search(vector, k)
@@ -284,13 +186,41 @@ class VectorIndex:
     def ids(self) -> list[str]:
         return list(self._scope_of)
 
+    # the builder ------------------------------------------------------------------------
+
+    def start_builder(self) -> None:
+        """Start the builder's thread ahead of its first job (the proxy, at start-up)."""
+        self.builder.start()
+
+    def pause_builds(self) -> None:
+        self.builder.pause()
+
+    def resume_builds(self) -> None:
+        self.builder.resume()
+
+    def wait_for_builds(self, timeout_s: float) -> bool:
+        """Block until no scope has maintenance queued or running (tests, benchmarks)."""
+        return self.builder.wait_idle(timeout_s)
+
+    def close(self, timeout_s: float = 0.0) -> bool:
+        """Stop the builder (a running build is dropped at its next chunk); True if its
+        thread ended within `timeout_s`. Until `builder.busy` is false a FAISS call may still
+        be running (the process must not exit under it)."""
+        return self.builder.stop(timeout_s)
+
     def stats(self) -> dict[str, Any]:
         kinds: dict[str, int] = {}
-        for index in self._scopes.values():
+        building = 0
+        for index in list(self._scopes.values()):
             kinds[index.kind] = kinds.get(index.kind, 0) + len(index)
+            building += index.building
         return {
             "entries": len(self._scope_of),
             "scopes": len(self._scopes),
             "by_kind": kinds,
-            "bytes": sum(index.nbytes() for index in self._scopes.values()),
+            "bytes": sum(index.nbytes() for index in list(self._scopes.values())),
+            "builder": {"scopes_waiting": building, "jobs_done": self.builder.jobs_done,
+                        "jobs_failed": self.builder.jobs_failed,
+                        "busy_s": round(self.builder.busy_s, 3),
+                        "thread_alive": self.builder.alive},
         }

@@ -22,7 +22,7 @@ from semcache.embeddings.service import EmbeddingService
 from semcache.index.sync import IndexSync
 from semcache.index.vectors import VectorIndex
 
-from . import admin, routes
+from . import admin, gc_tuning, routes
 from .config import Settings
 from .errors import error_middleware
 from .events import Observer
@@ -175,4 +175,5 @@ async def _start_semantic(app: web.Application) -> None:
         app[SERVICE].semantic = tier
         state.ready.set()
         log.info("semantic tier ready: %s, %d vectors", embeddings.describe(), len(index))
+        gc_tuning.tune_gc()  # start-up has loaded what lives as long as the process
         return

@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
+import redis
 
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.loadtest.loadgen import Sample, WorkItem, run_load
@@ -28,10 +30,11 @@ room for allocator noise and the fixed-size buffers (recent events, metrics labe
 filling up, far below what a per-request leak at hundreds of requests a second would add."""
 
 
-def unique_items() -> Any:
+def unique_items(prefix: str = "q") -> Any:
     i = 0
     while True:
-        body = {"model": "fake-model", "messages": [{"role": "user", "content": f"q {i}"}],
+        body = {"model": "fake-model", "messages": [{"role": "user",
+                                                     "content": f"{prefix} {i}"}],
                 "stream": i % 2 == 0}
         yield WorkItem(path="/v1/chat/completions", body=json.dumps(body).encode(),
                        stream=i % 2 == 0, headers={"Content-Type": "application/json"})
@@ -69,6 +72,91 @@ async def test_sigterm_under_load_drops_nothing_in_flight(
     after: list[Sample] = [s for s in result.samples if s.start_s > term + 0.05]
     assert all(s.status == 0 or s.status == 200 for s in after)
     assert code == 0, proxy.log.read_text()[-2000:]
+
+
+SIGTERM_RUNS = 3
+"""Runs of the SIGTERM test with the semantic tier (the benchmark, bench_stalls, does 20)."""
+GRACE_S = 10.0
+
+
+def prefill(redis_url: str, count: int, dim: int = 384) -> None:
+    """Entries of one scope with vectors only (all a start-up rebuild reads): enough that the
+    proxy's start builds an HNSW graph in the background."""
+    client = redis.Redis.from_url(redis_url)
+    vectors = np.random.default_rng(40).standard_normal((count, dim)).astype(np.float32)
+    for start in range(0, count, 1000):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start, min(start + 1000, count)):
+            pipe.hset(f"semcache:e:{i:064x}", mapping={"scope": "prefilled",
+                                                         "embedding": vectors[i].tobytes()})
+        pipe.execute()
+    client.close()
+
+
+async def test_sigterm_with_the_semantic_tier_exits_within_the_grace_period(
+    upstream: FakeUpstream, redis_url: str, tmp_path: Path, model_dir: Path
+) -> None:
+    """The tail blocked in XREAD, write-backs embedding, a graph build on the builder: each
+    run exits 0 within server.shutdown_grace_s, every request sent before SIGTERM answered."""
+    upstream.delay_s = 0.6
+    await asyncio.to_thread(prefill, redis_url, 25_000)
+    building = [await sigterm_once(upstream, redis_url, tmp_path / f"proxy-{run}", model_dir,
+                                   run) for run in range(SIGTERM_RUNS)]
+    assert any(building), "no graph build was in flight at SIGTERM: a path left untested"
+
+
+async def sigterm_once(upstream: FakeUpstream, redis_url: str, data_dir: Path, model_dir: Path,
+                       run: int) -> bool:
+    """One run; whether a graph build was in flight when SIGTERM was sent."""
+    data_dir.mkdir()  # noqa: ASYNC240 (a local directory, once)
+    (data_dir / "models").symlink_to(model_dir / "models")  # the exported encoder
+    sent_term_at: list[float] = []
+    building: list[int] = []
+    async with served_proxy(upstream.base_url, redis_url, data_dir,
+                            server__shutdown_grace_s=str(GRACE_S), cache__semantic="true",
+                            index__hnsw_min_entries="20000") as proxy:
+        await wait_semantic(proxy.url)
+
+        async def terminate() -> None:
+            await asyncio.sleep(1.5)
+            building.append(await scopes_building(proxy.url))
+            sent_term_at.append(time.perf_counter())
+            proxy.proc.send_signal(signal.SIGTERM)
+
+        t0 = time.perf_counter()
+        killer = asyncio.create_task(terminate())
+        result = await run_load(proxy.url, unique_items(f"run {run}"), concurrency=16,
+                                duration_s=4.0, progress=None)
+        await killer
+        code = await asyncio.to_thread(proxy.proc.wait, GRACE_S + 15)
+        exit_s = time.perf_counter() - sent_term_at[0]
+    term = sent_term_at[0] - t0
+    before = [s for s in result.samples if s.start_s < term - 0.05]
+    assert before and all(s.status == 200 for s in before), [s for s in before
+                                                             if s.status != 200][:5]
+    assert code == 0 and exit_s <= GRACE_S, (code, exit_s, proxy.log.read_text()[-3000:])
+    return bool(building[0])
+
+
+async def scopes_building(url: str) -> int:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/admin/api/stats") as resp:
+        stats = await resp.json()
+    return int(stats["inventory"]["index"]["builder"]["scopes_waiting"])
+
+
+async def wait_semantic(url: str, timeout_s: float = 120.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"{url}/admin/api/stats") as resp:
+                if resp.status == 200 and (await resp.json()).get("semantic"):
+                    return
+            await asyncio.sleep(0.25)
+    raise AssertionError("the semantic tier did not start")
 
 
 async def test_sustained_load_memory_flat_no_errors(

@@ -20,6 +20,7 @@ def test_search_add_replace_remove(hnsw_min: int) -> None:
     index = VectorIndex(384, IndexSettings(device="cpu", hnsw_min_entries=hnsw_min))
     for i, v in enumerate(vectors):
         index.add("scope-a", f"e{i}", v)
+    assert index.wait_for_builds(30)  # graphs are built on the builder's thread
     assert index.stats()["by_kind"] == {"flat" if hnsw_min > 200 else "hnsw": 200}
     for i in (0, 57, 199):
         (best, sim), *_ = index.search("scope-a", vectors[i], 4)
