@@ -41,9 +41,11 @@ from .resources import (
     RUNTIME,
     SEMANTIC,
     SETTINGS,
+    SHUTDOWN,
     STORE,
     UPSTREAM,
     SemanticState,
+    Shutdown,
     loop_lag_ctx,
     redis_ctx,
     upstream_ctx,
@@ -69,6 +71,7 @@ def build_app(settings: Settings, *, embeddings: EmbeddingService | None = None)
     app[OBSERVER] = Observer(app[METRICS])
     app[READY] = asyncio.Event()
     app[SEMANTIC] = SemanticState(given_embeddings=embeddings)
+    app[SHUTDOWN] = Shutdown()
     app.cleanup_ctx.append(loop_lag_ctx)
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(admin.admin_ctx)  # RUNTIME exists before the service is built
@@ -99,7 +102,8 @@ async def _service_ctx(app: web.Application) -> AsyncIterator[None]:
         await pools.stop()
         await hit_flusher.stop()
         await secret.stop()
-        await service.drain(settings.server.shutdown_grace_s)  # flushes the last hit counts
+        # what is left of the grace after the handlers (flushes the last hit counts too)
+        await service.drain(app[SHUTDOWN].remaining(settings.server.shutdown_grace_s))
 
 
 async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:

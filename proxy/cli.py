@@ -9,12 +9,14 @@ import importlib.metadata
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
 from .config import DEFAULT_CONFIG, MAX_PORT, ConfigError, Settings, load_settings
+from .resources import SHUTDOWN
 from .server import ProxyRunner
 
 log = logging.getLogger("semcache")
@@ -170,6 +172,7 @@ async def _serve(settings: Settings, app: web.Application) -> None:
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (grace %.0f s)",
              settings.server.shutdown_grace_s)
+    app[SHUTDOWN].deadline = time.monotonic() + settings.server.shutdown_grace_s
     # runner.cleanup stops accepting, waits for in-flight handlers up to the grace period,
     # then runs the cleanup contexts (write-backs drained, Redis and backend stopped).
     await runner.cleanup()

@@ -40,7 +40,23 @@ class SemanticState:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass
+class Shutdown:
+    """When a shutdown must be over (a monotonic time; None until one begins): every stage
+    of it takes what is left, so the whole stays within `server.shutdown_grace_s`."""
+
+    deadline: float | None = None
+
+    def remaining(self, grace_s: float) -> float:
+        import time
+
+        if self.deadline is None:
+            return grace_s
+        return max(0.1, self.deadline - time.monotonic())
+
+
 SETTINGS = web.AppKey("settings", Settings)
+SHUTDOWN = web.AppKey("shutdown", Shutdown)
 METRICS = web.AppKey("metrics", Metrics)
 OBSERVER = web.AppKey("observer", Observer)
 STORE = web.AppKey("store", Store)

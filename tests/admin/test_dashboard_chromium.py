@@ -172,7 +172,8 @@ async def test_dashboard_renders_charts_with_data(
         assert int(lines.get(name, 0)) > 0, (name, lines)
     # the line drawn is the bar actually applied, not the configured one where they differ
     applied = stats["threshold"]["applied"]
-    assert re.search(rf'data-threshold="{applied}"', dom), (applied, re.findall(r'data-threshold="[^"]*"', dom))
+    drawn = re.findall(r'data-threshold="[^"]*"', dom)
+    assert re.search(rf'data-threshold="{applied}"', dom), (applied, drawn)
     assert "What is the capital of France?" in dom  # top entries and recent lookups
     assert "badge hit-exact" in dom
     # The entries table shows its first page and offers the rest.

@@ -76,3 +76,16 @@ def test_cli_reports_invalid_configuration_in_one_line() -> None:
         "semcache: invalid configuration: upstream.base_url: expected 'bundled' or an http(s):// "
         "URL, got 'not-a-url'"
     ]
+
+
+def test_shutdown_stages_share_one_grace_period() -> None:
+    import time
+
+    from semcache.proxy.resources import Shutdown
+
+    shutdown = Shutdown()
+    assert shutdown.remaining(30.0) == 30.0  # no shutdown yet: the whole grace
+    shutdown.deadline = time.monotonic() + 5.0
+    assert 4.5 < shutdown.remaining(30.0) <= 5.0  # the handlers took the rest
+    shutdown.deadline = time.monotonic() - 1.0
+    assert shutdown.remaining(30.0) == 0.1  # past it: a last moment, never a wait
