@@ -20,12 +20,13 @@ import subprocess
 import sys
 
 from .config import Settings
+from .errors import ProxyError
 from .readiness import ChildExitedError, wait_for_200
 
 log = logging.getLogger(__name__)
 
 
-class BundledBackendError(Exception):
+class BundledBackendError(ProxyError):
     """The bundled backend failed to start."""
 
 

@@ -21,6 +21,7 @@ from semcache.backend.settings import BackendSettings
 from semcache.embeddings.settings import EmbeddingSettings
 from semcache.index.vectors import IndexSettings
 
+from .errors import ProxyError
 from .judge.settings import ALL_CHECKS, JudgeSettings
 
 ENV_PREFIX = "SEMCACHE__"
@@ -29,7 +30,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "config.toml"
 """The default configuration, shipped inside the package (the top-level config.toml links to it)."""
 
 
-class ConfigError(Exception):
+class ConfigError(ProxyError):
     """Invalid configuration; the message names the key."""
 
 

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import aiohttp
 
+from .errors import ProxyError
 
-class ChildExitedError(Exception):
+
+class ChildExitedError(ProxyError):
     """The process exited before its URL answered."""
 
     def __init__(self, returncode: int) -> None:

@@ -19,13 +19,15 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .errors import ProxyError
+
 log = logging.getLogger(__name__)
 
 REFRESH_S = 2.0
 """How often each replica re-reads the shared values: the longest a change takes to spread."""
 
 
-class RuntimeStateError(Exception):
+class RuntimeStateError(ProxyError):
     """Base of this module's errors (a bad value from an operator)."""
 
 
