@@ -26,6 +26,13 @@ from .readiness import ChildExitedError, wait_for_200
 log = logging.getLogger(__name__)
 
 
+FORWARDED = ("max_batch", "max_queue", "max_seq_len", "default_max_tokens", "max_prefill_tokens",
+             "threads", "speculative", "speculative_tokens", "speculative_ngram_max",
+             "speculative_ngram_min", "speculative_step_tokens", "prefix_cache_tokens")
+"""The [backend] settings `semcache serve` hands to the child, as its flags: every one that
+tunes the server (host, port, data dir, model and device are set above them)."""
+
+
 class BundledBackendError(ProxyError):
     """The bundled backend failed to start."""
 
@@ -45,10 +52,14 @@ class BundledBackend:
     def command(self, listen_fd: int | None = None) -> list[str]:
         s = self.settings
         fd = [] if listen_fd is None else ["--listen-fd", str(listen_fd)]
+        tuning = [item for name in FORWARDED for item in (f"--{name.replace('_', '-')}",
+                                                         str(getattr(s, name)))]
+        graphs = [] if s.cuda_graphs else ["--no-cuda-graphs"]
+        draft = ["--draft-model", s.draft_model] if s.draft_model else []
         return [
             sys.executable, "-m", "semcache.backend", *fd,
             "--host", s.host, "--port", str(self.port), "--data-dir", str(self.data_dir),
-            "--model", s.model, "--device", s.device, "--max-batch", str(s.max_batch),
+            "--model", s.model, "--device", s.device, *tuning, *graphs, *draft,
         ]
 
     def _listen(self) -> socket.socket:

@@ -275,3 +275,25 @@ def test_text_stream_extend_equals_pushing_one_by_one(tiny) -> None:
         assert (shown_many, many.text, many.tokens) == (shown_one, one.text, one.tokens)
         if stop:
             assert many.stopped and stop[0] not in many.text and many.tokens < len(ids)
+
+
+def test_serve_hands_every_backend_setting_to_the_child() -> None:
+    """`semcache serve` starts the backend with the [backend] section as flags, and the
+    backend's own parser reads them back into the same settings."""
+    import dataclasses
+
+    from semcache.backend.server import parse_args
+    from semcache.backend.settings import BackendSettings
+    from semcache.proxy.bundled import BundledBackend
+    from semcache.proxy.config import load_settings
+
+    base = load_settings(environ={})
+    backend = dataclasses.replace(BackendSettings(), max_queue=17, default_max_tokens=99,
+                                  speculative="off", prefix_cache_tokens=0, cuda_graphs=False,
+                                  draft_model="/models/tiny", threads=3)
+    command = BundledBackend(dataclasses.replace(base, backend=backend)).command()
+    flags = command[command.index("semcache.backend") + 1:]
+    parsed = parse_args(flags)
+    for name in ("max_queue", "default_max_tokens", "speculative", "prefix_cache_tokens",
+                 "cuda_graphs", "draft_model", "threads", "model", "device"):
+        assert getattr(parsed, name) == getattr(backend, name), name
