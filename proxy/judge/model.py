@@ -63,6 +63,11 @@ def route(teacher: PairModel, pairs: list[tuple[str, str]], max_chars: int
 
 MAX_LEN = 96
 """Tokens of a pair read when the model folder does not say (its training length)."""
+LONG_LEN = 256
+"""Tokens read of a pair too long for `max_len` even where it differs (a long prompt
+reworded throughout), when the model folder does not say (`long_len` in model.json). The
+models were trained at `max_len` and rank such pairs well read whole (docs/judge.md); a
+pair longer still is turned down unread."""
 CHUNK = 32
 """Pairs per model run on a CPU."""
 BATCHING = EmbeddingSettings(max_batch=64, max_wait_ms=1.0, max_queue=1024, lru_size=4096)
@@ -94,14 +99,17 @@ class PairModel:
     dim = 1
 
     def __init__(self, session: Any, tokenizer: Any, *, max_len: int = MAX_LEN,
-                 name: str = "pair model") -> None:
+                 long_len: int = 0, name: str = "pair model") -> None:
         self.session = session
         self.tokenizer = tokenizer
-        tokenizer.enable_truncation(max_len)  # `fits` reads its overflow
         self.known = known_words(tokenizer)
         self.too_long = 0
-        """Pairs turned down unread: longer than max_len even where they differ."""
-        self.max_len = self.max_seq_len = max_len
+        """Pairs turned down unread: longer than long_len even where they differ."""
+        self.max_len = max_len
+        self.long_len = self.max_seq_len = max(long_len, max_len)
+        self.lengths = tuple(sorted({max_len, self.long_len}))
+        """What `prepare` tries in turn: the training length, then the long one."""
+        tokenizer.enable_truncation(self.long_len)  # `fits` reads its overflow
         self.name = name
         self.inputs = {i.name for i in session.get_inputs()}
         self.provider = session.get_providers()[0]
@@ -137,21 +145,28 @@ class PairModel:
             session = ort.InferenceSession(model, opts, providers=providers)
         except Exception as e:  # onnxruntime and tokenizers raise plain exceptions
             raise PairModelError(f"could not load the pair model from {folder}: {e}") from e
-        return cls(session, tokenizer, max_len=int(info.get("max_len", MAX_LEN)),
+        max_len = int(info.get("max_len", MAX_LEN))
+        return cls(session, tokenizer, max_len=max_len,
+                   long_len=int(info.get("long_len", max(LONG_LEN, max_len))),
                    name=str(info.get("name", folder.name)))
 
-    def fits(self, cached: str, new: str) -> bool:
-        """Whether the model reads the pair whole (no token cut off). A token covers at
-        least one character, so a pair that short needs no tokenising."""
-        if len(cached) + len(new) <= self.max_len - 3:  # [CLS] and two [SEP]
+    def fits(self, cached: str, new: str, limit: int = 0) -> bool:
+        """Whether the model reads the pair whole within `limit` tokens (default: its
+        training length). A token covers at least one character, so a pair that short
+        needs no tokenising."""
+        limit = limit or self.max_len
+        if len(cached) + len(new) <= limit - 3:  # [CLS] and two [SEP]
             return True
-        return not self.tokenizer.encode(cached, new).overflowing
+        enc = self.tokenizer.encode(cached, new)
+        return not enc.overflowing and len(enc.ids) <= limit
 
     def prepare(self, cached: str, new: str) -> tuple[str, str] | float:
         """What the model reads of a pair, or its score without the model: 1.0 for the
         same question, 0.0 for a pair too long to read even where it differs (a miss: what
         it cannot see it cannot vouch for). Misspellings are repaired against the other
-        side first; a long pair is cut to where it differs, with as much context as fits."""
+        side first; a long pair is cut to where it differs, with as much context as fits
+        the training length, and where even that is too long (a long prompt reworded
+        throughout), read within `long_len` tokens the same way."""
         a, b = repair_typos(cached, new, self.known)
         if same_question(a, b):
             return 1.0
@@ -160,10 +175,13 @@ class PairModel:
         a, b = layout_free(a), layout_free(b)  # long: the same material laid out otherwise
         if a == b:
             return 1.0
-        for context in FOCUS_CONTEXT:
-            fa, fb = focus(a, b, context)
-            if self.fits(fa, fb):
-                return fa, fb
+        for limit in self.lengths:
+            if limit != self.max_len and self.fits(a, b, limit):
+                return a, b
+            for context in FOCUS_CONTEXT:
+                fa, fb = focus(a, b, context)
+                if self.fits(fa, fb, limit):
+                    return fa, fb
         self.too_long += 1
         return 0.0
 
@@ -217,7 +235,7 @@ class PairModel:
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.name, "provider": self.provider, "max_seq_len": self.max_len,
-                "too_long": self.too_long}
+                "long_len": self.long_len, "too_long": self.too_long}
 
     def close(self) -> None:
         self.session = None

@@ -105,6 +105,33 @@ def test_long_prompts_are_judged_on_what_differs_or_not_served() -> None:
     assert scores[2] == 0.0 and verifier.too_long == 1
 
 
+def test_a_long_prompt_reworded_throughout_is_read_within_the_long_length() -> None:
+    """A prompt of ~100 words reworded from start to end has no shared part to cut to and
+    does not fit the 128 tokens the model was trained on: it is read whole within
+    `long_len` (256) and scored like any pair, a paraphrase above the same text with its
+    terms changed; before, it scored 0 unread."""
+    verifier = PairModel.open(device="cpu")
+    a = ("I run a small bakery with two shops and we take orders over the phone, which means my "
+         "staff spend a lot of the morning writing tickets by hand and sometimes lose them. I would "
+         "like a simple way for customers to order cakes online a few days ahead, pick a collection "
+         "time and pay a deposit. We have no developer, a tiny budget and an old laptop in each "
+         "shop. Which kind of tool should I look at, and what should I watch out for when I set it up?")
+    b = ("My bakery has two locations and orders come in by phone, so every morning the team is "
+         "stuck handwriting tickets, and now and then one goes missing. I'd like customers to be "
+         "able to place cake orders on the web several days in advance, choose when to collect, and "
+         "put down a deposit. There's no programmer on staff, money is tight and each shop only has "
+         "an aging laptop. What sort of tool would suit us, and what pitfalls should I be aware of "
+         "while configuring it?")
+    changed = b.replace("put down a deposit", "pay in full").replace("several days in advance",
+                                                                      "the same day")
+    assert verifier.long_len == 256 and not verifier.fits(a, b) and verifier.fits(a, b, 256)
+    scores = verifier.score([(a, b), (a, changed)])
+    assert verifier.too_long == 0
+    assert scores[0] > 0.75 and scores[0] > scores[1] + 0.1, scores
+    short = PairModel(verifier.session, verifier.tokenizer, max_len=128, long_len=128)
+    assert short.score([(a, b)])[0] == 0.0 and short.too_long == 1  # the old reading
+
+
 def test_missing_model_is_a_verifier_error(tmp_path: Path) -> None:
     with pytest.raises(PairModelError):
         PairModel.open(tmp_path, device="cpu")

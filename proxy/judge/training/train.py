@@ -425,7 +425,7 @@ def score_pairs(model: Any, tok: Any, base: str, pairs: list[tuple[str, str]], *
 
 
 def export(trained: Path, out_dir: Path, *, model: Any = None, max_len: int = MAX_LEN,
-           name: str = "pair model") -> Path:
+           long_len: int = 256, name: str = "pair model") -> Path:
     """ONNX of a trained model (sigmoid inside the graph), fp32 and int8, with its tokenizer
     and model.json. `model`: an already loaded one (a merged LoRA teacher); else the
     transformers folder `trained`. Encoders without token types (MPNet) take two inputs."""
@@ -463,7 +463,8 @@ def export(trained: Path, out_dir: Path, *, model: Any = None, max_len: int = MA
     quantise(fp32, int8, heads=model.config.num_attention_heads, hidden=model.config.hidden_size,
              fuse=typed)
     shutil.copyfile(trained / "tokenizer.json", out_dir / "tokenizer.json")
-    (out_dir / "model.json").write_text(json.dumps({"name": name, "max_len": max_len}))
+    (out_dir / "model.json").write_text(json.dumps({"name": name, "max_len": max_len,
+                                                    "long_len": long_len}))
     return int8
 
 
