@@ -263,7 +263,7 @@ def _scaled(m: re.Match[str]) -> str:
 
 _STANDALONE_NUMBER = re.compile(
     r"(?<![A-Za-z])\d+(?:[.,:]\d+)*(?=(?:st|nd|rd|th|s|am|pm|k|m|b|x|h|d|kg|g|mg|km|cm|mm|ml|gb|mb|"
-    r"tb|kb|hrs?|min|yrs?|mph|px|ft|lbs?|oz|in)?(?![A-Za-z]))", re.I)
+    r"tb|kb|hrs?|min|yrs?|mph|px|ft|lbs?|oz|in|c|f)?(?![A-Za-z]))", re.I)
 """A number that is no part of a word: 'k8s', '2FA', 'b4', 'Q3' and 'mp3' are names and
 chat speak, not quantities; '3pm', '5kg', '2nd' and '10x' are numbers with a unit."""
 _CHAT_DIGITS = {"2": {"the", "a", "an", "my", "your", "do", "go", "get", "be", "make", "see",
@@ -875,13 +875,32 @@ def check_dates(a: str, b: str) -> bool:
 _SYMBOLS = re.compile(r"[\d\s.,:;!?*+\-/^%=<>#$&|~()\[\]{}]*")
 
 
+_WEAK_NUMBERS = {"1": re.compile(r"\bone\b", re.I), "2": re.compile(r"\btwo\b", re.I)}
+"""Number words that `numbers` does not count: 'one' is seldom a number ('which one', 'no
+one'), and 'two' is read as 'to' in chat speak; a paraphrase also trades them for 'a',
+'a couple', 'both' or 'twice', which no check could follow."""
+
+
+def _spelled_cover(text: str, mine: Counter[str], other: Counter[str]) -> Counter[str]:
+    """`mine` with the text's words 'one' and 'two' counted as 1 and 2 where the other
+    prompt writes more 1s or 2s than this one ('one cup' / '1 cup', 'two kids' / '2 kids');
+    nowhere else."""
+    counted = mine.copy()
+    for digit, word in _WEAK_NUMBERS.items():
+        short = other[digit] - mine[digit]
+        if short > 0:
+            counted[digit] += min(short, len(word.findall(text)))
+    return counted
+
+
 def check_numbers(a: str, b: str) -> bool:
     """Fails on other numbers ('Python 3.8' / '3.12', 'one cup' / 'two cups'), and on the
     same text whose one differing stretch is digits and symbols only, with a digit in it:
     the same numbers in another order or with other operators ('0 3 * * 1' / '0 3 1 * *'
     in a crontab, 'x^2 + 3' / 'x^3 + 2'). Punctuation alone ('?' / '??', '1,000' / '1000')
     and spelled-out forms ('1st' / 'first') are not that."""
-    if numbers(a) != numbers(b):
+    na, nb = numbers(a), numbers(b)
+    if na != nb and _spelled_cover(a, na, nb) != _spelled_cover(b, nb, na):
         return False
     head, tail = common_ends(a, b)
     da, db = a[head:len(a) - tail], b[head:len(b) - tail]

@@ -152,6 +152,10 @@ def test_checks_on_the_near_miss_set() -> None:
     # numbers written another way
     ("Which tablet is best under 20k?", "Which tablet is best under 20000?"),
     ("What would you do with a billion dollars?", "What would you do with 1 billion dollars?"),
+    # 'one' and 'two' against the digits (not counted alone: 'which one', chat speak '2')
+    ("I use one cup of rice to two cups of water.", "i use 1 cup rice to 2 cups water"),
+    ("My two kids love it.", "my 2 kids love it"),
+    ("She has had a fever of 38.9°C since noon.", "she has had a fever of 38.9C since noon"),
 ])
 def test_quora_style_paraphrases_pass(a: str, b: str) -> None:
     assert run_checks(a, b, DEFAULT_CHECKS) == ()
@@ -185,6 +189,9 @@ def test_quora_style_paraphrases_pass(a: str, b: str) -> None:
     ("Why does my phone charge?", "Why won't my phone charge?", "negation"),
     ("Can I take ibuprofen with coffee?", "Can I never take ibuprofen with coffee?", "negation"),
     ("Which laptop is best under 30k?", "Which laptop is best under 40000?", "numbers"),
+    ("Boil one cup of rice in 2 cups of water.", "Boil 2 cups of rice in 2 cups of water.", "numbers"),
+    ("My two kids love it.", "My 3 kids love it.", "numbers"),
+    ("A fever of 38.9C in a toddler", "A fever of 39.8C in a toddler", "numbers"),
 ])
 def test_near_misses_still_fire(a: str, b: str, check: str) -> None:
     assert check in run_checks(a, b, DEFAULT_CHECKS)
