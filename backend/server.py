@@ -14,7 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from semcache.embeddings.settings import EmbeddingSettings
+
 from . import protocol
+from .embedding import Embedder, EmbeddingsUnavailable
 from .engine import Engine
 from .errors import BackendError, InvalidRequest, ModelLoadError
 from .serving import Completer
@@ -25,6 +28,9 @@ log = logging.getLogger(__name__)
 SETTINGS = web.AppKey("settings", BackendSettings)
 ENGINE = web.AppKey("engine", Engine)
 COMPLETER = web.AppKey("completer", Completer)
+EMBEDDER = web.AppKey("embedder", asyncio.Task)
+"""The encoder's loading task: /v1/embeddings awaits it, so requests that arrive while the
+encoder loads wait for it instead of failing, and a failed load fails them with a 503."""
 
 # How often a non-streaming request checks that its client is still connected.
 DISCONNECT_POLL_S = 0.25
@@ -111,6 +117,21 @@ async def _stream(request: web.Request, req: protocol.CompletionRequest,
     return response
 
 
+async def embeddings(request: web.Request) -> web.Response:
+    req = protocol.parse_embedding_request(await _body(request))
+    embedder = await _embedder(request.app)
+    return web.Response(body=await embedder.embed(req), content_type="application/json")
+
+
+async def _embedder(app: web.Application) -> Embedder:
+    loading = app[EMBEDDER]
+    try:
+        return await asyncio.shield(loading)  # one client leaving must not cancel the load
+    except Exception as e:
+        raise EmbeddingsUnavailable("the encoder behind /v1/embeddings could not be loaded"
+                                    ) from e
+
+
 async def models(request: web.Request) -> web.Response:
     name = request.app[COMPLETER].model_name
     return web.json_response({"object": "list", "data": [
@@ -121,7 +142,17 @@ async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if not engine.healthy:
         return web.json_response({"status": "unhealthy"}, status=503)
-    return web.json_response({"status": "ok", **engine.stats()})
+    return web.json_response({"status": "ok", **engine.stats(),
+                              "embeddings": _embeddings_state(request.app)})
+
+
+def _embeddings_state(app: web.Application) -> str:
+    loading = app.get(EMBEDDER)
+    if loading is None:
+        return "off"
+    if not loading.done():
+        return "loading"
+    return "ready" if not loading.cancelled() and loading.exception() is None else "unavailable"
 
 
 def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
@@ -139,12 +170,44 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
         yield
         await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
+    async def embedder_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Loaded beside the engine, not before it: completions are served meanwhile.
+        loading = asyncio.ensure_future(Embedder.open(_embedding_settings(settings),
+                                                      settings.data_dir))
+        loading.add_done_callback(_log_encoder)
+        app[EMBEDDER] = loading
+        yield
+        if loading.done() and not loading.cancelled() and loading.exception() is None:
+            await loading.result().close()
+        else:
+            loading.cancel()
+
     app.cleanup_ctx.append(engine_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    if settings.embedding_model != "off":
+        app.cleanup_ctx.append(embedder_ctx)
+        app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _embedding_settings(settings: BackendSettings) -> EmbeddingSettings:
+    # The encoder follows the backend's device where it can (onnxruntime-gpu on CUDA), and
+    # stays on the CPU when the backend is told to.
+    device = "cpu" if settings.device == "cpu" else "auto"
+    return EmbeddingSettings(model=settings.embedding_model, device=device,
+                             export_variants=("fp32", "fp16", "int8"))
+
+
+def _log_encoder(loading: asyncio.Task) -> None:
+    if loading.cancelled():
+        return
+    if loading.exception() is not None:
+        log.error("no /v1/embeddings: the encoder could not be loaded: %s", loading.exception())
+    else:
+        log.info("/v1/embeddings served by %s", loading.result().model)
 
 
 def build_engine(model: Any, tokenizer: Any, settings: BackendSettings,
@@ -211,6 +274,8 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--max-prefill-tokens", dest="max_prefill_tokens", type=int)
     parser.add_argument("--threads", type=int, help="torch threads on CPU (0: all cores)")
     parser.add_argument("--model-name", dest="model_name", help="model id to report")
+    parser.add_argument("--embedding-model", dest="embedding_model",
+                        help="encoder of /v1/embeddings: 'packaged', a local folder, or 'off'")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         default=None)
     parser.add_argument("--speculative", choices=["ngram", "model", "off"])
