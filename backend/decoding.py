@@ -8,6 +8,7 @@ Each stage takes the sequences it works on and returns the tokens they gain; the
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,12 @@ from .sequence import Sequence
 from .speculative import DraftModel, NgramDrafter, accept_exact, accept_sampled
 
 SPECULATION_MODES = ("ngram", "model", "off")
+
+
+def _mark(seqs: list[Sequence], name: str) -> None:
+    now = time.perf_counter()
+    for seq in seqs:
+        seq.marks[name] = now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,23 +100,36 @@ class Decoder:
 
     def prefill(self, seqs: list[Sequence], first_slot: int) -> list[list[int]]:
         """Fill the slots first_slot.. with the sequences' prompts; returns each one's
-        first token."""
+        first token. What only later steps need (index_prompts) is left out, so that the
+        first token leaves as soon as it is chosen."""
         for i, seq in enumerate(seqs):
             self.runner.load_prefix(first_slot + i, seq.prefix_blocks)
+        _mark(seqs, "prefix_loaded")
         logits = self.runner.prefill(first_slot, [s.prompt[s.cached :] for s in seqs],
                                      [s.cached for s in seqs])
+        _mark(seqs, "prefilled")
         if self.draft is not None:
             self.draft.prefill(first_slot, [s.prompt for s in seqs])
-        for i, seq in enumerate(seqs):
-            if self.prefix is not None:
-                self.runner.save_prefix(first_slot + i, self.prefix.insert(seq.block_keys))
+        for seq in seqs:
             self.prefill_tokens += len(seq.prompt) - seq.cached
             self.cached_tokens += seq.cached
             self.prefix_hits += seq.cached > 0
             seq.prefix_blocks = []
+        tokens = self._sample(seqs, logits)
+        _mark(seqs, "sampled")
+        return tokens
+
+    def index_prompts(self, seqs: list[Sequence]) -> None:
+        """After prefill, once the first tokens are handed over: put the prompts' blocks in
+        the prefix cache (from each one's slot, which may have moved since) and index them
+        for prompt lookup. The copy of an uncached 1,000-token prompt's KV and the n-gram
+        index are milliseconds that the first token need not wait for. A sequence already
+        retired (finished at its first token) kept its blocks in `release`."""
+        for seq in seqs:
+            if self.prefix is not None:
+                self.runner.save_prefix(seq.slot, self.prefix.insert(seq.block_keys))
             if self.spec.mode == "ngram":
                 seq.drafter = NgramDrafter(seq.prompt, self.spec.ngram_sizes)
-        return self._sample(seqs, logits)
 
     # ---- steps ------------------------------------------------------------------------
 

@@ -70,19 +70,23 @@ async def _body(request: web.Request) -> Any:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=True)
-    return await _serve(request, req)
+    return await _serve(request, req, marks)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=False)
-    return await _serve(request, req)
+    return await _serve(request, req, marks)
 
 
-async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.StreamResponse:
+async def _serve(request: web.Request, req: protocol.CompletionRequest,
+                 marks: dict[str, float]) -> web.StreamResponse:
     completer = request.app[COMPLETER]
+    marks["parsed"] = time.perf_counter()
     if req.stream:
-        return await _stream(request, req, completer)
+        return await _stream(request, req, completer, marks)
     task = asyncio.ensure_future(completer.complete(req))
     try:
         # aiohttp does not cancel handlers when the client leaves, so watch the connection:
@@ -98,8 +102,8 @@ async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.S
 
 
 async def _stream(request: web.Request, req: protocol.CompletionRequest,
-                  completer: Completer) -> web.StreamResponse:
-    opened = await completer.open(req)  # 429/400 are still possible here, before any header
+                  completer: Completer, marks: dict[str, float]) -> web.StreamResponse:
+    opened = await completer.open(req, marks)  # 429/400 still possible, before any header
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     events: AsyncIterator[dict] = completer.stream_events(req, opened)
@@ -107,6 +111,10 @@ async def _stream(request: web.Request, req: protocol.CompletionRequest,
         await response.prepare(request)
         async for payload in events:
             await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            if "text" in marks and "written" not in marks:  # the first token's chunk
+                marks["written"] = time.perf_counter()
+                request.app[ENGINE].ttft.add(marks, prompt_tokens=opened[0][0],
+                                             cached_tokens=opened[1][0].seq.cached)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):

@@ -69,19 +69,25 @@ class Completer:
                               temperature=req.temperature, top_p=req.top_p, seed=seed,
                               ignore_eos=req.ignore_eos)
 
-    async def open(self, req: protocol.CompletionRequest) -> tuple[list[int], list[Stream]]:
+    async def open(self, req: protocol.CompletionRequest,
+                   marks: dict[str, float] | None = None) -> tuple[list[int], list[Stream]]:
         """Submit every choice (n per prompt) at once, so that a full queue refuses the
         whole request before any response has started. Returns prompt lengths and streams.
 
         The chat template and the tokenizer run in a worker thread: their cost grows with
         the prompt (a long system prompt is milliseconds), and on the event loop it would
-        stall every other request's stream."""
+        stall every other request's stream.
+
+        `marks` (timing.py) goes with the first choice, whose first token it times."""
         prompts = await asyncio.to_thread(self.prompt_ids, req)
+        if marks is not None:
+            marks["tokenised"] = time.perf_counter()
         streams: list[Stream] = []
         try:
             for prompt in prompts:
                 for k in range(req.n):
-                    streams.append(self.engine.open_stream(prompt, self._params(req, prompt, k)))
+                    streams.append(self.engine.open_stream(
+                        prompt, self._params(req, prompt, k), marks if not streams else None))
         except BaseException:
             for stream in streams:
                 stream.cancel()
@@ -154,6 +160,8 @@ class Completer:
                 if reason is not None:
                     pending -= 1
                 if delta:
+                    if index == 0:
+                        streams[0].seq.marks.setdefault("text", time.perf_counter())
                     yield protocol.chunk(req.chat, rid, self.model_name, created, index,
                                          delta, None)
                 if reason is not None:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import torch
 
 from semcache.backend.prefix_cache import BLOCK_TOKENS, PrefixCache, chain_keys
 from semcache.backend.runner import ModelRunner
+from semcache.backend.sequence import TokenEvent
 
+from .conftest import until
 from .test_backend_engine import greedy, run
 
 SYSTEM = list(range(3, 3 + 3 * BLOCK_TOKENS + 5))  # three full blocks and a bit
@@ -148,3 +151,28 @@ async def test_prefix_cache_with_speculation_and_concurrency(make_engine) -> Non
     assert [t for t, _ in results] == expected
     stats = engine.stats()
     assert stats["prefix_cached_tokens"] > 0 and stats["draft_tokens_accepted"] > 0
+
+
+async def test_first_token_leaves_before_the_prompt_is_indexed(make_engine) -> None:
+    """The copy of a new prompt's blocks into the prefix cache is not on the way to its
+    first token: the token is handed over first and the blocks are cached right after; a
+    sequence that finished at its first token kept its blocks too."""
+    engine = make_engine()
+    cached_at_event: list[int] = []
+    done = threading.Event()
+
+    def sink(event: TokenEvent) -> None:  # on the worker thread, as events are handed over
+        cached_at_event.append(len(engine.decoder.prefix))
+        if event.finish_reason is not None:
+            done.set()
+
+    engine.start()
+    engine.submit(SYSTEM + QUESTIONS[0], greedy(3), sink)
+    await until(done.is_set)
+    assert cached_at_event[0] == 0 and cached_at_event[-1] >= 3
+    other = [7] * (2 * BLOCK_TOKENS + 1)
+    tokens, reason = await run(engine, other, greedy(1))
+    assert (len(tokens), reason) == (1, "length")
+    before = engine.stats()["prefix_cached_tokens"]
+    await run(engine, other + [9], greedy(2))
+    assert engine.stats()["prefix_cached_tokens"] - before == 2 * BLOCK_TOKENS

@@ -297,3 +297,24 @@ def test_serve_hands_every_backend_setting_to_the_child() -> None:
     for name in ("max_queue", "default_max_tokens", "speculative", "prefix_cache_tokens",
                  "cuda_graphs", "draft_model", "threads", "model", "device"):
         assert getattr(parsed, name) == getattr(backend, name), name
+
+
+async def test_healthz_breaks_down_the_time_to_first_token(make_client) -> None:
+    """Each streamed request's way to its first token is stamped phase by phase; /healthz
+    reports the means, and sums from which a client takes the mean over its own requests."""
+    from semcache.backend.timing import PHASES
+
+    client, _ = await make_client()
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status == 200  # not streamed
+    for question in ("What is rain?", "What is snow?"):
+        body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": question}]}
+        await sse(await client.post("/v1/chat/completions", json=body))
+    breakdown = (await (await client.get("/healthz")).json())["ttft_breakdown"]
+    assert breakdown["requests"] == breakdown["window"] == 2
+    mean = breakdown["mean_ms"]
+    assert set(mean) == {name for name, _, _ in PHASES} | {"total"}
+    assert all(ms >= 0 for ms in mean.values())
+    # Consecutive marks: the phases add up to the whole.
+    assert sum(ms for name, ms in mean.items() if name != "total") == pytest.approx(
+        mean["total"], abs=0.02)
+    assert breakdown["sum_ms"]["total"] == pytest.approx(2 * mean["total"], abs=0.01)
