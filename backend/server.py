@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from semcache.embeddings.settings import EmbeddingSettings
+from semcache.proxy.gc_tuning import tune_gc
 
 from . import protocol
 from .embedding import Embedder, EmbeddingsUnavailable
@@ -22,12 +23,14 @@ from .engine import Engine
 from .errors import BackendError, InvalidRequest, ModelLoadError
 from .serving import Completer
 from .settings import BackendSettings
+from .timing import GcPauses
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", BackendSettings)
 ENGINE = web.AppKey("engine", Engine)
 COMPLETER = web.AppKey("completer", Completer)
+GC_PAUSES = web.AppKey("gc_pauses", GcPauses)
 EMBEDDER = web.AppKey("embedder", asyncio.Task)
 """The encoder's loading task: /v1/embeddings awaits it, so requests that arrive while the
 encoder loads wait for it instead of failing, and a failed load fails them with a 503."""
@@ -151,7 +154,8 @@ async def healthz(request: web.Request) -> web.Response:
     if not engine.healthy:
         return web.json_response({"status": "unhealthy"}, status=503)
     return web.json_response({"status": "ok", **engine.stats(),
-                              "embeddings": _embeddings_state(request.app)})
+                              "embeddings": _embeddings_state(request.app),
+                              "gc": request.app[GC_PAUSES].summary()})
 
 
 def _embeddings_state(app: web.Application) -> str:
@@ -173,9 +177,13 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
     app[COMPLETER] = Completer(engine, engine.tokenizer, engine.model_name,
                                settings.max_tokens_for(engine.runner.device.type))
 
+    app[GC_PAUSES] = pauses = GcPauses()
+
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         engine.start()
+        pauses.install()
         yield
+        pauses.remove()
         await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
     async def embedder_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -330,6 +338,10 @@ def main(argv: list[str]) -> int:
     except BackendError as e:
         log.error("%s", e)
         return 1
+    # torch and transformers leave ~400,000 objects that live as long as the process; a
+    # full collection walks them all with every thread stopped (1.1 s on a shared 2-core
+    # CPU), and would land on some request's way to its first token. Freeze them.
+    tune_gc()
     app = build_app(settings, engine)
     # No access log: at thousands of streamed tokens a second the backend's one line per
     # request is noise next to the proxy's own log and metrics.

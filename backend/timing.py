@@ -15,9 +15,11 @@ On CUDA the worker only waits for the device where it reads the first token back
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import statistics
 import threading
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -80,3 +82,36 @@ class TtftStats:
         # Sums since start let a client take the mean over exactly its own requests: the
         # difference of two readings over the difference of their `requests`.
         return {"requests": requests, "window": len(rows), "mean_ms": mean, "sum_ms": sums}
+
+
+class GcPauses:
+    """Collections of the garbage collector and how long each generation's took: a full
+    collection stops every thread (the event loop and the engine's worker alike), so one
+    on the way to a first token is part of its time. Counted while `install`ed."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.max_ms = [0.0, 0.0, 0.0]
+        self.total_ms = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        gen, ms = info["generation"], (time.perf_counter() - self._started) * 1e3
+        self.collections[gen] += 1
+        self.total_ms[gen] += ms
+        self.max_ms[gen] = max(self.max_ms[gen], ms)
+
+    def install(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def remove(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        return {"frozen_objects": gc.get_freeze_count(), "collections": list(self.collections),
+                "max_ms": [round(x, 3) for x in self.max_ms],
+                "total_ms": [round(x, 3) for x in self.total_ms]}

@@ -47,7 +47,12 @@ def _wave_phases(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any
     return {"requests": n, "mean_ms": mean,
             "prefill_tokens": after["prefill_tokens"] - before["prefill_tokens"],
             "prefix_cached_tokens": after["prefix_cached_tokens"]
-            - before["prefix_cached_tokens"]}
+            - before["prefix_cached_tokens"],
+            # Collections during the wave, per generation, and the time they took.
+            "gc_collections": [x - y for x, y in zip(after["gc"]["collections"],
+                                                     before["gc"]["collections"], strict=True)],
+            "gc_ms": [round(x - y, 3) for x, y in zip(after["gc"]["total_ms"],
+                                                      before["gc"]["total_ms"], strict=True)]}
 
 
 async def _wave(backend: Backend, system: str, level: int, first: int) -> dict[str, Any]:
@@ -88,6 +93,10 @@ def _merge(waves: list[dict[str, Any]]) -> dict[str, Any]:
     servers = [w["server"] for w in waves]
     keys = {k for s in servers for k in s["mean_ms"]}
     return {"requests": sum(s["requests"] for s in servers),
+            "gc_collections": [sum(c) for c in zip(*(s["gc_collections"] for s in servers),
+                                                   strict=True)],
+            "gc_ms": [round(sum(c), 3) for c in zip(*(s["gc_ms"] for s in servers),
+                                                    strict=True)],
             "mean_ms": {k: round(statistics.fmean(s["mean_ms"][k] for s in servers
                                                   if k in s["mean_ms"]), 3)
                         for k in sorted(keys)},
@@ -95,12 +104,14 @@ def _merge(waves: list[dict[str, Any]]) -> dict[str, Any]:
             "prefix_cached_tokens": sum(s["prefix_cached_tokens"] for s in servers)}
 
 
-def _timed(fn: Any, sync: Any, repeats: int = 7) -> dict[str, float]:
-    """Median host time until fn returns, and until the device is done."""
+def _timed(fn: Any, sync: Any, repeats: int = 7, idle_s: float = 0.0) -> dict[str, float]:
+    """Median host time until fn returns, and until the device is done; after idle_s of
+    doing nothing before each run (a GPU left idle lowers its clocks, a CPU thread sleeps)."""
     fn()
     sync()
     launch, total = [], []
     for _ in range(repeats):
+        time.sleep(idle_s)
         t0 = time.perf_counter()
         fn()
         t1 = time.perf_counter()
@@ -121,11 +132,16 @@ def model_part(args: argparse.Namespace, system: str) -> dict[str, Any]:
     from semcache.backend.sampling import sample
 
     loaded = load_model(args.model, args.data_dir, args.device)
-    messages = [{"role": "system", "content": system},
-                {"role": "user", "content": QUESTION.format(0)}]
-    ids = loaded.tokenizer.encode(loaded.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False)
-    cached = (len(ids) - 1) // BLOCK_TOKENS * BLOCK_TOKENS
+    def prompt(question: str) -> list[int]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+        return loaded.tokenizer.encode(loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=False), add_special_tokens=False)
+
+    ids, warm = prompt(QUESTION.format(0)), prompt("Hello!")
+    # What the HTTP waves find cached: the full blocks this prompt shares with the warm one.
+    shared = next((i for i, (a, b) in enumerate(zip(ids, warm, strict=False)) if a != b),
+                  len(warm))
+    cached = shared // BLOCK_TOKENS * BLOCK_TOKENS
     runner = ModelRunner(loaded.model, slots=8, max_seq_len=args.max_seq_len,
                          cuda_graphs=True, max_draft=6, prefix_blocks=len(ids) // BLOCK_TOKENS)
     cuda = runner.device.type == "cuda"
@@ -146,6 +162,10 @@ def model_part(args: argparse.Namespace, system: str) -> dict[str, Any]:
         "prefill_whole_prompt": _timed(lambda: runner.prefill(0, [ids]), sync),
         "prefill_after_cached_prefix": _timed(
             lambda: runner.prefill(0, [ids[cached:]], [cached]), sync),
+        "prefill_after_cached_prefix_after_1s_idle": _timed(
+            lambda: runner.prefill(0, [ids[cached:]], [cached]), sync, repeats=5, idle_s=1.0),
+        "load_prefix": _timed(lambda: runner.load_prefix(1, list(range(cached // BLOCK_TOKENS))),
+                              sync),
         "prefill_one_token": _timed(lambda: runner.prefill(0, [ids[-1:]], [len(ids) - 1]),
                                     sync),
         "decode_step": _timed(lambda: runner.decode([ids[-1]], [len(ids)]), sync),

@@ -318,3 +318,35 @@ async def test_healthz_breaks_down_the_time_to_first_token(make_client) -> None:
     assert sum(ms for name, ms in mean.items() if name != "total") == pytest.approx(
         mean["total"], abs=0.02)
     assert breakdown["sum_ms"]["total"] == pytest.approx(2 * mean["total"], abs=0.01)
+
+
+def test_backend_command_serves_with_start_up_objects_frozen(tiny, tmp_path) -> None:
+    """`python -m semcache.backend` on a model folder serves, and the objects of start-up
+    (torch, transformers, the model) are frozen out of the garbage collector's walks."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semcache.backend", "--model", str(tmp_path / "tiny"),
+         "--device", "cpu", "--port", "0", "--embedding-model", "off", "--max-batch", "2",
+         "--max-seq-len", "256"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            found = re.search(r"serving .* on (http://\S+)", line)
+            if found:
+                break
+        else:
+            raise AssertionError("the backend exited without serving")
+        with urllib.request.urlopen(found.group(1) + "/healthz", timeout=30) as resp:
+            health = json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert health["status"] == "ok" and health["embeddings"] == "off"
+    assert health["gc"]["frozen_objects"] > 50_000
