@@ -318,9 +318,9 @@ class ModelRunner:
         runs = _runs(placed)
         if len(runs) <= MAX_SLICE_RUNS:
             for at, block, n in runs:
-                src, dst = _span(at, n), _span(block, n)
-                self.k_pool[:, :, dst] = self.k_cache[:, slot, :, src]
-                self.v_pool[:, :, dst] = self.v_cache[:, slot, :, src]
+                mine, theirs = _span(at, n), _span(block, n)
+                self.k_pool[:, :, theirs] = self.k_cache[:, slot, :, mine]
+                self.v_pool[:, :, theirs] = self.v_cache[:, slot, :, mine]
             return
         src = self._pool_positions([i for i, _ in placed])
         dst = self._pool_positions([b for _, b in placed])
