@@ -213,8 +213,7 @@ def _embedding_settings(settings: BackendSettings) -> EmbeddingSettings:
     # The encoder follows the backend's device where it can (onnxruntime-gpu on CUDA), and
     # stays on the CPU when the backend is told to.
     device = "cpu" if settings.device == "cpu" else "auto"
-    return EmbeddingSettings(model=settings.embedding_model, device=device,
-                             export_variants=("fp32", "fp16", "int8"))
+    return EmbeddingSettings(model=settings.embedding_model, device=device)
 
 
 def _log_encoder(loading: asyncio.Task) -> None:

@@ -16,7 +16,12 @@ Two parts, both with the ~1,000-token shared system prompt of bench_backend:
   decoding step.
 
 Prints the report as JSON and writes it to `<out>/ttft_probe_<machine>.json` and, when
-$OUT is set, to `$OUT/ttft_probe.json`. Needs no network and no Redis.
+$OUT is set, to `$OUT/ttft_probe.json`. Needs no network and no Redis; about two minutes on
+one GPU (two backend starts with their CUDA graphs, then the model steps). On the GPU
+machine, with the same set-up as loadtest/gpu_backend.sh (the package copied to /tmp/sc
+when it is not installed):
+
+    python3 -m semcache.loadtest.gpu_ttft_probe --device cuda --data-dir /tmp/data --out "$OUT"
 """
 
 from __future__ import annotations
