@@ -22,6 +22,11 @@ from .speculative import DraftModel, NgramDrafter, accept_exact, accept_sampled
 SPECULATION_MODES = ("ngram", "model", "off")
 
 
+def _constrained(seq: Sequence, logits: torch.Tensor, uniform: float) -> int:
+    return int(seq.constraint.choose(logits, seq.params.temperature, seq.params.top_p,
+                                      uniform))
+
+
 def _mark(seqs: list[Sequence], name: str) -> None:
     now = time.perf_counter()
     for seq in seqs:
@@ -165,7 +170,7 @@ class Decoder:
             # token, and one round of k + 1 single-token steps is what keeps it in step.
             drafts, dists = self.draft.propose(seqs)
             for i, seq in enumerate(seqs):
-                keep = self._room(seq)
+                keep = 0 if seq.constraint is not None else self._room(seq)
                 drafts[i] = drafts[i][:keep]
                 dist = dists[i]
                 dists[i] = dist[:keep] if dist is not None and keep else None
@@ -177,7 +182,9 @@ class Decoder:
         for seq in seqs:
             drafter = seq.drafter
             drafter.extend(seq.generated[len(drafter.tokens) - len(seq.prompt) :])
-            out.append(drafter.propose(min(limit, self._room(seq))))
+            # A JSON row's every token is chosen under its constraint: no drafts.
+            room = 0 if seq.constraint is not None else min(limit, self._room(seq))
+            out.append(drafter.propose(room))
         return out, none
 
     def _accept(self, seqs: list[Sequence], drafts: list[list[int]],
@@ -207,6 +214,8 @@ class Decoder:
             for i in exact:
                 n = len(drafts[i]) + 1
                 out[i] = accept_exact(targets[at : at + n], drafts[i])
+                if seqs[i].constraint is not None:  # no drafts: n is 1
+                    out[i] = [_constrained(seqs[i], logits[i, 0], uniforms[at])]
                 seqs[i].consume(len(out[i]))
                 at += n
         for i, dist in enumerate(dists):
@@ -216,9 +225,12 @@ class Decoder:
         return out
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[list[int]]:
+        uniforms = [s.uniforms(1)[0] for s in seqs]
         tokens = sample(logits, [s.params.temperature for s in seqs],
-                        [s.params.top_p for s in seqs], [s.uniforms(1)[0] for s in seqs])
-        for seq in seqs:
+                        [s.params.top_p for s in seqs], uniforms)
+        for i, seq in enumerate(seqs):
+            if seq.constraint is not None:
+                tokens[i] = _constrained(seq, logits[i], uniforms[i])
             seq.consume(1)
         return [[t] for t in tokens]
 

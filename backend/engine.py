@@ -126,9 +126,10 @@ class Engine:
 
     def submit(self, prompt: list[int], params: SamplingParams,
                sink: Callable[[TokenEvent], None],
-               marks: dict[str, float] | None = None) -> Sequence:
+               marks: dict[str, float] | None = None, constraint: Any = None) -> Sequence:
         """Queue a sequence; `sink` is called on the worker thread with each TokenEvent.
-        `marks` (timing.py) collects the sequence's stamps on the way to its first token."""
+        `marks` (timing.py) collects the sequence's stamps on the way to its first token;
+        `constraint` (json_mode.py) limits which tokens it may take."""
         if not prompt:
             raise InvalidRequest("the prompt is empty", "prompt")
         if len(prompt) >= self.max_seq_len:
@@ -143,6 +144,7 @@ class Engine:
             seq = Sequence(next(self._ids), list(prompt), params, sink, random.Random(seed))
             if marks is not None:
                 seq.marks = marks
+            seq.constraint = constraint
             seq.marks["submitted"] = time.perf_counter()
             self.waiting.append(seq)
             self._lock.notify_all()
@@ -250,6 +252,8 @@ class Engine:
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         if token in self.eos_token_ids and not seq.params.ignore_eos:
             return "stop"
+        if seq.constraint is not None and seq.constraint.done:
+            return "stop"  # the JSON object is complete
         if len(seq.generated) >= seq.params.max_tokens:
             return "length"
         if seq.next_position + 1 >= self.max_seq_len:
@@ -283,7 +287,7 @@ class Engine:
     # ---- the asyncio side ---------------------------------------------------------------
 
     def open_stream(self, prompt: list[int], params: SamplingParams,
-                    marks: dict[str, float] | None = None) -> Stream:
+                    marks: dict[str, float] | None = None, constraint: Any = None) -> Stream:
         """Submit from the event loop; the returned Stream yields this sequence's events."""
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -293,7 +297,7 @@ class Engine:
                 for old in [x for x in self._mailboxes if x.is_closed()]:
                     del self._mailboxes[old]
                 mailbox = self._mailboxes[loop] = _Mailbox(loop)
-        return Stream(self, prompt, params, mailbox, marks)
+        return Stream(self, prompt, params, mailbox, marks, constraint)
 
 
 class _Mailbox:
@@ -332,12 +336,13 @@ class Stream:
     freed at the next step instead of generating for nobody."""
 
     def __init__(self, engine: Engine, prompt: list[int], params: SamplingParams,
-                 mailbox: _Mailbox, marks: dict[str, float] | None = None) -> None:
+                 mailbox: _Mailbox, marks: dict[str, float] | None = None,
+                 constraint: Any = None) -> None:
         self._engine = engine
         self._queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         self._mailbox = mailbox
         self.done = False
-        self.seq = engine.submit(prompt, params, self._from_worker, marks)
+        self.seq = engine.submit(prompt, params, self._from_worker, marks, constraint)
 
     def _from_worker(self, event: TokenEvent) -> None:
         self._mailbox.post(self._queue, event)

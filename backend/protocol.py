@@ -32,7 +32,7 @@ def _off(*neutral: Any) -> Callable[[Any], bool]:
 
 
 def _text_format(value: Any) -> bool:
-    return value is None or value == {"type": "text"}
+    return value is None or value in ({"type": "text"}, {"type": "json_object"})
 
 
 # Parameters the backend cannot honour, each with the values that ask for nothing (which
@@ -47,8 +47,9 @@ UNHONOURED_CHAT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "functions": (lambda v: v is None or v == [], "function calling is not supported by "
                                                   "this backend"),
     "function_call": (_off("none"), "function calling is not supported by this backend"),
-    "response_format": (_text_format, "only response_format {'type': 'text'} is supported: "
-                                      "this backend has no JSON mode or structured outputs"),
+    "response_format": (_text_format, "only response_format 'text' and 'json_object' are "
+                                      "supported: this backend has no structured outputs "
+                                      "(json_schema)"),
     "logprobs": (_off(False), "logprobs are not supported by this backend"),
     "top_logprobs": (_off(0), "logprobs are not supported by this backend"),
     "logit_bias": (lambda v: v is None or v == {}, "logit_bias is not supported by this "
@@ -109,6 +110,8 @@ class CompletionRequest:
     include_usage: bool
     ignore_eos: bool
     model: str | None
+    json_object: bool = False
+    """JSON mode: the answer is constrained to one JSON object (json_mode.py)."""
 
 
 def _number(body: dict, key: str, default: float, low: float, high: float) -> float:
@@ -208,9 +211,17 @@ def parse_request(body: Any, *, chat: bool) -> CompletionRequest:
         raise InvalidRequest("'stream' must be a boolean and 'stream_options' an object", "stream")
     refuse_unhonoured(body, chat=chat)
     model = body.get("model")
+    messages = _messages(body) if chat else None
+    json_object = chat and body.get("response_format") == {"type": "json_object"}
+    # OpenAI's own rule, and a good one: a model not told to answer in JSON fights the
+    # constraint and fills the object with whatever it meant to say.
+    if json_object and not any("json" in m["content"].lower() for m in messages or []):
+        raise InvalidRequest("'messages' must contain the word 'json' to use response_format "
+                             "json_object", "messages")
     return CompletionRequest(
         chat=chat,
-        messages=_messages(body) if chat else None,
+        messages=messages,
+        json_object=json_object,
         prompts=[] if chat else _prompts(body),
         max_tokens=max_tokens,
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),

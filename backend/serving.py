@@ -11,6 +11,7 @@ from typing import Any
 from . import protocol
 from .engine import Engine, SamplingParams, Stream
 from .errors import InvalidRequest
+from .json_mode import JsonConstraint, token_texts
 from .text import TextStream
 
 
@@ -31,6 +32,7 @@ class Completer:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
+        self._json_texts: asyncio.Future[list[str | None]] | None = None
 
     # ---- prompts ------------------------------------------------------------------------
 
@@ -82,17 +84,28 @@ class Completer:
         prompts = await asyncio.to_thread(self.prompt_ids, req)
         if marks is not None:
             marks["tokenised"] = time.perf_counter()
+        texts = await self._token_texts() if req.json_object else None
         streams: list[Stream] = []
         try:
             for prompt in prompts:
                 for k in range(req.n):
+                    constraint = JsonConstraint(texts) if texts is not None else None
                     streams.append(self.engine.open_stream(
-                        prompt, self._params(req, prompt, k), marks if not streams else None))
+                        prompt, self._params(req, prompt, k), marks if not streams else None,
+                        constraint))
         except BaseException:
             for stream in streams:
                 stream.cancel()
             raise
         return [len(p) for p in prompts], streams
+
+    async def _token_texts(self) -> list[str | None]:
+        """Every token's text for JSON mode: decoded once (about a second for a 49k
+        vocabulary), in a worker thread, by the first JSON request."""
+        if self._json_texts is None:
+            self._json_texts = asyncio.ensure_future(asyncio.to_thread(
+                token_texts, self.tokenizer, self.engine.runner.vocab_size))
+        return await asyncio.shield(self._json_texts)
 
     # ---- running choices ----------------------------------------------------------------
 

@@ -22,7 +22,6 @@ TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type
     ({"tool_choice": {"type": "function", "function": {"name": "weather"}}}, "tool_choice"),
     ({"functions": [TOOL["function"]]}, "functions"),
     ({"function_call": "auto"}, "function_call"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}},
      "response_format"),
     ({"logprobs": True}, "logprobs"),
@@ -103,7 +102,9 @@ async def test_openai_client_sees_the_refused_parameter(aiohttp_server, tiny) ->
     assert refused.value.body["code"] == "unsupported_parameter"
     with pytest.raises(openai.BadRequestError) as refused:
         await client.chat.completions.create(model="tiny", messages=messages, max_tokens=3,
-                                             response_format={"type": "json_object"},
+                                             response_format={
+                                                 "type": "json_schema", "json_schema": {
+                                                     "name": "weather", "schema": {}}},
                                              stream=True)
     assert refused.value.body["param"] == "response_format"
     served = await client.chat.completions.create(model="tiny", messages=messages, max_tokens=3,
