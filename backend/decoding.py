@@ -8,6 +8,7 @@ Each stage takes the sequences it works on and returns the tokens they gain; the
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,17 @@ from .sequence import Sequence
 from .speculative import DraftModel, NgramDrafter, accept_exact, accept_sampled
 
 SPECULATION_MODES = ("ngram", "model", "off")
+
+
+def _constrained(seq: Sequence, logits: torch.Tensor, uniform: float) -> int:
+    return int(seq.constraint.choose(logits, seq.params.temperature, seq.params.top_p,
+                                      uniform))
+
+
+def _mark(seqs: list[Sequence], name: str) -> None:
+    now = time.perf_counter()
+    for seq in seqs:
+        seq.marks[name] = now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,23 +105,36 @@ class Decoder:
 
     def prefill(self, seqs: list[Sequence], first_slot: int) -> list[list[int]]:
         """Fill the slots first_slot.. with the sequences' prompts; returns each one's
-        first token."""
+        first token. What only later steps need (index_prompts) is left out, so that the
+        first token leaves as soon as it is chosen."""
         for i, seq in enumerate(seqs):
             self.runner.load_prefix(first_slot + i, seq.prefix_blocks)
+        _mark(seqs, "prefix_loaded")
         logits = self.runner.prefill(first_slot, [s.prompt[s.cached :] for s in seqs],
                                      [s.cached for s in seqs])
+        _mark(seqs, "prefilled")
         if self.draft is not None:
             self.draft.prefill(first_slot, [s.prompt for s in seqs])
-        for i, seq in enumerate(seqs):
-            if self.prefix is not None:
-                self.runner.save_prefix(first_slot + i, self.prefix.insert(seq.block_keys))
+        for seq in seqs:
             self.prefill_tokens += len(seq.prompt) - seq.cached
             self.cached_tokens += seq.cached
             self.prefix_hits += seq.cached > 0
             seq.prefix_blocks = []
+        tokens = self._sample(seqs, logits)
+        _mark(seqs, "sampled")
+        return tokens
+
+    def index_prompts(self, seqs: list[Sequence]) -> None:
+        """After prefill, once the first tokens are handed over: put the prompts' blocks in
+        the prefix cache (from each one's slot, which may have moved since) and index them
+        for prompt lookup. The copy of an uncached 1,000-token prompt's KV and the n-gram
+        index are milliseconds that the first token need not wait for. A sequence already
+        retired (finished at its first token) kept its blocks in `release`."""
+        for seq in seqs:
+            if self.prefix is not None:
+                self.runner.save_prefix(seq.slot, self.prefix.insert(seq.block_keys))
             if self.spec.mode == "ngram":
                 seq.drafter = NgramDrafter(seq.prompt, self.spec.ngram_sizes)
-        return self._sample(seqs, logits)
 
     # ---- steps ------------------------------------------------------------------------
 
@@ -145,7 +170,7 @@ class Decoder:
             # token, and one round of k + 1 single-token steps is what keeps it in step.
             drafts, dists = self.draft.propose(seqs)
             for i, seq in enumerate(seqs):
-                keep = self._room(seq)
+                keep = 0 if seq.constraint is not None else self._room(seq)
                 drafts[i] = drafts[i][:keep]
                 dist = dists[i]
                 dists[i] = dist[:keep] if dist is not None and keep else None
@@ -157,7 +182,9 @@ class Decoder:
         for seq in seqs:
             drafter = seq.drafter
             drafter.extend(seq.generated[len(drafter.tokens) - len(seq.prompt) :])
-            out.append(drafter.propose(min(limit, self._room(seq))))
+            # A JSON row's every token is chosen under its constraint: no drafts.
+            room = 0 if seq.constraint is not None else min(limit, self._room(seq))
+            out.append(drafter.propose(room))
         return out, none
 
     def _accept(self, seqs: list[Sequence], drafts: list[list[int]],
@@ -187,6 +214,8 @@ class Decoder:
             for i in exact:
                 n = len(drafts[i]) + 1
                 out[i] = accept_exact(targets[at : at + n], drafts[i])
+                if seqs[i].constraint is not None:  # no drafts: n is 1
+                    out[i] = [_constrained(seqs[i], logits[i, 0], uniforms[at])]
                 seqs[i].consume(len(out[i]))
                 at += n
         for i, dist in enumerate(dists):
@@ -196,9 +225,12 @@ class Decoder:
         return out
 
     def _sample(self, seqs: list[Sequence], logits: torch.Tensor) -> list[list[int]]:
+        uniforms = [s.uniforms(1)[0] for s in seqs]
         tokens = sample(logits, [s.params.temperature for s in seqs],
-                        [s.params.top_p for s in seqs], [s.uniforms(1)[0] for s in seqs])
-        for seq in seqs:
+                        [s.params.top_p for s in seqs], uniforms)
+        for i, seq in enumerate(seqs):
+            if seq.constraint is not None:
+                tokens[i] = _constrained(seq, logits[i], uniforms[i])
             seq.consume(1)
         return [[t] for t in tokens]
 

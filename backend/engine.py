@@ -21,6 +21,7 @@ import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from .decoding import Decoder
 from .errors import EngineStopped, InvalidRequest, QueueFull
 from .runner import ModelRunner
 from .sequence import SamplingParams, Sequence, TokenEvent
+from .timing import TtftStats
 
 __all__ = ["Engine", "SamplingParams", "Sequence", "Stream", "TokenEvent"]
 
@@ -69,6 +71,8 @@ class Engine:
         self.peak_running = 0
         self.tokens_generated = 0
         self.error: BaseException | None = None
+        self.ttft = TtftStats()
+        """Where streamed requests' time to first token went (the HTTP layer records)."""
         self._ids = itertools.count()
         self._lock = threading.Condition()
         self._stopping = False
@@ -116,13 +120,16 @@ class Engine:
             own = {"running": len(self.running), "waiting": len(self.waiting),
                    "steps": self.steps, "peak_running": self.peak_running,
                    "tokens_generated": self.tokens_generated}
-        return {**own, **self.decoder.stats()}
+        return {**own, **self.decoder.stats(), "ttft_breakdown": self.ttft.summary()}
 
     # ---- requests -----------------------------------------------------------------------
 
     def submit(self, prompt: list[int], params: SamplingParams,
-               sink: Callable[[TokenEvent], None]) -> Sequence:
-        """Queue a sequence; `sink` is called on the worker thread with each TokenEvent."""
+               sink: Callable[[TokenEvent], None],
+               marks: dict[str, float] | None = None, constraint: Any = None) -> Sequence:
+        """Queue a sequence; `sink` is called on the worker thread with each TokenEvent.
+        `marks` (timing.py) collects the sequence's stamps on the way to its first token;
+        `constraint` (json_mode.py) limits which tokens it may take."""
         if not prompt:
             raise InvalidRequest("the prompt is empty", "prompt")
         if len(prompt) >= self.max_seq_len:
@@ -135,6 +142,10 @@ class Engine:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are waiting; try again later")
             seq = Sequence(next(self._ids), list(prompt), params, sink, random.Random(seed))
+            if marks is not None:
+                seq.marks = marks
+            seq.constraint = constraint
+            seq.marks["submitted"] = time.perf_counter()
             self.waiting.append(seq)
             self._lock.notify_all()
         return seq
@@ -198,6 +209,7 @@ class Engine:
                 new_blocks.add(block)
             width = max(width, left)
             taken.append(self.waiting.popleft())
+            seq.marks["admitted"] = time.perf_counter()
         return taken
 
     def _prefill(self, seqs: list[Sequence]) -> None:
@@ -206,6 +218,7 @@ class Engine:
             seq.slot, seq.admitted_step = first + i, self.steps
         self.running.extend(seqs)
         self._accept(seqs, self.decoder.prefill(seqs, first))
+        self.decoder.index_prompts([s for s in seqs if s.slot >= 0])
 
     def _decode(self) -> None:
         seqs = list(self.running)
@@ -231,12 +244,16 @@ class Engine:
             for seq, event in events:
                 if event.finish_reason is not None:
                     self._retire(seq, event.finish_reason)
+        now = time.perf_counter()
         for seq, event in events:
+            seq.marks.setdefault("posted", now)
             seq.sink(event)
 
     def _finish_reason(self, seq: Sequence, token: int) -> str | None:
         if token in self.eos_token_ids and not seq.params.ignore_eos:
             return "stop"
+        if seq.constraint is not None and seq.constraint.done:
+            return "stop"  # the JSON object is complete
         if len(seq.generated) >= seq.params.max_tokens:
             return "length"
         if seq.next_position + 1 >= self.max_seq_len:
@@ -269,7 +286,8 @@ class Engine:
 
     # ---- the asyncio side ---------------------------------------------------------------
 
-    def open_stream(self, prompt: list[int], params: SamplingParams) -> Stream:
+    def open_stream(self, prompt: list[int], params: SamplingParams,
+                    marks: dict[str, float] | None = None, constraint: Any = None) -> Stream:
         """Submit from the event loop; the returned Stream yields this sequence's events."""
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -279,7 +297,7 @@ class Engine:
                 for old in [x for x in self._mailboxes if x.is_closed()]:
                     del self._mailboxes[old]
                 mailbox = self._mailboxes[loop] = _Mailbox(loop)
-        return Stream(self, prompt, params, mailbox)
+        return Stream(self, prompt, params, mailbox, marks, constraint)
 
 
 class _Mailbox:
@@ -318,12 +336,13 @@ class Stream:
     freed at the next step instead of generating for nobody."""
 
     def __init__(self, engine: Engine, prompt: list[int], params: SamplingParams,
-                 mailbox: _Mailbox) -> None:
+                 mailbox: _Mailbox, marks: dict[str, float] | None = None,
+                 constraint: Any = None) -> None:
         self._engine = engine
         self._queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
         self._mailbox = mailbox
         self.done = False
-        self.seq = engine.submit(prompt, params, self._from_worker)
+        self.seq = engine.submit(prompt, params, self._from_worker, marks, constraint)
 
     def _from_worker(self, event: TokenEvent) -> None:
         self._mailbox.post(self._queue, event)
@@ -335,6 +354,7 @@ class Stream:
         if self.done:
             raise StopAsyncIteration
         event = await self._queue.get()
+        self.seq.marks.setdefault("delivered", time.perf_counter())
         if event.finish_reason is not None:
             self.done = True
         if event.error is not None:

@@ -23,6 +23,13 @@ class InvalidRequest(BackendError):
         self.param = param
 
 
+class UnsupportedParameter(InvalidRequest):
+    """A request parameter (or a value of it) the backend does not honour: refused rather
+    than silently ignored, since an answer that ignored it would be cached as if it had."""
+
+    code = "unsupported_parameter"
+
+
 class QueueFull(BackendError):
     """Every slot is busy and the waiting queue is at its bound."""
 

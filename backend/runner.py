@@ -296,17 +296,58 @@ class ModelRunner:
     @torch.inference_mode()
     def load_prefix(self, slot: int, blocks: list[int]) -> None:
         """Copy pool blocks into the first len(blocks) * BLOCK_TOKENS positions of a slot."""
-        if blocks:
-            where, n = self._pool_positions(blocks), len(blocks) * BLOCK_TOKENS
-            self.k_cache[:, slot, :, :n] = self.k_pool[:, :, where]
-            self.v_cache[:, slot, :, :n] = self.v_pool[:, :, where]
+        if not blocks:
+            return
+        runs = _runs(list(enumerate(blocks)))
+        if len(runs) <= MAX_SLICE_RUNS:
+            for at, block, n in runs:
+                dst, src = _span(at, n), _span(block, n)
+                self.k_cache[:, slot, :, dst] = self.k_pool[:, :, src]
+                self.v_cache[:, slot, :, dst] = self.v_pool[:, :, src]
+            return
+        where, n = self._pool_positions(blocks), len(blocks) * BLOCK_TOKENS
+        self.k_cache[:, slot, :, :n] = self.k_pool[:, :, where]
+        self.v_cache[:, slot, :, :n] = self.v_pool[:, :, where]
 
     @torch.inference_mode()
     def save_prefix(self, slot: int, placed: list[tuple[int, int]]) -> None:
         """Copy blocks of a slot into the pool: `placed` pairs (block index in the slot,
         pool block), as PrefixCache.insert returns them."""
-        if placed:
-            src = self._pool_positions([i for i, _ in placed])
-            dst = self._pool_positions([b for _, b in placed])
-            self.k_pool[:, :, dst] = self.k_cache[:, slot][:, :, src]
-            self.v_pool[:, :, dst] = self.v_cache[:, slot][:, :, src]
+        if not placed:
+            return
+        runs = _runs(placed)
+        if len(runs) <= MAX_SLICE_RUNS:
+            for at, block, n in runs:
+                mine, theirs = _span(at, n), _span(block, n)
+                self.k_pool[:, :, theirs] = self.k_cache[:, slot, :, mine]
+                self.v_pool[:, :, theirs] = self.v_cache[:, slot, :, mine]
+            return
+        src = self._pool_positions([i for i, _ in placed])
+        dst = self._pool_positions([b for _, b in placed])
+        self.k_pool[:, :, dst] = self.k_cache[:, slot][:, :, src]
+        self.v_pool[:, :, dst] = self.v_cache[:, slot][:, :, src]
+
+
+MAX_SLICE_RUNS = 4
+"""Prefix copies of at most this many runs of consecutive blocks are slice copies, more a
+gather. The pool hands out blocks in order, so a prefix is usually one run; a slice copy
+then moves the KV once, where a gather (an index tensor sent to the device, a gathered
+temporary, then the copy) moves it twice: measured on the 2-core CPU, a 1,008-token prefix
+of SmolLM2 in fp32 loads in 12-16 ms instead of 40-68 ms. A fragmented pool (after
+evictions) would need a copy per run, and past a few runs one gather costs less."""
+
+
+def _runs(pairs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """(slot block, pool block, count) of each maximal run of pairs that both go up by one."""
+    runs: list[list[int]] = []
+    for at, block in pairs:
+        last = runs[-1] if runs else None
+        if last is not None and last[0] + last[2] == at and last[1] + last[2] == block:
+            last[2] += 1
+        else:
+            runs.append([at, block, 1])
+    return [(a, b, n) for a, b, n in runs]
+
+
+def _span(block: int, n: int) -> slice:
+    return slice(block * BLOCK_TOKENS, (block + n) * BLOCK_TOKENS)

@@ -58,6 +58,11 @@ class Sequence:
     block_keys: list[bytes] = field(default_factory=list)
     """Chain keys of the prompt's full blocks (see prefix_cache.py), computed once."""
     drafter: Any = None
+    constraint: Any = None
+    """A json_mode.JsonConstraint when the answer must be a JSON object."""
+    marks: dict[str, float] = field(default_factory=dict)
+    """perf_counter stamps of the way to the first token (timing.py), shared with the
+    request that submitted the sequence."""
     """The n-gram index of this sequence's tokens when prompt-lookup speculation is on."""
     _uniforms: collections.deque[float] = field(default_factory=collections.deque)
 

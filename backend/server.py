@@ -14,17 +14,26 @@ from typing import Any
 
 from aiohttp import web
 
+from semcache.embeddings.settings import EmbeddingSettings
+from semcache.proxy.gc_tuning import tune_gc
+
 from . import protocol
+from .embedding import Embedder, EmbeddingsUnavailable
 from .engine import Engine
 from .errors import BackendError, InvalidRequest, ModelLoadError
 from .serving import Completer
 from .settings import BackendSettings
+from .timing import GcPauses
 
 log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", BackendSettings)
 ENGINE = web.AppKey("engine", Engine)
 COMPLETER = web.AppKey("completer", Completer)
+GC_PAUSES = web.AppKey("gc_pauses", GcPauses)
+EMBEDDER = web.AppKey("embedder", asyncio.Task)
+"""The encoder's loading task: /v1/embeddings awaits it, so requests that arrive while the
+encoder loads wait for it instead of failing, and a failed load fails them with a 503."""
 
 # How often a non-streaming request checks that its client is still connected.
 DISCONNECT_POLL_S = 0.25
@@ -64,19 +73,23 @@ async def _body(request: web.Request) -> Any:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=True)
-    return await _serve(request, req)
+    return await _serve(request, req, marks)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
+    marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=False)
-    return await _serve(request, req)
+    return await _serve(request, req, marks)
 
 
-async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.StreamResponse:
+async def _serve(request: web.Request, req: protocol.CompletionRequest,
+                 marks: dict[str, float]) -> web.StreamResponse:
     completer = request.app[COMPLETER]
+    marks["parsed"] = time.perf_counter()
     if req.stream:
-        return await _stream(request, req, completer)
+        return await _stream(request, req, completer, marks)
     task = asyncio.ensure_future(completer.complete(req))
     try:
         # aiohttp does not cancel handlers when the client leaves, so watch the connection:
@@ -92,8 +105,8 @@ async def _serve(request: web.Request, req: protocol.CompletionRequest) -> web.S
 
 
 async def _stream(request: web.Request, req: protocol.CompletionRequest,
-                  completer: Completer) -> web.StreamResponse:
-    opened = await completer.open(req)  # 429/400 are still possible here, before any header
+                  completer: Completer, marks: dict[str, float]) -> web.StreamResponse:
+    opened = await completer.open(req, marks)  # 429/400 still possible, before any header
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
     events: AsyncIterator[dict] = completer.stream_events(req, opened)
@@ -101,6 +114,10 @@ async def _stream(request: web.Request, req: protocol.CompletionRequest,
         await response.prepare(request)
         async for payload in events:
             await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+            if "text" in marks and "written" not in marks:  # the first token's chunk
+                marks["written"] = time.perf_counter()
+                request.app[ENGINE].ttft.add(marks, prompt_tokens=opened[0][0],
+                                             cached_tokens=opened[1][0].seq.cached)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
@@ -109,6 +126,21 @@ async def _stream(request: web.Request, req: protocol.CompletionRequest,
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     return response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    req = protocol.parse_embedding_request(await _body(request))
+    embedder = await _embedder(request.app)
+    return web.Response(body=await embedder.embed(req), content_type="application/json")
+
+
+async def _embedder(app: web.Application) -> Embedder:
+    loading = app[EMBEDDER]
+    try:
+        return await asyncio.shield(loading)  # one client leaving must not cancel the load
+    except Exception as e:
+        raise EmbeddingsUnavailable("the encoder behind /v1/embeddings could not be loaded"
+                                    ) from e
 
 
 async def models(request: web.Request) -> web.Response:
@@ -121,7 +153,18 @@ async def healthz(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if not engine.healthy:
         return web.json_response({"status": "unhealthy"}, status=503)
-    return web.json_response({"status": "ok", **engine.stats()})
+    return web.json_response({"status": "ok", **engine.stats(),
+                              "embeddings": _embeddings_state(request.app),
+                              "gc": request.app[GC_PAUSES].summary()})
+
+
+def _embeddings_state(app: web.Application) -> str:
+    loading = app.get(EMBEDDER)
+    if loading is None:
+        return "off"
+    if not loading.done():
+        return "loading"
+    return "ready" if not loading.cancelled() and loading.exception() is None else "unavailable"
 
 
 def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
@@ -134,17 +177,52 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
     app[COMPLETER] = Completer(engine, engine.tokenizer, engine.model_name,
                                settings.max_tokens_for(engine.runner.device.type))
 
+    app[GC_PAUSES] = pauses = GcPauses()
+
     async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
         engine.start()
+        pauses.install()
         yield
+        pauses.remove()
         await asyncio.get_running_loop().run_in_executor(None, engine.stop)
+
+    async def embedder_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Loaded beside the engine, not before it: completions are served meanwhile.
+        loading = asyncio.ensure_future(Embedder.open(_embedding_settings(settings),
+                                                      settings.data_dir))
+        loading.add_done_callback(_log_encoder)
+        app[EMBEDDER] = loading
+        yield
+        if loading.done() and not loading.cancelled() and loading.exception() is None:
+            await loading.result().close()
+        else:
+            loading.cancel()
 
     app.cleanup_ctx.append(engine_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    if settings.embedding_model != "off":
+        app.cleanup_ctx.append(embedder_ctx)
+        app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/healthz", healthz)
     return app
+
+
+def _embedding_settings(settings: BackendSettings) -> EmbeddingSettings:
+    # The encoder follows the backend's device where it can (onnxruntime-gpu on CUDA), and
+    # stays on the CPU when the backend is told to.
+    device = "cpu" if settings.device == "cpu" else "auto"
+    return EmbeddingSettings(model=settings.embedding_model, device=device)
+
+
+def _log_encoder(loading: asyncio.Task) -> None:
+    if loading.cancelled():
+        return
+    if loading.exception() is not None:
+        log.error("no /v1/embeddings: the encoder could not be loaded: %s", loading.exception())
+    else:
+        log.info("/v1/embeddings served by %s", loading.result().model)
 
 
 def build_engine(model: Any, tokenizer: Any, settings: BackendSettings,
@@ -211,6 +289,8 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--max-prefill-tokens", dest="max_prefill_tokens", type=int)
     parser.add_argument("--threads", type=int, help="torch threads on CPU (0: all cores)")
     parser.add_argument("--model-name", dest="model_name", help="model id to report")
+    parser.add_argument("--embedding-model", dest="embedding_model",
+                        help="encoder of /v1/embeddings: 'packaged', a local folder, or 'off'")
     parser.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false",
                         default=None)
     parser.add_argument("--speculative", choices=["ngram", "model", "off"])
@@ -257,6 +337,10 @@ def main(argv: list[str]) -> int:
     except BackendError as e:
         log.error("%s", e)
         return 1
+    # torch and transformers leave ~400,000 objects that live as long as the process; a
+    # full collection walks them all with every thread stopped (1.1 s on a shared 2-core
+    # CPU), and would land on some request's way to its first token. Freeze them.
+    tune_gc()
     app = build_app(settings, engine)
     # No access log: at thousands of streamed tokens a second the backend's one line per
     # request is noise next to the proxy's own log and metrics.

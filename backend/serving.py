@@ -11,6 +11,7 @@ from typing import Any
 from . import protocol
 from .engine import Engine, SamplingParams, Stream
 from .errors import InvalidRequest
+from .json_mode import JsonConstraint, token_texts
 from .text import TextStream
 
 
@@ -31,6 +32,7 @@ class Completer:
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.default_max_tokens = default_max_tokens
+        self._json_texts: asyncio.Future[list[str | None]] | None = None
 
     # ---- prompts ------------------------------------------------------------------------
 
@@ -69,24 +71,41 @@ class Completer:
                               temperature=req.temperature, top_p=req.top_p, seed=seed,
                               ignore_eos=req.ignore_eos)
 
-    async def open(self, req: protocol.CompletionRequest) -> tuple[list[int], list[Stream]]:
+    async def open(self, req: protocol.CompletionRequest,
+                   marks: dict[str, float] | None = None) -> tuple[list[int], list[Stream]]:
         """Submit every choice (n per prompt) at once, so that a full queue refuses the
         whole request before any response has started. Returns prompt lengths and streams.
 
         The chat template and the tokenizer run in a worker thread: their cost grows with
         the prompt (a long system prompt is milliseconds), and on the event loop it would
-        stall every other request's stream."""
+        stall every other request's stream.
+
+        `marks` (timing.py) goes with the first choice, whose first token it times."""
         prompts = await asyncio.to_thread(self.prompt_ids, req)
+        if marks is not None:
+            marks["tokenised"] = time.perf_counter()
+        texts = await self._token_texts() if req.json_object else None
         streams: list[Stream] = []
         try:
             for prompt in prompts:
                 for k in range(req.n):
-                    streams.append(self.engine.open_stream(prompt, self._params(req, prompt, k)))
+                    constraint = JsonConstraint(texts) if texts is not None else None
+                    streams.append(self.engine.open_stream(
+                        prompt, self._params(req, prompt, k), marks if not streams else None,
+                        constraint))
         except BaseException:
             for stream in streams:
                 stream.cancel()
             raise
         return [len(p) for p in prompts], streams
+
+    async def _token_texts(self) -> list[str | None]:
+        """Every token's text for JSON mode: decoded once (about a second for a 49k
+        vocabulary), in a worker thread, by the first JSON request."""
+        if self._json_texts is None:
+            self._json_texts = asyncio.ensure_future(asyncio.to_thread(
+                token_texts, self.tokenizer, self.engine.runner.vocab_size))
+        return await asyncio.shield(self._json_texts)
 
     # ---- running choices ----------------------------------------------------------------
 
@@ -154,6 +173,8 @@ class Completer:
                 if reason is not None:
                     pending -= 1
                 if delta:
+                    if index == 0:
+                        streams[0].seq.marks.setdefault("text", time.perf_counter())
                     yield protocol.chunk(req.chat, rid, self.model_name, created, index,
                                          delta, None)
                 if reason is not None:

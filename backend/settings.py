@@ -103,6 +103,12 @@ class BackendSettings:
     follows. For SmolLM2-135M a token's KV is 23 KB in bf16 and 46 KB in fp32, so 8192
     tokens hold 190 MB on a GPU and 380 MB on a CPU. 0 turns prefix caching off."""
 
+    embedding_model: str = "packaged"
+    """The sentence encoder behind /v1/embeddings: `packaged` (all-MiniLM-L6-v2, the
+    proxy's own encoder, exported to ONNX under `<data_dir>/models/`), the path of a local
+    sentence-transformers folder, or `off` (the route answers 404). It runs on onnxruntime,
+    on the CPU unless backend.device allows onnxruntime-gpu's CUDA, never in torch."""
+
     model_name: str = ""
     """Model id reported by /v1/models and in responses; empty: the model folder's name.
     Requests may name any model: the backend serves one."""

@@ -69,7 +69,7 @@ class Backend:
         a = self.args
         cmd = [sys.executable, "-m", "semcache.backend", "--port", str(port), "--model", a.model,
                "--data-dir", a.data_dir, "--device", a.device, "--max-batch", str(a.max_batch),
-               "--max-seq-len", str(a.max_seq_len), *self.extra]
+               "--max-seq-len", str(a.max_seq_len), "--embedding-model", "off", *self.extra]
         self._proc = proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.DEVNULL)
         try:

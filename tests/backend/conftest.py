@@ -94,7 +94,8 @@ def tiny() -> tuple[Any, Any]:
 
 
 TINY_SETTINGS = BackendSettings(device="cpu", max_batch=8, max_queue=16, max_seq_len=512,
-                                default_max_tokens=32, cuda_graphs=False, model_name="tiny")
+                                default_max_tokens=32, cuda_graphs=False, model_name="tiny",
+                                embedding_model="off")
 
 
 @pytest.fixture

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
+import pytest
 import torch
 
 from semcache.backend.prefix_cache import BLOCK_TOKENS, PrefixCache, chain_keys
 from semcache.backend.runner import ModelRunner
+from semcache.backend.sequence import TokenEvent
 
+from .conftest import until
 from .test_backend_engine import greedy, run
 
 SYSTEM = list(range(3, 3 + 3 * BLOCK_TOKENS + 5))  # three full blocks and a bit
@@ -148,3 +152,56 @@ async def test_prefix_cache_with_speculation_and_concurrency(make_engine) -> Non
     assert [t for t, _ in results] == expected
     stats = engine.stats()
     assert stats["prefix_cached_tokens"] > 0 and stats["draft_tokens_accepted"] > 0
+
+
+async def test_first_token_leaves_before_the_prompt_is_indexed(make_engine) -> None:
+    """The copy of a new prompt's blocks into the prefix cache is not on the way to its
+    first token: the token is handed over first and the blocks are cached right after; a
+    sequence that finished at its first token kept its blocks too."""
+    engine = make_engine()
+    cached_at_event: list[int] = []
+    done = threading.Event()
+
+    def sink(event: TokenEvent) -> None:  # on the worker thread, as events are handed over
+        cached_at_event.append(len(engine.decoder.prefix))
+        if event.finish_reason is not None:
+            done.set()
+
+    engine.start()
+    engine.submit(SYSTEM + QUESTIONS[0], greedy(3), sink)
+    await until(done.is_set)
+    assert cached_at_event[0] == 0 and cached_at_event[-1] >= 3
+    other = [7] * (2 * BLOCK_TOKENS + 1)
+    tokens, reason = await run(engine, other, greedy(1))
+    assert (len(tokens), reason) == (1, "length")
+    before = engine.stats()["prefix_cached_tokens"]
+    await run(engine, other + [9], greedy(2))
+    assert engine.stats()["prefix_cached_tokens"] - before == 2 * BLOCK_TOKENS
+
+
+@pytest.mark.parametrize("pool_blocks", [
+    [0, 1, 2],  # one run: slice copies
+    [5, 6, 1],  # two runs
+    [7, 3, 5],  # three runs
+    None,  # more runs than MAX_SLICE_RUNS: the gather
+])
+def test_prefix_copies_in_runs_and_gathers_move_the_same_kv(tiny, pool_blocks) -> None:
+    from semcache.backend.runner import MAX_SLICE_RUNS
+
+    runner = ModelRunner(tiny[0], slots=2, max_seq_len=256, cuda_graphs=False,
+                         prefix_blocks=16)
+    prompt = [3 + (7 * i) % 90 for i in range(9 * BLOCK_TOKENS)]
+    runner.prefill(0, [prompt])
+    if pool_blocks is None:  # every other pool block: one run per block
+        pool_blocks = [2 * i for i in range(MAX_SLICE_RUNS + 2)]
+    placed = list(enumerate(pool_blocks))
+    runner.save_prefix(0, placed)
+    for at, block in placed:
+        theirs = slice(block * BLOCK_TOKENS, (block + 1) * BLOCK_TOKENS)
+        mine = slice(at * BLOCK_TOKENS, (at + 1) * BLOCK_TOKENS)
+        assert torch.equal(runner.k_pool[:, :, theirs], runner.k_cache[:, 0, :, mine])
+        assert torch.equal(runner.v_pool[:, :, theirs], runner.v_cache[:, 0, :, mine])
+    runner.load_prefix(1, pool_blocks)
+    n = len(pool_blocks) * BLOCK_TOKENS
+    assert torch.equal(runner.k_cache[:, 1, :, :n], runner.k_cache[:, 0, :, :n])
+    assert torch.equal(runner.v_cache[:, 1, :, :n], runner.v_cache[:, 0, :, :n])

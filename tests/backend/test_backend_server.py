@@ -297,3 +297,56 @@ def test_serve_hands_every_backend_setting_to_the_child() -> None:
     for name in ("max_queue", "default_max_tokens", "speculative", "prefix_cache_tokens",
                  "cuda_graphs", "draft_model", "threads", "model", "device"):
         assert getattr(parsed, name) == getattr(backend, name), name
+
+
+async def test_healthz_breaks_down_the_time_to_first_token(make_client) -> None:
+    """Each streamed request's way to its first token is stamped phase by phase; /healthz
+    reports the means, and sums from which a client takes the mean over its own requests."""
+    from semcache.backend.timing import PHASES
+
+    client, _ = await make_client()
+    assert (await client.post("/v1/chat/completions", json=CHAT)).status == 200  # not streamed
+    for question in ("What is rain?", "What is snow?"):
+        body = {**CHAT, "stream": True, "messages": [{"role": "user", "content": question}]}
+        await sse(await client.post("/v1/chat/completions", json=body))
+    breakdown = (await (await client.get("/healthz")).json())["ttft_breakdown"]
+    assert breakdown["requests"] == breakdown["window"] == 2
+    mean = breakdown["mean_ms"]
+    assert set(mean) == {name for name, _, _ in PHASES} | {"total"}
+    assert all(ms >= 0 for ms in mean.values())
+    # Consecutive marks: the phases add up to the whole.
+    assert sum(ms for name, ms in mean.items() if name != "total") == pytest.approx(
+        mean["total"], abs=0.02)
+    assert breakdown["sum_ms"]["total"] == pytest.approx(2 * mean["total"], abs=0.01)
+
+
+def test_backend_command_serves_with_start_up_objects_frozen(tiny, tmp_path) -> None:
+    """`python -m semcache.backend` on a model folder serves, and the objects of start-up
+    (torch, transformers, the model) are frozen out of the garbage collector's walks."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    model, tokenizer = tiny
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semcache.backend", "--model", str(tmp_path / "tiny"),
+         "--device", "cpu", "--port", "0", "--embedding-model", "off", "--max-batch", "2",
+         "--max-seq-len", "256"], stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            found = re.search(r"serving .* on (http://\S+)", line)
+            if found:
+                break
+        else:
+            raise AssertionError("the backend exited without serving")
+        with urllib.request.urlopen(found.group(1) + "/healthz", timeout=30) as resp:
+            health = json.loads(resp.read())
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert health["status"] == "ok" and health["embeddings"] == "off"
+    assert health["gc"]["frozen_objects"] > 50_000

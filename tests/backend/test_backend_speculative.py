@@ -291,6 +291,7 @@ def _prefilled(runner: ModelRunner, decoder: Decoder, prompts: list[list[int]],
     for seq, first in zip(seqs, decoder.prefill(seqs, 0), strict=True):
         seq.slot = seqs.index(seq)
         seq.generated.extend(first)
+    decoder.index_prompts(seqs)
     return seqs
 
 

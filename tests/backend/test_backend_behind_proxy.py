@@ -1,0 +1,77 @@
+"""The default set-up end to end: the official openai client, the proxy (real Redis) and the
+bundled backend app on a real port as its upstream. A refused parameter reaches the client
+as the backend's 400 and is never cached; embeddings are served."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semcache.backend.server import build_app, build_engine
+
+from .conftest import TINY_SETTINGS
+
+DATA_DIR = Path(__file__).resolve().parents[2] / ".data"
+TOOL = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+
+
+@pytest.fixture
+async def proxy_to_backend(aiohttp_server, redis_url, tiny, tmp_path):
+    from semcache.proxy.app import SERVICE
+    from semcache.proxy.app import build_app as build_proxy
+    from semcache.proxy.config import load_settings
+
+    settings = dataclasses.replace(TINY_SETTINGS, embedding_model="packaged",
+                                   data_dir=str(DATA_DIR))
+    engine = build_engine(tiny[0], tiny[1], settings, "tiny")
+    backend = await aiohttp_server(build_app(settings, engine))
+    proxy_settings = load_settings(environ={}, overrides={
+        "redis.url": redis_url, "upstream.base_url": str(backend.make_url("/v1")),
+        "data_dir": tmp_path})
+    proxy_settings = dataclasses.replace(
+        proxy_settings,
+        cache=dataclasses.replace(proxy_settings.cache, semantic=False, anonymous="shared"),
+        judge=dataclasses.replace(proxy_settings.judge, model=False))
+    proxy = await aiohttp_server(build_proxy(proxy_settings))
+    return proxy, proxy.app[SERVICE], engine
+
+
+async def test_a_refusal_passes_through_and_is_never_cached(proxy_to_backend) -> None:
+    import openai
+
+    proxy, service, engine = proxy_to_backend
+    client = openai.AsyncOpenAI(base_url=str(proxy.make_url("/v1")), api_key="sk-test",
+                                max_retries=0)
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    for _ in range(2):
+        with pytest.raises(openai.BadRequestError) as refused:
+            await client.chat.completions.create(model="tiny", messages=messages, tools=[TOOL],
+                                                 max_tokens=4, temperature=0)
+        assert refused.value.body["param"] == "tools"
+        assert refused.value.response.headers.get("x-semcache") != "hit-exact"
+        await service.drain(5)
+    # The same request without the refused parameter is cached: the refusal was not.
+    outcomes = []
+    for _ in range(2):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="tiny", messages=messages, max_tokens=4, temperature=0)
+        outcomes.append(raw.headers["x-semcache"])
+        await service.drain(5)
+    assert outcomes == ["miss", "hit-exact"]
+    await client.close()
+
+
+async def test_embeddings_through_the_proxy(proxy_to_backend) -> None:
+    import openai
+
+    proxy, _, _ = proxy_to_backend
+    client = openai.AsyncOpenAI(base_url=str(proxy.make_url("/v1")), api_key="sk-test",
+                                max_retries=0)
+    answer = await client.embeddings.create(model="all-MiniLM-L6-v2",
+                                            input=["semantic caching", "a cache of meanings"])
+    vectors = np.array([d.embedding for d in answer.data])
+    assert vectors.shape == (2, 384) and answer.usage.prompt_tokens > 0
+    await client.close()
