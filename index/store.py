@@ -417,6 +417,22 @@ class Store:
             return None
         return Entry.from_mapping(entry_id, cast(dict[bytes, bytes], raw))
 
+    async def get_many(self, entry_ids: list[str]) -> list[Entry | None]:
+        """Several entries in one round trip (None where there is none)."""
+        if not entry_ids:
+            return []
+
+        async def op() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                pipe.hgetall(self.entry_key(entry_id))
+            return cast(list[Any], await pipe.execute())
+
+        rows = await self._call(op)
+        return [Entry.from_mapping(i, cast(dict[bytes, bytes], raw))
+                if raw and b"response" in raw else None
+                for i, raw in zip(entry_ids, rows, strict=True)]
+
     async def put(self, entry: Entry) -> None:
         """Write (or replace) an entry with its TTL and announce it on the stream; a replaced
         entry keeps its hit count."""

@@ -193,6 +193,18 @@ def scope_of(req: ParsedRequest, tenant: str, namespace: str,
     return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
 
 
+def embedding_scope(tenant: str, namespace: str, model: str, params: dict[str, Any]) -> Scope:
+    """The scope of an embeddings request's items: tenant, namespace, model and every other
+    parameter (dimensions, encoding_format, ...)."""
+    material = _dumps([tenant, namespace, "embeddings", model, params])
+    return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
+
+
+def item_id(scope: Scope, text: str) -> str:
+    """The entry of one embeddings input: its text exactly (a space changes a vector)."""
+    return _hash(b"item\0" + _dumps([scope.id, text]))[:32]
+
+
 def entry_id(scope: Scope, req: ParsedRequest) -> str:
     return _hash(b"entry\0" + _dumps([scope.id, req.query]))[:32]
 

@@ -30,6 +30,7 @@ from semcache.index.store import Store
 
 from ..apis import APIS
 from ..apis.answers import usage_of
+from ..apis.embeddings import Embeddings
 from ..config import Settings
 from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
@@ -86,6 +87,9 @@ class CacheService:
         self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
                                    self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.embeddings = Embeddings(settings, store, upstream, self.tenancy, observer,
+                                     self.admission, self.spawn)
+        """/v1/embeddings: cached item by item, beside the pipeline (apis/embeddings.py)."""
 
     # the parts that load after start-up ------------------------------------------------
 

@@ -12,7 +12,7 @@ import httpx2
 import openai
 import pytest
 
-from semcache.loadtest.fake_upstream import FakeUpstream
+from semcache.loadtest.fake_upstream import FakeUpstream, fake_vector
 from semcache.proxy.app import SERVICE
 
 
@@ -291,3 +291,94 @@ async def test_passed_through_routes_say_so(proxy: Any, upstream: FakeUpstream) 
     raw = await openai_client(proxy).models.with_raw_response.list()
     assert raw.headers["x-semcache"] == "bypass"
     assert raw.headers["x-semcache-reason"] == "not-cached-route"
+
+
+# Embeddings ---------------------------------------------------------------------------------
+
+def vector(text: str, dimensions: int = 8) -> list[float]:
+    return fake_vector(text, dimensions)
+
+
+async def test_embeddings_miss_then_hit(proxy: Any, upstream: FakeUpstream) -> None:
+    client = openai_client(proxy)
+    first = await client.embeddings.with_raw_response.create(model="embed-fake", input="hello")
+    await drain(proxy)
+    second = await client.embeddings.with_raw_response.create(model="embed-fake", input="hello")
+    assert first.headers["x-semcache"] == "miss"
+    assert second.headers["x-semcache"] == "hit-exact"
+    a, b = first.parse(), second.parse()
+    assert a.data[0].embedding == b.data[0].embedding == vector("hello")
+    assert b.usage.prompt_tokens == a.usage.prompt_tokens == 1
+    assert len(upstream.calls) == 1 and upstream.calls[0]["encoding_format"] == "base64"
+    # the text exactly: another spacing is another input
+    spaced = await client.embeddings.with_raw_response.create(model="embed-fake", input="hello ")
+    assert spaced.headers["x-semcache"] == "miss"
+
+
+async def test_embeddings_batch_sends_only_the_missing_items(proxy: Any,
+                                                             upstream: FakeUpstream) -> None:
+    client = openai_client(proxy)
+    await client.embeddings.create(model="embed-fake", input=["one", "three"])
+    await drain(proxy)
+    raw = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input=["one", "two words", "three", "four", "two words"])
+    assert raw.headers["x-semcache"] == "miss" and raw.headers["x-semcache-reason"] == "partial"
+    assert raw.headers["x-semcache-items-cached"] == "2/5"
+    assert upstream.calls[-1]["input"] == ["two words", "four"]  # each missing text once
+    out = raw.parse()
+    assert [d.index for d in out.data] == [0, 1, 2, 3, 4]
+    assert [d.embedding for d in out.data] == [
+        vector(t) for t in ("one", "two words", "three", "four", "two words")]
+    assert out.usage.prompt_tokens == 1 + 2 + 1 + 1 + 2
+    await drain(proxy)
+    full = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input=["four", "two words", "one"])
+    assert full.headers["x-semcache"] == "hit-exact" and len(upstream.calls) == 2
+    assert [d.embedding for d in full.parse().data] == [vector(t) for t in
+                                                        ("four", "two words", "one")]
+
+
+async def test_embeddings_scope(proxy: Any, upstream: FakeUpstream) -> None:
+    client = openai_client(proxy)
+    await client.embeddings.create(model="embed-fake", input="scoped")
+    await drain(proxy)
+    floats = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input="scoped", encoding_format="float")
+    dims = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input="scoped", dimensions=4)
+    other_model = await client.embeddings.with_raw_response.create(
+        model="embed-other", input="scoped")
+    other_key = await openai_client(proxy, "sk-other").embeddings.with_raw_response.create(
+        model="embed-fake", input="scoped")
+    for raw in (floats, dims, other_model, other_key):
+        assert raw.headers["x-semcache"] == "miss"
+    assert floats.parse().data[0].embedding == vector("scoped")
+    assert dims.parse().data[0].embedding == vector("scoped", 4)
+    await drain(proxy)
+    again = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input="scoped", encoding_format="float")
+    assert again.headers["x-semcache"] == "hit-exact"  # floats stored as floats
+    assert again.parse().data[0].embedding == vector("scoped")
+    assert len(upstream.calls) == 5
+
+
+async def test_embeddings_token_input_and_errors_are_not_cached(proxy: Any,
+                                                                upstream: FakeUpstream) -> None:
+    client = openai_client(proxy)
+    for _ in range(2):
+        raw = await client.embeddings.with_raw_response.create(model="embed-fake",
+                                                               input=[1, 2, 3])
+        assert raw.headers["x-semcache"] == "bypass"
+        assert raw.headers["x-semcache-reason"] == "token-input"
+        await drain(proxy)
+    upstream.fail_calls = 1
+    with pytest.raises(openai.InternalServerError):
+        await client.embeddings.create(model="embed-fake", input="flaky")
+    await drain(proxy)
+    raw = await client.embeddings.with_raw_response.create(model="embed-fake", input="flaky")
+    assert raw.headers["x-semcache"] == "miss" and len(upstream.calls) == 4
+    # body controls here too
+    await drain(proxy)
+    raw = await client.embeddings.with_raw_response.create(
+        model="embed-fake", input="flaky", extra_body={"cache": {"no-cache": True}})
+    assert raw.headers["x-semcache-reason"] == "no-cache" and "cache" not in upstream.calls[-1]
