@@ -319,6 +319,11 @@ class Store:
     def answer_key(self, tenant: str, namespace: str, digest: str) -> str:
         """Which entry gave an answer (context chains, proxy/pipeline/chains.py)."""
         return f"{self.prefix}ans:{tenant}:{namespace}:{digest}"
+
+    def response_key(self, tenant: str, response_id: str) -> str:
+        """A Responses answer the cache gave, by the id it gave it (proxy/apis/response_ids.py)."""
+        return f"{self.prefix}resp:{tenant}:{response_id}"
+
     def flight_key(self, entry_id: str) -> str:
         """The lock of the upstream call for an entry's question, across replicas."""
         return f"{self.prefix}flight:{entry_id}"

@@ -10,10 +10,11 @@ the two share entries and either answer is served to the other in its own format
 
 Server-side state: a request with `previous_response_id`, `conversation`, a stored `prompt`
 template or `background` depends on state that only the upstream holds, so it is never
-served from the cache nor stored (`X-Semcache-Reason: server-state`). `store` is not in the
-scope (it does not change the answer) and is forwarded as sent; a response served from the
-cache was not stored by the upstream under its (fresh) id, so that id cannot be named as a
-later request's `previous_response_id` (docs/apis.md).
+served from the cache nor stored (`X-Semcache-Reason: server-state`), unless the id is one
+the cache gave: then the request is first rewritten into the turns it names
+(apis/response_ids.py). `store` is not in the scope (it does not change the answer) and is
+forwarded as sent; it decides whether a response the cache serves is kept for a later turn
+to name (docs/apis.md).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .base import (
     str_or_none,
     stream_flag,
 )
+from .response_ids import mint
 
 SERVER_STATE = ("previous_response_id", "conversation", "prompt", "background")
 """Parameters naming state that only the upstream holds."""
@@ -87,7 +89,7 @@ class Responses(WireApi):
         return shape(body) == "responses" and body.get("status") in ("completed", "incomplete")
 
     def answer_of(self, stored: dict[str, Any]) -> dict[str, Any] | None:
-        fresh = {"id": "resp_" + uuid.uuid4().hex, "created_at": int(time.time())}
+        fresh = {"id": mint(), "created_at": int(time.time())}
         if shape(stored) == "responses":
             return {**stored, **fresh}
         answer = text_answer(stored)  # a chat answer of a request scoped as this one

@@ -26,11 +26,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from semcache.index.store import Store
+from semcache.index.store import Store, StoreError
 
 from ..apis import APIS
 from ..apis.answers import usage_of
 from ..apis.embeddings import Embeddings
+from ..apis.response_ids import ResponseIds
 from ..config import Settings
 from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
@@ -87,6 +88,8 @@ class CacheService:
         self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
                                    self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.response_ids = ResponseIds(store)
+        """Responses the cache served, for a later turn that names one (apis/response_ids.py)."""
         self.embeddings = Embeddings(settings, store, upstream, self.tenancy, observer,
                                      self.admission, self.spawn)
         """/v1/embeddings: cached item by item, beside the pipeline (apis/embeddings.py)."""
@@ -158,9 +161,11 @@ class CacheService:
     async def _lookup(self, request: web.Request, endpoint: Endpoint, raw: bytes) -> Lookup:
         """What the request asks, of which scope, and whether the cache may answer it."""
         body, controls = split_controls(await parse_body(raw, self.settings.server))
+        tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
+        if endpoint == "responses" and not no_tenant:  # a turn after one the cache served
+            body = await self.response_ids.expand(tenant, body)
         req = APIS[endpoint].parse(body)
         directives = parse_directives(request.headers, self.settings.cache, controls)
-        tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
         context = await self.chains.resolve(req, tenant, directives.namespace)
         scope = scope_of(req, tenant, directives.namespace, context.fingerprint)
         lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
@@ -181,6 +186,15 @@ class CacheService:
         if body is None:  # an identical request's answer in a format this one cannot say
             return await self._answer(request, lookup, self.flights.alone(request, lookup),
                                       started)
+        if lookup.req.endpoint == "responses" and lookup.req.body.get("store") is not False:
+            try:  # kept, so that a later turn can name it as its previous_response_id
+                await self.response_ids.remember(lookup.scope.tenant, lookup.req.body, body,
+                                                 lookup.directives.ttl_s
+                                                 or self.settings.cache.ttl_s)
+            except StoreError:  # its id would name nothing: the upstream answers instead
+                lookup.miss_reason = "redis-unavailable"
+                return await self._answer(request, lookup, self.flights.alone(request, lookup),
+                                          started)
         response = await replay(request, lookup, hit, body)
         self.hits.note(hit.entry)
         chose = lookup.directives.threshold is not None or lookup.directives.similarity_only

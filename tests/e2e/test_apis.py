@@ -382,3 +382,38 @@ async def test_embeddings_token_input_and_errors_are_not_cached(proxy: Any,
     raw = await client.embeddings.with_raw_response.create(
         model="embed-fake", input="flaky", extra_body={"cache": {"no-cache": True}})
     assert raw.headers["x-semcache-reason"] == "no-cache" and "cache" not in upstream.calls[-1]
+
+
+async def test_a_turn_after_a_cached_response_names_it(proxy: Any, upstream: FakeUpstream) -> None:
+    """previous_response_id naming a response the cache served: the request is said in full
+    (the upstream never saw that id), so it is answered, and cacheable itself."""
+    client = openai_client(proxy)
+    await client.responses.create(model="fake-model", input="Name a colour")
+    await drain(proxy)
+    first = await client.responses.create(model="fake-model", input="Name a colour")  # a hit
+    assert first.id.startswith("resp_semcache_") and len(upstream.calls) == 1
+    raw = await client.responses.with_raw_response.create(
+        model="fake-model", input="And another?", previous_response_id=first.id)
+    assert raw.headers["x-semcache"] == "miss"
+    sent = upstream.calls[-1]
+    assert "previous_response_id" not in sent
+    assert sent["input"] == [{"role": "user", "content": "Name a colour"},
+                             {"role": "assistant", "content": "answer to: Name a colour"},
+                             {"role": "user", "content": "And another?"}]
+    await drain(proxy)
+    # another conversation that reached the same point is served its second turn
+    second = await client.responses.create(model="fake-model", input="Name a colour")
+    raw = await client.responses.with_raw_response.create(
+        model="fake-model", input="And another?", previous_response_id=second.id)
+    assert raw.headers["x-semcache"] == "hit-exact" and len(upstream.calls) == 2
+    # another tenant cannot name it: passed through as the upstream's state
+    other = await openai_client(proxy, "sk-other").responses.with_raw_response.create(
+        model="fake-model", input="And another?", previous_response_id=first.id)
+    assert other.headers["x-semcache-reason"] == "server-state"
+    assert upstream.calls[-1]["previous_response_id"] == first.id
+    # store: false is not kept (the upstream would not keep it either)
+    unstored = await client.responses.create(model="fake-model", input="Name a colour",
+                                             store=False)
+    raw = await client.responses.with_raw_response.create(
+        model="fake-model", input="And another?", previous_response_id=unstored.id)
+    assert raw.headers["x-semcache-reason"] == "server-state"
