@@ -417,3 +417,30 @@ async def test_a_turn_after_a_cached_response_names_it(proxy: Any, upstream: Fak
     raw = await client.responses.with_raw_response.create(
         model="fake-model", input="And another?", previous_response_id=unstored.id)
     assert raw.headers["x-semcache-reason"] == "server-state"
+
+
+async def test_concurrent_chat_and_responses_streams_each_get_their_format(
+        proxy: Any, upstream: FakeUpstream) -> None:
+    """Identical questions in flight at once share one upstream call (single-flight), but a
+    stream is only followed chunk by chunk by a request of the same format."""
+    import asyncio
+
+    client = openai_client(proxy)
+    upstream.chunk_delay_s = 0.02
+
+    async def responses() -> str:
+        async with client.responses.stream(model="fake-model", input="Count to three") as s:
+            async for _ in s:
+                pass
+            return (await s.get_final_response()).output_text
+
+    async def chat() -> str:
+        await asyncio.sleep(0.05)  # the Responses call is on its way
+        stream = await client.chat.completions.create(
+            model="fake-model", stream=True,
+            messages=[{"role": "user", "content": "Count to three"}])
+        return "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+
+    texts = await asyncio.gather(responses(), chat())
+    assert texts == ["answer to: Count to three"] * 2
+    assert len(upstream.calls) == 1
