@@ -444,3 +444,13 @@ async def test_concurrent_chat_and_responses_streams_each_get_their_format(
     texts = await asyncio.gather(responses(), chat())
     assert texts == ["answer to: Count to three"] * 2
     assert len(upstream.calls) == 1
+
+
+async def test_messages_errors_of_the_proxy_are_in_anthropic_shape(proxy: Any,
+                                                                   upstream: FakeUpstream) -> None:
+    client = anthropic_client(proxy)
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await client.messages.create(model="claude-fake", max_tokens=10, messages=[])
+    body: Any = bad.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    assert "messages" in body["error"]["message"] and upstream.calls == []
