@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from conftest import make_settings
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
+from semcache.index.store import Entry
 from semcache.loadtest.fake_upstream import FakeUpstream
+from semcache.proxy.apis import APIS
 from semcache.proxy.app import SERVICE, build_app
+from semcache.proxy.policy import entry_id, scope_of
+from semcache.proxy.resources import STORE
 
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 HEADERS = {"Authorization": "Bearer sk-1"}
@@ -49,3 +56,33 @@ async def test_body_controls_and_headers_must_agree(proxy: Any, upstream: FakeUp
                             headers={**HEADERS, "X-Semcache-TTL": "60"})
     assert resp.status == 200 and "cache" not in upstream.calls[0]
     await proxy.app[SERVICE].drain(5)
+
+
+async def test_an_entry_another_format_cannot_say_is_a_miss(proxy: Any,
+                                                            upstream: FakeUpstream) -> None:
+    """A chat answer of tool calls, in the scope a plain Responses request shares with chat,
+    is not served to it (a `response` cannot carry it as the text it asked for)."""
+    service = proxy.app[SERVICE]
+    body = {"model": "m", "input": "Weather in Paris?"}
+    tenant, _ = service.tenancy.resolve(CIMultiDictProxy(CIMultiDict(HEADERS)),
+                                        MultiDictProxy(MultiDict()))
+    req = APIS["responses"].parse(body)
+    scope = scope_of(req, tenant, "")
+    calls = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None,
+            "tool_calls": [{"id": "t", "type": "function",
+                            "function": {"name": "weather", "arguments": "{}"}}]}}]}
+    await proxy.app[STORE].put(Entry(
+        id=entry_id(scope, req), scope=scope.id, tenant=tenant, namespace="", endpoint="chat",
+        model="m", query="Weather in Paris?", response=orjson.dumps(calls), created=time.time(),
+        ttl_s=60))
+    chat = await proxy.post("/v1/chat/completions", headers=HEADERS, json={
+        "model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}]})
+    assert chat.headers["X-Semcache"] == "hit-exact"  # the entry is there, in that scope
+    resp = await proxy.post("/v1/responses", json=body, headers=HEADERS)
+    assert resp.status == 200 and resp.headers["X-Semcache"] == "miss"
+    assert resp.headers["X-Semcache-Reason"] == "other-format"
+    assert (await resp.json())["output"][0]["content"][0]["text"] == "answer to: Weather in Paris?"
+    assert len(upstream.calls) == 1
+    await service.drain(5)
