@@ -179,7 +179,8 @@ class Entry:
     namespace: str
     """The `X-Semcache-Namespace` the entry was written under ("" for none)."""
     endpoint: str
-    """`chat` or `completions`."""
+    """`chat`, `completions`, `responses`, `messages` or `embeddings` (the format that
+    wrote it)."""
     model: str
     """The model the request named."""
     query: str

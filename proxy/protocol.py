@@ -30,7 +30,8 @@ _INT_PARAMS = ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs
 
 @dataclass(frozen=True, kw_only=True)
 class ParsedRequest:
-    """A validated chat or completions request, split the way the cache needs it."""
+    """A validated request of any cached format (proxy/apis/), split the way the cache
+    needs it."""
 
     endpoint: Endpoint
     body: dict[str, Any]
