@@ -86,7 +86,13 @@ class Responses(WireApi):
         return ResponsesAssembler()
 
     def is_answer(self, body: Any) -> bool:
-        return shape(body) == "responses" and body.get("status") in ("completed", "incomplete")
+        """Completed, or cut only by `max_output_tokens` (as chat stores `length`)."""
+        if shape(body) != "responses":
+            return False
+        if body.get("status") == "incomplete":
+            details = body.get("incomplete_details")
+            return isinstance(details, dict) and details.get("reason") == "max_output_tokens"
+        return body.get("status") == "completed"
 
     def answer_of(self, stored: dict[str, Any]) -> dict[str, Any] | None:
         fresh = {"id": mint(), "created_at": int(time.time())}

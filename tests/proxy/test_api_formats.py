@@ -191,3 +191,20 @@ def test_only_a_plain_text_answer_crosses_formats() -> None:
     assert APIS["chat"].answer_of(reasoning) is None
     assert APIS["messages"].answer_of(RESPONSES_ANSWER) is None
     assert APIS["completions"].answer_of(RESPONSES_ANSWER) is None
+
+
+def test_what_a_responses_answer_must_be_to_be_stored() -> None:
+    api = APIS["responses"]
+    assert api.is_answer(RESPONSES_ANSWER)
+    cut = {**RESPONSES_ANSWER, "status": "incomplete"}
+    assert api.is_answer({**cut, "incomplete_details": {"reason": "max_output_tokens"}})
+    assert not api.is_answer({**cut, "incomplete_details": {"reason": "content_filter"}})
+    assert not api.is_answer({**RESPONSES_ANSWER, "status": "failed"})
+    assert not api.is_answer({**RESPONSES_ANSWER, "status": "in_progress"})
+    truncated = api.answer_of({**cut, "incomplete_details": {"reason": "max_output_tokens"}})
+    assert truncated is not None
+    events = api.events(truncated, parse("responses", RESPONSE))
+    assert events[-1].startswith(b"event: response.incomplete\n")
+    assert assemble("responses", events) == truncated
+    chat = APIS["chat"].answer_of(truncated)
+    assert chat is not None and chat["choices"][0]["finish_reason"] == "length"
