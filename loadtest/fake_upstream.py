@@ -42,6 +42,8 @@ class FakeUpstream:
     """Answer every user turn of the conversation ("answer to: first / second"), as a real
     model's answer depends on the history: two conversations that end alike get different
     answers."""
+    short_embeddings: bool = False
+    """Answer embeddings with one vector fewer than inputs (a broken upstream)."""
     streams_finished: int = 0
     streams_cancelled: int = 0
 
@@ -280,6 +282,8 @@ class FakeUpstream:
             data.append({"object": "embedding", "index": i,
                          "embedding": vector_b64(vector)
                          if body.get("encoding_format") == "base64" else vector})
+        if self.short_embeddings:
+            data = data[:-1]
         return web.json_response({"object": "list", "data": data, "model": body["model"],
                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 

@@ -113,7 +113,7 @@ class Embeddings:
         computed = _computed(answer, missing) if status == 200 else None
         if computed is None:  # an error, or an answer that does not fit the request
             self._emit(event, "miss", miss["X-Semcache-Reason"], status=status)
-            if status == 200:
+            if status == 200 and sent["input"] != body["input"]:  # cannot be merged
                 raise UpstreamUnreachableError("the upstream's embeddings answer does not match "
                                                "the inputs sent", headers=miss)
             return web.Response(status=status, body=answer, headers={**headers, **miss})
@@ -233,8 +233,8 @@ def _computed(answer: bytes, missing: list[str]) -> dict[str, dict[str, Any]] | 
     if not isinstance(data, list) or len(data) != len(missing):
         return None
     by_index: dict[int, Any] = {}
-    for item in data:
-        index = item.get("index") if isinstance(item, dict) else None
+    for position, item in enumerate(data):
+        index = item.get("index", position) if isinstance(item, dict) else None
         if not isinstance(index, int) or not 0 <= index < len(missing) or index in by_index \
                 or not isinstance(item.get("embedding"), list | str):
             return None

@@ -86,3 +86,20 @@ async def test_an_entry_another_format_cannot_say_is_a_miss(proxy: Any,
     assert (await resp.json())["output"][0]["content"][0]["text"] == "answer to: Weather in Paris?"
     assert len(upstream.calls) == 1
     await service.drain(5)
+
+
+async def test_an_embeddings_answer_that_does_not_fit_is_never_stored(
+        proxy: Any, upstream: FakeUpstream) -> None:
+    ask = {"model": "e", "input": ["a", "b"]}
+    upstream.short_embeddings = True
+    resp = await proxy.post("/v1/embeddings", json=ask, headers=HEADERS)
+    assert resp.status == 200 and len((await resp.json())["data"]) == 1  # relayed as it is
+    upstream.short_embeddings = False
+    await proxy.app[SERVICE].drain(5)
+    resp = await proxy.post("/v1/embeddings", json={**ask, "input": ["a"]}, headers=HEADERS)
+    assert resp.headers["X-Semcache"] == "miss"  # nothing was stored
+    await proxy.app[SERVICE].drain(5)
+    upstream.short_embeddings = True  # "a" cached: "b" alone goes, and cannot be merged
+    resp = await proxy.post("/v1/embeddings", json=ask, headers=HEADERS)
+    assert resp.status == 502 and resp.headers["X-Semcache-Reason"] == "partial"
+    assert upstream.calls[-1]["input"] == ["b"]
