@@ -1,5 +1,6 @@
 """Exact-hit throughput of every cached API family in one run: chat, completions, Responses,
-Anthropic Messages (each plain and streamed) and embeddings (single inputs and batches of 8).
+Anthropic Messages (each plain and streamed; Responses also with `store: false`, whose hits
+are not kept for a later turn) and embeddings (single inputs and batches of 8).
 
     flock /tmp/semcache-bench.lock python -m semcache.loadtest.bench_apis \
         [--duration 10] [--concurrency 32] [--pool 200]
@@ -53,11 +54,13 @@ def completions(i: int, stream: bool) -> WorkItem:
                     stream=stream, kind="completions")
 
 
-def responses(i: int, stream: bool) -> WorkItem:
+def responses(i: int, stream: bool, store: bool = True) -> WorkItem:
     # a tool keeps it a Responses entry (not shared with chat's, which would make it chat's)
     tools = [{"type": "function", "name": "lookup", "parameters": {"type": "object"}}]
-    body = {"model": "fake-model", "stream": stream, "instructions": "Be brief.",
-            "input": question(i), "tools": tools}
+    body: dict[str, Any] = {"model": "fake-model", "stream": stream,
+                            "instructions": "Be brief.", "input": question(i), "tools": tools}
+    if not store:
+        body["store"] = False  # a hit's id is not kept for a later turn (one Redis write less)
     return WorkItem(path="/v1/responses", body=orjson.dumps(body), headers=HEADERS,
                     stream=stream, kind="responses")
 
@@ -84,6 +87,7 @@ FAMILIES: dict[str, Callable[[int], WorkItem]] = {
     "completions-stream": lambda i: completions(i, True),
     "responses": lambda i: responses(i, False),
     "responses-stream": lambda i: responses(i, True),
+    "responses-store-false": lambda i: responses(i, False, store=False),
     "messages": lambda i: messages(i, False),
     "messages-stream": lambda i: messages(i, True),
     "embeddings": lambda i: embeddings(i, 1),
