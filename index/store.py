@@ -179,7 +179,8 @@ class Entry:
     namespace: str
     """The `X-Semcache-Namespace` the entry was written under ("" for none)."""
     endpoint: str
-    """`chat` or `completions`."""
+    """`chat`, `completions`, `responses`, `messages` or `embeddings` (the format that
+    wrote it)."""
     model: str
     """The model the request named."""
     query: str
@@ -319,6 +320,11 @@ class Store:
     def answer_key(self, tenant: str, namespace: str, digest: str) -> str:
         """Which entry gave an answer (context chains, proxy/pipeline/chains.py)."""
         return f"{self.prefix}ans:{tenant}:{namespace}:{digest}"
+
+    def response_key(self, tenant: str, response_id: str) -> str:
+        """A Responses answer the cache gave, by the id it gave it (proxy/apis/response_ids.py)."""
+        return f"{self.prefix}resp:{tenant}:{response_id}"
+
     def flight_key(self, entry_id: str) -> str:
         """The lock of the upstream call for an entry's question, across replicas."""
         return f"{self.prefix}flight:{entry_id}"
@@ -416,6 +422,22 @@ class Store:
         if not raw or b"response" not in raw:
             return None
         return Entry.from_mapping(entry_id, cast(dict[bytes, bytes], raw))
+
+    async def get_many(self, entry_ids: list[str]) -> list[Entry | None]:
+        """Several entries in one round trip (None where there is none)."""
+        if not entry_ids:
+            return []
+
+        async def op() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id in entry_ids:
+                pipe.hgetall(self.entry_key(entry_id))
+            return cast(list[Any], await pipe.execute())
+
+        rows = await self._call(op)
+        return [Entry.from_mapping(i, cast(dict[bytes, bytes], raw))
+                if raw and b"response" in raw else None
+                for i, raw in zip(entry_ids, rows, strict=True)]
 
     async def put(self, entry: Entry) -> None:
         """Write (or replace) an entry with its TTL and announce it on the stream; a replaced

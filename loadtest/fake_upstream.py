@@ -42,6 +42,8 @@ class FakeUpstream:
     """Answer every user turn of the conversation ("answer to: first / second"), as a real
     model's answer depends on the history: two conversations that end alike get different
     answers."""
+    short_embeddings: bool = False
+    """Answer embeddings with one vector fewer than inputs (a broken upstream)."""
     streams_finished: int = 0
     streams_cancelled: int = 0
 
@@ -49,6 +51,9 @@ class FakeUpstream:
         app = web.Application(client_max_size=64 * 1024 * 1024)  # the proxy's limit is the test
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_route("*", "/v1/echo/{tail:.*}", self.echo)
         app.router.add_get("/v1/sse", self.sse)
@@ -127,7 +132,10 @@ class FakeUpstream:
             chunks.append({**head, "choices": [], "usage": usage})
         return await self._send_sse(request, chunks)
 
-    async def _send_sse(self, request: web.Request, chunks: list[dict[str, Any]]) -> web.StreamResponse:
+    async def _send_sse(self, request: web.Request, chunks: list[dict[str, Any]],
+                        named: bool = False) -> web.StreamResponse:
+        """`named`: each event with an `event:` line of its type and no `[DONE]`, as the
+        Responses and Anthropic APIs stream."""
         import json
 
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -138,10 +146,12 @@ class FakeUpstream:
                     assert request.transport is not None
                     request.transport.close()  # an upstream dying mid-answer
                     return response
-                await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                name = f"event: {chunk['type']}\n" if named else ""
+                await response.write(f"{name}data: {json.dumps(chunk)}\n\n".encode())
                 if self.chunk_delay_s:
                     await asyncio.sleep(self.chunk_delay_s)
-            await response.write(b"data: [DONE]\n\n")
+            if not named:
+                await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             self.streams_finished += 1
         except (ConnectionResetError, asyncio.CancelledError):
@@ -169,6 +179,114 @@ class FakeUpstream:
         return web.json_response({**head, "choices": [{"index": 0, "text": text, "logprobs": None,
                                                        "finish_reason": "stop"}], "usage": usage})
 
+    def _failing(self) -> bool:
+        failing = self.fail_calls > 0
+        self.fail_calls -= failing
+        return failing or self.status != 200
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API: "answer to: <the last input's text>"."""
+        failing = self._failing()
+        body = await self._record(request)
+        if failing:
+            return self._error(500 if self.status == 200 else self.status)
+        items = body["input"]
+        last = items if isinstance(items, str) else _text(items[-1].get("content"))
+        text = self._tag(self.answer_for(last), request)
+        words = len(text.split())
+        message = {"type": "message", "id": "msg_upstream", "status": "completed",
+                   "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": [],
+                                "logprobs": []}]}
+        response: dict[str, Any] = {
+            "id": "resp_upstream", "object": "response", "created_at": int(time.time()),
+            "status": "completed", "completed_at": int(time.time()), "error": None,
+            "incomplete_details": None, "instructions": body.get("instructions"),
+            "metadata": {}, "model": body["model"], "output": [message],
+            "parallel_tool_calls": True, "temperature": body.get("temperature"),
+            "tool_choice": "auto", "tools": [], "top_p": body.get("top_p"),
+            "usage": {"input_tokens": 10, "input_tokens_details": {"cached_tokens": 0},
+                      "output_tokens": words, "output_tokens_details": {"reasoning_tokens": 0},
+                      "total_tokens": 10 + words},
+        }
+        if not body.get("stream"):
+            return web.json_response(response)
+        shell = {**response, "status": "in_progress", "output": [], "usage": None}
+        at = {"item_id": "msg_upstream", "output_index": 0, "content_index": 0}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": shell},
+            {"type": "response.in_progress", "response": shell},
+            {"type": "response.output_item.added", "output_index": 0,
+             "item": {**message, "status": "in_progress", "content": []}},
+            {"type": "response.content_part.added", **at,
+             "part": {"type": "output_text", "text": "", "annotations": []}},
+            *({"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
+              for piece in _word_pieces(text)),
+            {"type": "response.output_text.done", **at, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **at, "part": message["content"][0]},
+            {"type": "response.output_item.done", "output_index": 0, "item": message},
+            {"type": "response.completed", "response": response},
+        ]
+        for i, event in enumerate(events):
+            event["sequence_number"] = i
+        return await self._send_sse(request, events, named=True)
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """The Anthropic Messages API: "answer to: <the last message's text>"."""
+        failing = self._failing()
+        body = await self._record(request)
+        if failing:
+            status = 500 if self.status == 200 else self.status
+            return web.json_response({"type": "error", "error": {"type": "api_error",
+                                                                 "message": "upstream failure"}},
+                                     status=status)
+        text = self._tag(self.answer_for(_text(body["messages"][-1].get("content"))), request)
+        words = len(text.split())
+        message = {"id": "msg_upstream", "type": "message", "role": "assistant",
+                   "model": body["model"], "content": [{"type": "text", "text": text}],
+                   "stop_reason": "end_turn", "stop_sequence": None,
+                   "usage": {"input_tokens": 10, "output_tokens": words}}
+        if not body.get("stream"):
+            return web.json_response(message)
+        events: list[dict[str, Any]] = [
+            {"type": "message_start", "message": {**message, "content": [], "stop_reason": None,
+                                                  "usage": {"input_tokens": 10,
+                                                            "output_tokens": 1}}},
+            {"type": "content_block_start", "index": 0,
+             "content_block": {"type": "text", "text": ""}},
+            {"type": "ping"},
+            *({"type": "content_block_delta", "index": 0,
+               "delta": {"type": "text_delta", "text": piece}} for piece in _word_pieces(text)),
+            {"type": "content_block_stop", "index": 0},
+            {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+             "usage": {"output_tokens": words}},
+            {"type": "message_stop"},
+        ]
+        return await self._send_sse(request, events, named=True)
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        """Deterministic vectors: each input's from a hash of its text (or its token ids),
+        `dimensions` long (default 8), as floats or base64 float32."""
+        failing = self._failing()
+        body = await self._record(request)
+        if failing:
+            return self._error(500 if self.status == 200 else self.status)
+        inputs = body["input"]
+        if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        data = []
+        tokens = 0
+        for i, item in enumerate(inputs):
+            vector = fake_vector(str(item), int(body.get("dimensions") or 8))
+            tokens += len(item) if isinstance(item, list) else len(str(item).split())
+            data.append({"object": "embedding", "index": i,
+                         "embedding": vector_b64(vector)
+                         if body.get("encoding_format") == "base64" else vector})
+        if self.short_embeddings:
+            data = data[:-1]
+        return web.json_response({"object": "list", "data": data, "model": body["model"],
+                                  "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "fake-model", "object": "model"}]},
                                  headers={"X-Upstream": "yes"})
@@ -187,8 +305,30 @@ class FakeUpstream:
 
 def _text(content: Any) -> str:
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+        return " ".join(p.get("text", "") for p in content
+                        if p.get("type") in ("text", "input_text"))
     return str(content)
+
+
+def _word_pieces(text: str) -> list[str]:
+    """The text in word-sized deltas whose concatenation is exactly the text."""
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]]
+
+
+def fake_vector(text: str, dimensions: int) -> list[float]:
+    """The fake upstream's embedding of a text: float32-exact values from its hash."""
+    import hashlib
+
+    seed = hashlib.sha256(text.encode()).digest()
+    return [float(seed[i % len(seed)] - 128) / 128 for i in range(dimensions)]
+
+
+def vector_b64(vector: list[float]) -> str:
+    import base64
+    import struct
+
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 CREDENTIAL_HEADERS = ("api-key", "x-api-key", "x-goog-api-key")

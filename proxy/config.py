@@ -111,6 +111,10 @@ class UpstreamSettings:
     """OpenAI-compatible base URL (e.g. http://127.0.0.1:9000/v1), or `bundled` to start
     `semcache backend` as a child process and forward misses to it."""
 
+    anthropic_base_url: str = ""
+    """Base URL of /v1/messages (the Anthropic Messages API, e.g.
+    https://api.anthropic.com/v1), so one semcache fronts both; "" = `base_url`."""
+
     timeout_s: float = 300.0
     """Total time allowed for one upstream request; past it the client gets 504."""
 
@@ -405,6 +409,10 @@ def _validate(settings: Any, where: str) -> None:
         raise ConfigError(
             f"{where}base_url: expected 'bundled' or an http(s):// URL, got {settings.base_url!r}"
         )
+    if isinstance(settings, UpstreamSettings) and settings.anthropic_base_url and \
+            not settings.anthropic_base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}anthropic_base_url: expected an http(s):// URL or \"\", got "
+                          f"{settings.anthropic_base_url!r}")
 
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")

@@ -1,7 +1,8 @@
 """The proxy's errors, mapped to HTTP once, in one middleware, in the OpenAI error shape.
 
 Clients of an OpenAI-compatible API parse `{"error": {"message", "type", "param", "code"}}`,
-so every error the proxy itself produces has that shape, and the headers every answer of the
+so every error the proxy itself produces has that shape (on /v1/messages, Anthropic's:
+`{"type": "error", "error": {"type", "message"}}`), and the headers every answer of the
 proxy carries: `X-Semcache` (`bypass` where the cache was not reached; the pipeline's own
 outcome where it was), `X-Semcache-Reason` and `X-Request-Id`. Unexpected exceptions are
 logged with their traceback and answered with a generic message: their text never reaches a
@@ -112,22 +113,43 @@ def error_body(message: str, type_: str, param: str | None = None, code: str | N
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
+ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                   403: "permission_error", 404: "not_found_error", 413: "request_too_large",
+                   415: "invalid_request_error", 429: "rate_limit_error", 503: "overloaded_error"}
+"""The Anthropic error type of each status the proxy answers with (others: `api_error`)."""
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    """An error in the Anthropic shape, for /v1/messages (its SDK reads `error.type`)."""
+    return orjson.dumps({"type": "error", "error": {
+        "type": ANTHROPIC_TYPES.get(status, "api_error"), "message": message}})
+
+
 def error_response(status: int, message: str, type_: str, *, rid: str, reason: str,
                    param: str | None = None, code: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
-    """An error in the OpenAI shape with the proxy's headers (`headers` win)."""
+                   headers: Mapping[str, str] | None = None,
+                   anthropic: bool = False) -> web.Response:
+    """An error in the OpenAI shape (the Anthropic shape with `anthropic`) with the proxy's
+    headers (`headers` win)."""
     return web.Response(
         status=status,
-        body=error_body(message, type_, param, code),
+        body=anthropic_error_body(status, message) if anthropic
+        else error_body(message, type_, param, code),
         content_type="application/json",
         headers={"X-Semcache": "bypass", "X-Semcache-Reason": reason, "X-Request-Id": rid,
                  **(headers or {})},
     )
 
 
-def proxy_error_response(err: ProxyError, rid: str) -> web.Response:
+def proxy_error_response(err: ProxyError, rid: str, anthropic: bool = False) -> web.Response:
     return error_response(err.status, err.message, err.type, rid=rid, reason=err.reason,
-                          param=err.param, code=err.code, headers=err.headers)
+                          param=err.param, code=err.code, headers=err.headers,
+                          anthropic=anthropic)
+
+
+def speaks_anthropic(request: web.Request) -> bool:
+    """Whether the client speaks the Anthropic Messages API (errors in its shape)."""
+    return request.path == "/v1/messages" or request.path.startswith("/v1/messages/")
 
 
 @web.middleware
@@ -137,7 +159,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ProxyError as e:
-        return proxy_error_response(e, rid)
+        return proxy_error_response(e, rid, speaks_anthropic(request))
     except web.HTTPRequestEntityTooLarge:
         return proxy_error_response(
             PayloadTooLargeError("request body too large", code="body_too_large"), rid)

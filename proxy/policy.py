@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -51,7 +51,76 @@ class Scope:
     namespace: str
 
 
-def parse_directives(headers: CIMultiDictProxy[str], settings: CacheSettings) -> Directives:
+BODY_CONTROLS = "cache"
+"""The body's cache controls, as LiteLLM's users write them (the SDKs' `extra_body`):
+`"cache": {"no-cache": true, "no-store": true, "ttl": N, "s-maxage": N, "namespace": "..."}`."""
+
+
+def split_controls(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The body without its cache controls (what goes upstream and into the key), and the
+    controls (None: none given). Anything but an object is refused, not forwarded."""
+    if BODY_CONTROLS not in body:
+        return body, None
+    controls = body[BODY_CONTROLS]
+    if not isinstance(controls, dict):
+        raise BadRequestError("'cache' must be an object of cache controls (no-cache, "
+                              "no-store, ttl, s-maxage, namespace)", param="cache")
+    return {k: v for k, v in body.items() if k != BODY_CONTROLS}, controls
+
+
+def parse_directives(headers: CIMultiDictProxy[str], settings: CacheSettings,
+                     controls: dict[str, Any] | None = None) -> Directives:
+    """The request's directives from its headers and its body's cache controls
+    (`split_controls`), which say the same things: a flag set in either holds; a value
+    (ttl, max-age, namespace) given in both must agree."""
+    directives = _header_directives(headers, settings)
+    return directives if controls is None else _with_controls(directives, controls, settings)
+
+
+def _with_controls(d: Directives, controls: dict[str, Any], settings: CacheSettings) -> Directives:
+    unknown = sorted(set(controls) - {"no-cache", "no-store", "ttl", "s-maxage", "namespace"})
+    if unknown:
+        raise BadRequestError(f"unknown cache control 'cache.{unknown[0]}' (known: no-cache, "
+                              "no-store, ttl, s-maxage, namespace)", param="cache")
+    for flag in ("no-cache", "no-store"):
+        if not isinstance(controls.get(flag, False), bool):
+            raise BadRequestError(f"'cache.{flag}' must be a boolean", param="cache")
+    ttl = _int_control(controls, "ttl", 1, settings.max_ttl_s)
+    max_age = _int_control(controls, "s-maxage", 0, None)
+    namespace = controls.get("namespace")
+    if namespace is not None and not (isinstance(namespace, str)
+                                      and _NAMESPACE_RE.match(namespace)):
+        raise BadRequestError("'cache.namespace' must be 1-128 characters of letters, digits "
+                              "and ._:/-", param="cache")
+    return replace(
+        d,
+        no_cache=d.no_cache or controls.get("no-cache", False),
+        no_store=d.no_store or controls.get("no-store", False),
+        ttl_s=_agree("ttl", "X-Semcache-TTL", d.ttl_s, ttl),
+        max_age=_agree("s-maxage", "Cache-Control max-age", d.max_age, max_age),
+        namespace=_agree("namespace", "X-Semcache-Namespace", d.namespace or None, namespace)
+        or "",
+    )
+
+
+def _int_control(controls: dict[str, Any], name: str, low: int, high: int | None) -> int | None:
+    value = controls.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadRequestError(f"'cache.{name}' must be an integer {bound}", param="cache")
+    return value
+
+
+def _agree(name: str, header: str, from_header: Any, from_body: Any) -> Any:
+    if from_header is not None and from_body is not None and from_header != from_body:
+        raise BadRequestError(f"'cache.{name}' and the {header} header disagree", param="cache")
+    return from_body if from_body is not None else from_header
+
+
+def _header_directives(headers: CIMultiDictProxy[str], settings: CacheSettings) -> Directives:
     no_cache = no_store = False
     max_age: int | None = None
     for directive in ",".join(headers.getall("Cache-Control", [])).split(","):
@@ -119,9 +188,21 @@ def scope_of(req: ParsedRequest, tenant: str, namespace: str,
              context: list[Any] | None = None) -> Scope:
     """The scope of a request; `context`: its history's fingerprint (pipeline/chains.py),
     by default the history word for word."""
-    material = _dumps([tenant, namespace, req.endpoint, req.model, req.params,
+    material = _dumps([tenant, namespace, req.scope_endpoint or req.endpoint, req.model, req.params,
                        req.context if context is None else context])
     return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
+
+
+def embedding_scope(tenant: str, namespace: str, model: str, params: dict[str, Any]) -> Scope:
+    """The scope of an embeddings request's items: tenant, namespace, model and every other
+    parameter (dimensions, encoding_format, ...)."""
+    material = _dumps([tenant, namespace, "embeddings", model, params])
+    return Scope(id=_hash(b"scope\0" + material)[:32], tenant=tenant, namespace=namespace)
+
+
+def item_id(scope: Scope, text: str) -> str:
+    """The entry of one embeddings input: its text exactly (a space changes a vector)."""
+    return _hash(b"item\0" + _dumps([scope.id, text]))[:32]
 
 
 def entry_id(scope: Scope, req: ParsedRequest) -> str:

@@ -7,7 +7,7 @@ the client sent it, and still fingerprinted into the scope.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -15,7 +15,8 @@ import orjson
 
 from .errors import BadRequestError
 
-Endpoint = Literal["chat", "completions"]
+Endpoint = Literal["chat", "completions", "responses", "messages"]
+"""The wire formats of the cached routes (proxy/apis/ has one module each)."""
 
 # Parameters that do not change the answer: they are left out of the scope fingerprint.
 # Everything else, known or not, is in it (fail closed on unknown parameters).
@@ -29,7 +30,8 @@ _INT_PARAMS = ("n", "max_tokens", "max_completion_tokens", "seed", "top_logprobs
 
 @dataclass(frozen=True, kw_only=True)
 class ParsedRequest:
-    """A validated chat or completions request, split the way the cache needs it."""
+    """A validated request of any cached format (proxy/apis/), split the way the cache
+    needs it."""
 
     endpoint: Endpoint
     body: dict[str, Any]
@@ -46,6 +48,14 @@ class ParsedRequest:
     """Every message before the last one (chat); empty for completions."""
     params: dict[str, Any]
     """Every answer-changing parameter, canonicalised."""
+    scope_endpoint: str = ""
+    """The endpoint the scope hashes where it is not `endpoint`: a Responses request that
+    says what a chat request says is scoped as that chat request (apis/responses.py)."""
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """The messages before the last as chat messages, aligned with `context` (what the
+    context chains read, pipeline/chains.py); empty where there are none."""
+    bypass_reason: str | None = None
+    """Why the cache may not answer this request at all (e.g. `server-state`)."""
 
 
 CANONICAL_BUDGET = 10_000
@@ -99,7 +109,7 @@ def too_deep() -> BadRequestError:
                            code="nested_too_deeply")
 
 
-def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
+def parse_request(endpoint: Literal["chat", "completions"], body: dict[str, Any]) -> ParsedRequest:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequestError("'model' is required and must be a non-empty string", param="model")
@@ -111,8 +121,10 @@ def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
     include_usage = _include_usage(body.get("stream_options"))
     _check_params(body)
     canonical = Canonical(CANONICAL_BUDGET)
+    history: list[dict[str, Any]] = []
     if endpoint == "chat":
         query, query_text, context = _split_messages(body.get("messages"), canonical)
+        history = context
     else:
         query, query_text, context = _split_prompt(body.get("prompt"), canonical), None, []
         if isinstance(query, str):
@@ -128,6 +140,7 @@ def parse_request(endpoint: Endpoint, body: dict[str, Any]) -> ParsedRequest:
         query_text=query_text if query_text and query_text.strip() else None,
         context=[canonical(m) for m in context],
         params=params,
+        history=history,
     )
 
 

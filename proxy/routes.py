@@ -19,6 +19,18 @@ async def completions(request: web.Request) -> web.StreamResponse:
     return await request.app[SERVICE].handle(request, "completions")
 
 
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVICE].handle(request, "responses")
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVICE].handle(request, "messages")
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    return await request.app[SERVICE].embeddings.handle(request)
+
+
 async def passthrough(request: web.Request) -> web.StreamResponse:
     return await relay(request, request.app[state.UPSTREAM])
 
@@ -59,6 +71,9 @@ async def metrics(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/messages", messages)
+    app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_route("*", "/v1/{tail:.*}", passthrough)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -76,11 +76,24 @@ def raw_subpath(request: web.Request) -> str:
     return tail
 
 
+Api = str
+"""Which upstream a request goes to: `openai` (`upstream.base_url`) or `anthropic`
+(`upstream.anthropic_base_url`, by default the same)."""
+
+
+def api_of(subpath: str) -> Api:
+    """The upstream family of a passed-through path: Anthropic's `messages/...` (token
+    counting, batches) goes where /v1/messages goes."""
+    return "anthropic" if subpath == "messages" or subpath.startswith("messages/") else "openai"
+
+
 class Upstream:
-    """One OpenAI-compatible base URL and the connection pool to it."""
+    """The OpenAI-compatible base URL (and Anthropic's, by default the same) and the one
+    connection pool to them."""
 
     def __init__(self, base_url: str, settings: UpstreamSettings) -> None:
         self.base_url = URL(base_url.rstrip("/"))
+        self.anthropic_base_url = URL((settings.anthropic_base_url or base_url).rstrip("/"))
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
 
@@ -99,11 +112,11 @@ class Upstream:
             await self._session.close()
             self._session = None
 
-    def url(self, subpath: str, query: str = "") -> URL:
+    def url(self, subpath: str, query: str = "", api: Api = "openai") -> URL:
         """The upstream URL of `subpath` (under the base URL's path) with `query`, both
         taken as already percent-encoded and kept exactly: yarl's with_query would encode
         the query a second time (`a%20b` -> `a%2520b`)."""
-        base = self.base_url
+        base = self.anthropic_base_url if api == "anthropic" else self.base_url
         path = base.raw_path.rstrip("/") + "/" + subpath
         return URL.build(scheme=base.scheme, authority=base.raw_authority, path=path,
                          query_string=query, encoded=True)
@@ -115,13 +128,14 @@ class Upstream:
         headers: Mapping[str, str],
         body: bytes | aiohttp.StreamReader | None,
         query: str = "",
+        api: Api = "openai",
     ) -> aiohttp.ClientResponse:
         """Send a request; the caller reads and releases the response."""
         assert self._session is not None, "Upstream.open() was not called"
         try:
             return await self._session.request(
                 method,
-                self.url(subpath, query),
+                self.url(subpath, query, api),
                 headers=request_headers(headers),
                 data=body,
                 allow_redirects=False,

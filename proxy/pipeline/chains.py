@@ -68,7 +68,7 @@ class Chains:
     async def resolve(self, req: ParsedRequest, tenant: str, namespace: str) -> Context:
         """The context of a request's last message; exact where Redis cannot say (fail
         closed: the old fingerprint never shares more than it should)."""
-        history = req.body.get("messages", [])[:-1] if req.endpoint == "chat" else []
+        history = req.history
         if not history:
             return Context(fingerprint=req.context, previous=None)
         assistants = [i for i, m in enumerate(history)

@@ -108,7 +108,8 @@ class Flight:
         if relay is None:
             return None
         req, o = lookup.req, relay.outgoing
-        if req.stream and o.stream and req.include_usage == o.include_usage and relay.tailable:
+        if (req.stream and o.stream and req.endpoint == o.endpoint  # the same wire format
+                and req.include_usage == o.include_usage and relay.tailable):
             tail = relay.tail()
             head = await relay.head
             if head is not None and head.streamed:

@@ -25,13 +25,12 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ..apis import APIS
 from ..errors import ProxyError, UpstreamTimeoutError, UpstreamUnreachableError
 from ..metrics import Metrics
 from ..protocol import Endpoint, ParsedRequest
 from ..upstream import Upstream, response_headers
-from .sse import SSEParser, StreamAssembler
-
-SUBPATHS: dict[Endpoint, str] = {"chat": "chat/completions", "completions": "completions"}
+from .sse import SSEParser
 
 TAIL_BUFFER_BYTES = 256 * 1024
 """Bytes of a stream kept so that a client joining late can follow it from the start. Past
@@ -200,8 +199,9 @@ class Relay:
     async def _call(self, sent: float) -> Result:
         o = self.outgoing
         try:
-            response = await self.upstream.send("POST", SUBPATHS[o.endpoint], o.headers, o.body,
-                                                o.query)
+            api = APIS[o.endpoint]
+            response = await self.upstream.send("POST", api.subpath, o.headers, o.body,
+                                                o.query, api.upstream)
         except UpstreamTimeoutError:
             self.metrics.upstream_errors.labels("timeout").inc()
             raise
@@ -238,11 +238,12 @@ class Relay:
         if response.status != 200 or self.outgoing.stream:
             # an error, or an upstream that ignored `stream`: relayed whole, never an answer
             self.metrics.upstream_errors.labels(str(response.status)).inc()
-        return Result(body=body, answer=body if ok and is_answer(body) else None,
+        return Result(body=body,
+                      answer=body if ok and is_answer(self.outgoing.endpoint, body) else None,
                       upstream_s=elapsed)
 
     async def _read_stream(self, response: aiohttp.ClientResponse, sent: float) -> Result:
-        parser, assembler = SSEParser(), StreamAssembler(self.outgoing.endpoint)
+        parser, assembler = SSEParser(), APIS[self.outgoing.endpoint].assembler()
         try:
             async for chunk in response.content.iter_any():
                 self._publish(chunk)
@@ -285,13 +286,14 @@ class Tail:
         self.relay._leave(self)
 
 
-def is_answer(body: bytes) -> bool:
-    """A JSON object with choices: what a follower can be replayed and the cache can store."""
+def is_answer(endpoint: Endpoint, body: bytes) -> bool:
+    """A complete answer in the endpoint's format (apis/): what a follower can be replayed
+    and the cache can store."""
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
-    return isinstance(parsed, dict) and bool(parsed.get("choices"))
+    return APIS[endpoint].is_answer(parsed)
 
 
 async def respond(request: web.Request, relay: Relay, tail: Tail | None,

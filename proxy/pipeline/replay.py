@@ -4,18 +4,16 @@ counts gathered in memory and written to Redis in batches."""
 from __future__ import annotations
 
 import time
-import uuid
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from semcache.index.store import Entry, Store, StoreError
 
-from ..protocol import Endpoint
+from ..apis import APIS
 from .lookup import Hit, Lookup
-from .sse import replay_chunks
 
-ID_PREFIX: dict[Endpoint, str] = {"chat": "chatcmpl-", "completions": "cmpl-"}
 HIT_FLUSH_S = 0.5
 """How often hit counts gathered in memory are written to Redis."""
 
@@ -47,26 +45,25 @@ def coalesced_headers(lookup: Lookup) -> dict[str, str]:
             "X-Semcache-Coalesced": "local"}
 
 
-async def replay(request: web.Request, lookup: Lookup, hit: Hit) -> tuple[web.StreamResponse, dict]:
-    """The response for a hit (a fresh id and created time) and the cached body."""
-    req, entry = lookup.req, hit.entry
-    body = orjson.loads(entry.response)
-    body["id"] = ID_PREFIX[req.endpoint] + uuid.uuid4().hex
-    body["created"] = int(time.time())
+async def replay(request: web.Request, lookup: Lookup, hit: Hit,
+                 body: dict[str, Any]) -> web.StreamResponse:
+    """The response for a hit: `body`, the cached answer in the request's format with a
+    fresh id and time (`WireApi.answer_of`), as JSON or as the format's event stream."""
+    req = lookup.req
     headers = hit_headers(lookup, hit)
     if not req.stream:
         return web.Response(body=orjson.dumps(body), content_type="application/json",
-                            headers=headers), body
+                            headers=headers)
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await response.prepare(request)
-    events = replay_chunks(body, req.endpoint, include_usage=req.include_usage)
+    events = APIS[req.endpoint].events(body, req)
     try:
         await response.write(b"".join(events))
         await response.write_eof()
     except ConnectionResetError:
         pass  # the client left; nothing to clean up on a replay
-    return response, body
+    return response
 
 
 class HitCounter:

@@ -21,13 +21,14 @@ from multidict import CIMultiDict
 
 from semcache.index.store import Entry
 
+from ..apis import APIS
+from ..apis.answers import answer_text
 from ..judge import Candidate, Judge
 from ..judge.observations import RedisObservations
 from ..judge.settings import JudgeSettings
 from ..judge.thresholds import MIN_EVIDENCE
 from ..metrics import Metrics
 from ..upstream import Upstream
-from .forward import SUBPATHS
 from .lookup import Hit, Lookup
 
 log = logging.getLogger(__name__)
@@ -35,26 +36,6 @@ log = logging.getLogger(__name__)
 _SPACE = re.compile(r"\s+")
 _NOT_SERVED = object()
 """A checked candidate that the un-adapted decision would not have served either."""
-
-
-def answer_text(body: Any) -> str:
-    """The text of a chat or completions answer (tool calls as JSON), "" if there is none."""
-    if not isinstance(body, dict):
-        return ""
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return ""
-    choice = choices[0]
-    if isinstance(choice.get("text"), str):
-        return str(choice["text"])
-    message = choice.get("message")
-    if not isinstance(message, dict):
-        return ""
-    text = message.get("content")
-    if isinstance(text, str) and text:
-        return text
-    calls = message.get("tool_calls")
-    return orjson.dumps(calls, option=orjson.OPT_SORT_KEYS).decode() if calls else ""
 
 
 def normalise(text: str) -> str:
@@ -85,8 +66,9 @@ class Sampler:
         async def upstream_answer() -> Any:
             req = lookup.req
             body = {k: v for k, v in req.body.items() if k not in ("stream", "stream_options")}
-            upstream = await self.upstream.send("POST", SUBPATHS[req.endpoint], headers,
-                                                orjson.dumps(body))
+            api = APIS[req.endpoint]
+            upstream = await self.upstream.send("POST", api.subpath, headers,
+                                                orjson.dumps(body), api=api.upstream)
             try:
                 raw = await upstream.read()
             finally:

@@ -1,4 +1,5 @@
-"""The cache pipeline for /v1/chat/completions and /v1/completions.
+"""The cache pipeline for the chat, completions, Responses and Anthropic Messages APIs
+(each wire format maps to the pipeline's representation in proxy/apis/).
 
 One request: read the body -> a place among the requests in flight -> parse and validate ->
 tenant, policy and scope -> lookup (exact tier, then semantic candidates put to the judge) ->
@@ -25,16 +26,20 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from semcache.index.store import Store
+from semcache.index.store import Store, StoreError
 
+from ..apis import APIS
+from ..apis.answers import usage_of
+from ..apis.embeddings import Embeddings
+from ..apis.response_ids import ResponseIds
 from ..config import Settings
 from ..errors import REQUEST_ID, ProxyError
 from ..events import Observer
 from ..judge import Judge
 from ..judge.model import PairModelService, RoutedService
 from ..judge.observations import RedisObservations
-from ..policy import cacheable, entry_id, parse_directives, scope_of
-from ..protocol import Endpoint, parse_request
+from ..policy import cacheable, entry_id, parse_directives, scope_of, split_controls
+from ..protocol import Endpoint
 from ..runtime import RuntimeState
 from ..semantic import SemanticTier
 from ..tenants import Tenancy
@@ -83,6 +88,11 @@ class CacheService:
         self.admission = Admission(settings.server.max_in_flight, settings.server.max_wait_s,
                                    self.metrics)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.response_ids = ResponseIds(store)
+        """Responses the cache served, for a later turn that names one (apis/response_ids.py)."""
+        self.embeddings = Embeddings(settings, store, upstream, self.tenancy, observer,
+                                     self.admission, self.spawn)
+        """/v1/embeddings: cached item by item, beside the pipeline (apis/embeddings.py)."""
 
     # the parts that load after start-up ------------------------------------------------
 
@@ -135,21 +145,35 @@ class CacheService:
             hit = None
             if not lookup.bypass_reason and not lookup.directives.no_cache:
                 hit = await self.finder.find(lookup, self.sampler.rate(lookup.scope.id))
-            if hit is not None:
-                return await self._serve_hit(request, lookup, hit, started)
+            body = None if hit is None else self._answer_of(lookup, hit)
+            if hit is not None and body is not None:
+                return await self._serve_hit(request, lookup, hit, started, body)
         return await self._forward(request, lookup, started)
+
+    def _answer_of(self, lookup: Lookup, hit: Hit) -> dict[str, Any] | None:
+        """The hit's answer in the request's format; None (a miss, `other-format`) where the
+        entry another format wrote says more than this one can (apis/answers.py)."""
+        body = APIS[lookup.req.endpoint].answer_of(orjson.loads(hit.entry.response))
+        if body is None:
+            lookup.miss_reason = "other-format"
+        return body
 
     async def _lookup(self, request: web.Request, endpoint: Endpoint, raw: bytes) -> Lookup:
         """What the request asks, of which scope, and whether the cache may answer it."""
-        req = parse_request(endpoint, await parse_body(raw, self.settings.server))
-        directives = parse_directives(request.headers, self.settings.cache)
+        body, controls = split_controls(await parse_body(raw, self.settings.server))
         tenant, no_tenant = self.tenancy.resolve(request.headers, request.rel_url.query)
+        if endpoint == "responses" and not no_tenant:  # a turn after one the cache served
+            body = await self.response_ids.expand(tenant, body)
+        req = APIS[endpoint].parse(body)
+        directives = parse_directives(request.headers, self.settings.cache, controls)
         context = await self.chains.resolve(req, tenant, directives.namespace)
         scope = scope_of(req, tenant, directives.namespace, context.fingerprint)
         lookup = Lookup(req=req, directives=directives, scope=scope, entry_id=entry_id(scope, req),
                         request_id=request[REQUEST_ID], text=judged_text(req.query_text, context))
         if no_tenant:
             lookup.bypass_reason = no_tenant  # fail closed: no tenant, no shared cache
+        elif req.bypass_reason:
+            lookup.bypass_reason = req.bypass_reason  # server-state, non-text-content
         elif not cacheable(req, self.settings.cache):
             lookup.bypass_reason = "not-cacheable"
         elif directives.no_cache:
@@ -157,8 +181,21 @@ class CacheService:
         return lookup
 
     async def _serve_hit(self, request: web.Request, lookup: Lookup, hit: Hit,
-                         started: float) -> web.StreamResponse:
-        response, body = await replay(request, lookup, hit)
+                         started: float, body: dict[str, Any] | None = None) -> web.StreamResponse:
+        body = body or self._answer_of(lookup, hit)
+        if body is None:  # an identical request's answer in a format this one cannot say
+            return await self._answer(request, lookup, self.flights.alone(request, lookup),
+                                      started)
+        if lookup.req.endpoint == "responses" and lookup.req.body.get("store") is not False:
+            try:  # kept, so that a later turn can name it as its previous_response_id
+                await self.response_ids.remember(lookup.scope.tenant, lookup.req.body, body,
+                                                 lookup.directives.ttl_s
+                                                 or self.settings.cache.ttl_s)
+            except StoreError:  # its id would name nothing: the upstream answers instead
+                lookup.miss_reason = "redis-unavailable"
+                return await self._answer(request, lookup, self.flights.alone(request, lookup),
+                                          started)
+        response = await replay(request, lookup, hit, body)
         self.hits.note(hit.entry)
         chose = lookup.directives.threshold is not None or lookup.directives.similarity_only
         if (hit.tier == "semantic" and not chose  # a client's own bar is not evidence
@@ -168,12 +205,12 @@ class CacheService:
         return response
 
     def _emit_hit(self, lookup: Lookup, hit: Hit, body: dict[str, Any], started: float) -> None:
-        usage = body.get("usage") or {}
+        prompt_tokens, completion_tokens = usage_of(body)
         self.observer.emit(lookup.event(
             f"hit-{hit.tier}", started, entry_id=hit.entry.id, age_s=hit.entry.age(),
             similarity=hit.similarity,
-            prompt_tokens_saved=_int(usage.get("prompt_tokens")),
-            completion_tokens_saved=_int(usage.get("completion_tokens")),
+            prompt_tokens_saved=prompt_tokens,
+            completion_tokens_saved=completion_tokens,
             upstream_s_saved=hit.entry.upstream_s,
         ))
 
@@ -263,10 +300,6 @@ def miss_headers(lookup: Lookup) -> dict[str, str]:
     if lookup.miss_reason == "too-long" and "X-Semcache-Checks" not in headers:
         headers["X-Semcache-Checks"] = "too-long"
     return headers
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 SERVICE = web.AppKey("service", CacheService)

@@ -11,12 +11,13 @@ import orjson
 from semcache.embeddings.service import EmbeddingError
 from semcache.index.store import Entry, Store, StoreError
 
+from ..apis import APIS
+from ..apis.answers import answer_text
 from ..config import CacheSettings
 from ..metrics import Metrics
 from ..semantic import WRITE_WAIT_S, SemanticTier
 from .chains import Chains
 from .lookup import Lookup
-from .sampling import answer_text
 
 
 class WriteBack:
@@ -41,7 +42,7 @@ class WriteBack:
         except orjson.JSONDecodeError:
             writes.labels("not-json").inc()
             return
-        if not isinstance(parsed, dict) or not parsed.get("choices"):
+        if not APIS[lookup.req.endpoint].is_answer(parsed):
             writes.labels("not-an-answer").inc()
             return
         await self._ensure_vector(lookup)
