@@ -62,7 +62,7 @@ def faiss_gpu_available() -> bool:
     """The installed FAISS has GPU support and sees a GPU."""
     try:
         import faiss
-    except ImportError:
+    except Exception:  # not installed, or its CUDA libraries do not load
         return False
     if not hasattr(faiss, "StandardGpuResources"):
         return False
@@ -124,22 +124,24 @@ class TorchSearch:
     supports_ivf = False
     """No IVF index: every large scope is searched exactly."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: str = "cuda") -> None:
         import torch  # only on the GPU path
 
         self.torch = torch
-        self.device = torch.device("cuda")
+        self.device = torch.device(device)
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        """fp16 on the GPU; fp32 where a benchmark runs it on the CPU (no fast fp16 there)."""
 
     @staticmethod
     def available() -> bool:
         return torch_cuda_available()
 
     def upload(self, vectors: np.ndarray) -> Any:
-        return self.torch.from_numpy(vectors).to(self.device, dtype=self.torch.float16)
+        return self.torch.from_numpy(vectors).to(self.device, dtype=self.dtype)
 
     def search(self, matrix: Any, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         torch = self.torch
-        query = torch.from_numpy(vector).to(self.device, dtype=torch.float16)
+        query = torch.from_numpy(vector).to(self.device, dtype=self.dtype)
         sims = (matrix @ query).float()
         top = torch.topk(sims, min(k, sims.shape[0]))
         return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
@@ -170,12 +172,10 @@ class IvfIndex:
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def set_nprobe(self, nprobe: int) -> None:
+        faiss = self.backend.faiss
+        space = faiss.GpuParameterSpace() if self.backend.res is not None else faiss.ParameterSpace()
         with self.backend.lock:
-            try:
-                self.index.nprobe = nprobe
-            except AttributeError:  # an older GPU index without the attribute
-                self.backend.faiss.GpuParameterSpace().set_index_parameter(
-                    self.index, "nprobe", nprobe)
+            space.set_index_parameter(self.index, "nprobe", nprobe)
         self.nprobe = nprobe
 
     def search(self, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
