@@ -60,6 +60,8 @@ CATCH_UP_UNDER_LOCK = 256
 """A rebuild swaps once at most this many rows added or removed during it remain to apply:
 that remainder is applied under the lock, the rest before taking it."""
 CATCH_UP_ROUNDS = 8
+SQ_TRAIN_ROWS = 65_536
+"""Rows that train an int8 graph's scalar quantizer (its per-dimension ranges)."""
 RETRY_AFTER_S = 60.0
 """A scope whose maintenance failed waits this long before the next attempt."""
 PROGRESS_EVERY_S = 10.0
@@ -125,10 +127,19 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
     """An HNSW graph of every row (labels = row numbers), built in chunks."""
     import faiss  # imported only when a scope grows this large
 
-    graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    blocks, total = rows.snapshot(), rows.count
+    if settings.hnsw_storage == "fp32":
+        graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        qtype = {"fp16": faiss.ScalarQuantizer.QT_fp16,
+                 "int8": faiss.ScalarQuantizer.QT_8bit}[settings.hnsw_storage]
+        graph = faiss.IndexHNSWSQ(rows.dim, qtype, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        if not graph.is_trained:  # int8: each dimension's range, from a sample of the rows
+            step = max(1, total // SQ_TRAIN_ROWS)
+            sample = take(blocks, np.arange(0, total, step)[:SQ_TRAIN_ROWS], rows.dim)
+            builder.heavy(graph.train, sample)
     graph.hnsw.efConstruction = settings.hnsw_ef_construction
     graph.hnsw.efSearch = settings.hnsw_ef_search
-    blocks, total = rows.snapshot(), rows.count
     started = last_log = time.monotonic()
     for first, chunk in slices(blocks, 0, total, BUILD_CHUNK):
         builder.check()
@@ -427,10 +438,12 @@ class ScopeIndex:
             on_gpu = self._on_gpu(len(self._pos))
         found: list[tuple[int, float]] = []
         if on_gpu and graph is None:
-            found = self._gpu_search(blocks, n, gen, dead, vector, k)
+            found = rescore(blocks, n, self._gpu_search(blocks, n, gen, dead, vector, k), vector)
         else:
             if graph is not None and graph_rows:
                 found = self._graph_search(graph, graph_rows, alive, dead, deaths, gen, vector, k)
+                if isinstance(graph, IvfIndex) or self.settings.hnsw_storage != "fp32":
+                    found = rescore(blocks, n, found, vector)  # fp16 / int8 codes
             if n > graph_rows:
                 found += flat_search(blocks, alive, graph_rows, n, vector, k)
             found.sort(key=lambda pair: -pair[1])
@@ -497,8 +510,22 @@ class ScopeIndex:
         if isinstance(self._graph, IvfIndex):  # the lists on the GPU
             return rows + self._graph.nbytes(self.dim)
         if self._graph is not None:  # FAISS's own copy of the vectors, and level-0 links
-            graph = self._graph_rows * (self.dim * 4 + self.settings.hnsw_m * 2 * 4)
+            code = self.dim * {"fp32": 4, "fp16": 2, "int8": 1}[self.settings.hnsw_storage]
+            graph = self._graph_rows * (code + self.settings.hnsw_m * 2 * 4)
         return rows + graph
+
+
+def rescore(blocks: list[np.ndarray], n: int, found: list[tuple[int, float]],
+            vector: np.ndarray) -> list[tuple[int, float]]:
+    """Exact fp32 similarities for candidates that an index scored on compressed vectors
+    (fp16, int8): thresholds compare similarities, so they must not be approximate. Best
+    first; rows outside [0, n) are dropped."""
+    rows = np.array(sorted({row for row, _ in found if 0 <= row < n}), dtype=np.int64)
+    if not len(rows):
+        return []
+    sims = take(blocks, rows, len(vector)) @ vector
+    order = np.argsort(-sims, kind="stable")
+    return list(zip(rows[order].tolist(), sims[order].tolist(), strict=True))
 
 
 def flat_search(blocks: list[np.ndarray], alive: np.ndarray, start: int, stop: int,

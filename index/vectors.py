@@ -69,6 +69,12 @@ class IndexSettings:
     """HNSW build-time beam width."""
     hnsw_ef_search: int = 96
     """HNSW search beam width; recall against flat is measured by the index benchmark."""
+    hnsw_storage: str = "fp32"
+    """The vectors inside an HNSW graph: `fp32`, or `fp16` / `int8` (FAISS scalar quantizer:
+    768 / 384 bytes a 384-d vector instead of 1536). The scope keeps its own fp32 rows
+    either way (rebuilds, flat search of the tail), and a graph's candidates are re-scored
+    exactly against them, so similarities (what thresholds compare) stay exact; recall@1 of
+    each storage at 1M vectors: loadtest/results/index_memory_*.json."""
     gpu_min_entries: int = 20_000
     """On a GPU, a scope is searched there from this size (and never becomes HNSW); smaller
     ones take a CPU flat search of microseconds. A GPU search is a copy each way and a
@@ -108,6 +114,8 @@ class IndexSettings:
     def __post_init__(self) -> None:
         if self.gpu_backend not in BACKENDS:
             raise ValueError(f"index.gpu_backend: one of {list(BACKENDS)}, got {self.gpu_backend!r}")
+        if self.hnsw_storage not in IVF_STORAGE:
+            raise ValueError(f"index.hnsw_storage: one of {list(IVF_STORAGE)}, got {self.hnsw_storage!r}")
         if self.gpu_ivf_storage not in IVF_STORAGE:
             raise ValueError(f"index.gpu_ivf_storage: one of {list(IVF_STORAGE)}, "
                              f"got {self.gpu_ivf_storage!r}")
