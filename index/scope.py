@@ -128,12 +128,14 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
     import faiss  # imported only when a scope grows this large
 
     blocks, total = rows.snapshot(), rows.count
+    graph: Any
     if settings.hnsw_storage == "fp32":
         graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
         qtype = {"fp16": faiss.ScalarQuantizer.QT_fp16,
                  "int8": faiss.ScalarQuantizer.QT_8bit}[settings.hnsw_storage]
-        graph = faiss.IndexHNSWSQ(rows.dim, qtype, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph = faiss.IndexHNSWSQ(rows.dim, qtype, settings.hnsw_m,  # type: ignore[arg-type]
+                                  faiss.METRIC_INNER_PRODUCT)
         if not graph.is_trained:  # int8: each dimension's range, from a sample of the rows
             step = max(1, total // SQ_TRAIN_ROWS)
             sample = take(blocks, np.arange(0, total, step)[:SQ_TRAIN_ROWS], rows.dim)
