@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                                "note": "figures at 10M are per-entry figures x 10M (extrapolated)"}
     out = args.out or RESULTS / f"index_memory_{machine_slug(machine)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():  # parts run separately merge into one file
+        previous = json.loads(out.read_text())
+        results = {**previous, **results}
     started = time.monotonic()
     if "codes" in parts:
         print(f"codes at {args.codes_size:,}", file=sys.stderr)
@@ -289,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     if "redis" in parts:
         print(f"redis and start-up at {args.redis_entries:,}", file=sys.stderr)
         results.update(asyncio.run(redis_and_startup(args.redis_entries, np.random.default_rng(3))))
-    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results[f"elapsed_s_{'_'.join(sorted(parts))}"] = round(time.monotonic() - started, 1)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}", file=sys.stderr)
     return 0
