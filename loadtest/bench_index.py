@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="GPU mode: comma-separated subset of " + ",".join(GPU_VARIANTS))
     parser.add_argument("--sizes", default=None)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--data", default="dense,uniform",
+                        help="GPU mode: distributions of the vectors, of " + ",".join(DATA)
+                        + "; after the first, IVF variants only")
     parser.add_argument("--recall", type=float, default=IndexSettings().gpu_ivf_recall,
                         help="GPU mode: the IVF indexes' recall@1 target")
     parser.add_argument("--max-hnsw", type=int, default=1_000_000,
@@ -209,24 +212,36 @@ RECALL_QUERIES = 1000
 TIMED_QUERIES = 300
 BATCH = 64
 TIMED_BATCHES = 30
+DATA = {"dense": (50, 0.3), "sparse": (5000, 0.6), "uniform": (1, 0.0)}
+"""Stored vectors per cluster and the noise around its centre. dense: many near neighbours
+(cosine ~0.91 within a cluster, ~0.88 from a query to its source's neighbours against ~0.97
+to its source), the harder case for compressed vectors; sparse: bench_index's CPU data;
+uniform: random unit vectors, no structure for IVF's lists to follow (its worst case)."""
+IVF_ONLY_AFTER_FIRST = True
+"""Distributions after the first run the IVF variants only: flat search is exact whatever
+the data, and its latency does not depend on it."""
 SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class GpuRun:
     """One scope size: the vectors (on the device, then on the host), queries and truth."""
 
-    def __init__(self, n: int, torch: Any, device: str, seed: int) -> None:
+    def __init__(self, n: int, torch: Any, device: str, seed: int, data: str) -> None:
         self.n, self.torch, self.device = n, torch, device
+        per_centre, spread = DATA[data]
         gen = torch.Generator(device=device).manual_seed(seed)
-        centres = torch.randn(max(2000, n // 5000), DIM, device=device, generator=gen)
-        centres /= centres.norm(dim=1, keepdim=True)
+        if per_centre > 1:
+            centres = torch.randn(n // per_centre, DIM, device=device, generator=gen)
+            centres /= centres.norm(dim=1, keepdim=True)
         x = torch.empty(n, DIM, device=device)
         step = 1 << 20
         for first in range(0, n, step):  # in pieces: no second 10M x 384 temporary
             last = min(n, first + step)
-            picks = torch.randint(0, len(centres), (last - first,), device=device, generator=gen)
-            part = centres[picks] + torch.randn(last - first, DIM, device=device,
-                                                generator=gen) * (0.6 / math.sqrt(DIM))
+            part = torch.randn(last - first, DIM, device=device, generator=gen)
+            if per_centre > 1:
+                picks = torch.randint(0, len(centres), (last - first,), device=device,
+                                      generator=gen)
+                part = centres[picks] + part * (spread / math.sqrt(DIM))
             x[first:last] = part / part.norm(dim=1, keepdim=True)
         sources = torch.randint(0, n, (RECALL_QUERIES,), device=device, generator=gen)
         q = x[sources] + torch.randn(RECALL_QUERIES, DIM, device=device, generator=gen) * (
@@ -414,8 +429,9 @@ def gpu_main(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {
         "benchmark": "index_gpu", "machine": machine, "device": device, "faiss": faiss_version,
         "faiss_gpu": faiss_gpu, "torch_cuda": torch.version.cuda, "dim": DIM,
-        "data": "clustered unit vectors (one centre per 5,000, noise 0.6); queries: noisy "
-                "copies (noise 0.25) of stored vectors; recall@1 against exact fp32 search",
+        "data": {name: f"{per:,} vectors a centre, noise {spread}" if per > 1 else
+                 "random unit vectors" for name, (per, spread) in DATA.items()},
+        "queries": "noisy copies (noise 0.25) of stored vectors; recall@1 against exact fp32",
         "recall_target": args.recall, "target": "10M vectors, p50 <= 1 ms at recall@1 >= 0.95",
         "sizes": []}
     if device == "cuda":
@@ -442,14 +458,19 @@ def gpu_main(args: argparse.Namespace) -> int:
             except OSError as e:
                 print(f"  could not write {target}: {e}", file=sys.stderr)
 
-    for seed, n in enumerate(sizes):
-        entry: dict[str, Any] = {"entries": n, "variants": {}}
+    datas = [d for d in args.data.split(",") if d]
+    if set(datas) - set(DATA):
+        raise SystemExit(f"unknown --data {sorted(set(datas) - set(DATA))}")
+    for seed, (data, n) in enumerate((d, n) for d in datas for n in sizes):
+        entry: dict[str, Any] = {"entries": n, "data": data, "variants": {}}
         results["sizes"].append(entry)
-        print(f"[{time.monotonic() - started:6.1f} s] scope of {n:,} vectors: generating",
+        print(f"[{time.monotonic() - started:6.1f} s] scope of {n:,} vectors ({data}): generating",
               file=sys.stderr, flush=True)
+        these = variants if data == datas[0] or not IVF_ONLY_AFTER_FIRST else [
+            v for v in variants if "_ivf_" in v]
         try:
             t = time.perf_counter()
-            run = GpuRun(n, torch, device, seed)
+            run = GpuRun(n, torch, device, seed, data)
             entry["generate_s"] = round(time.perf_counter() - t, 3)
             entry["query_source_is_exact_top1"] = run.source_is_truth
         except Exception as e:
@@ -457,7 +478,7 @@ def gpu_main(args: argparse.Namespace) -> int:
             print(f"  generation failed: {entry['error']}", file=sys.stderr)
             save()
             continue
-        for name in variants:
+        for name in these:
             if time.monotonic() - started > args.budget_s:
                 entry["variants"][name] = {"skipped": f"time budget of {args.budget_s:.0f} s spent"}
                 continue
@@ -501,13 +522,13 @@ def gpu_verdict(results: dict[str, Any]) -> dict[str, Any]:
     for entry in results["sizes"]:
         for name, res in entry.get("variants", {}).items():
             if res.get("recall_at_1", 0) >= 0.95 and "batch_1" in res:
-                key = str(entry["entries"])
+                key = f"{entry['entries']}_{entry.get('data')}"
                 if key not in best or res["batch_1"]["p50_ms"] < best[key]["p50_ms"]:
                     best[key] = {"variant": name, "p50_ms": res["batch_1"]["p50_ms"],
                                  "recall_at_1": res["recall_at_1"]}
-    ten = best.get(str(10_000_000))
+    tens = [v for k, v in best.items() if k.startswith(f"{10_000_000}_")]
     return {"fastest_at_recall_0.95": best,
-            "target_met": None if ten is None else ten["p50_ms"] <= 1.0}
+            "target_met": None if not tens else all(v["p50_ms"] <= 1.0 for v in tens)}
 
 
 if __name__ == "__main__":
