@@ -6,9 +6,11 @@ recall@1), Redis memory per entry, and the start-up rebuild's rate.
 
 - codes: one scope's vectors as FAISS stores them: fp32 (IndexFlatIP), fp16 and int8
   (IndexScalarQuantizer), PQ (IndexPQ, 48 and 96 bytes a vector), each searched
-  exhaustively for recall@1 against exact fp32 search, and PQ also with its top 10
+  exhaustively for recall@1 against exact fp32 search (queries at noise 0.25 and, looser
+  paraphrases, 0.5), and PQ also with its top 10
   re-scored exactly (what the scope does with its fp32 rows). Bytes per entry from the
-  codes; vectors as in bench_index (clustered unit vectors, queries noisy copies).
+  codes; vectors of bench_index's distributions (--data: dense clusters by default, sparse
+  as in bench_index's CPU runs), queries noisy copies of stored vectors.
 - hnsw: a scope of --hnsw-size entries built as the proxy builds it (ScopeIndex, HNSW M=32)
   for each `index.hnsw_storage` (fp32, fp16, int8): build time, the graph's bytes per entry
   (codes + links, from FAISS's own arrays), the scope's own rows and bookkeeping per entry
@@ -42,7 +44,7 @@ import numpy as np
 
 from semcache.index.vectors import IndexSettings, ScopeIndex
 
-from .bench_index import make_queries, make_vectors
+from .bench_index import DATA, make_queries, make_vectors
 from .machine import machine_info, machine_slug, redis_server_version
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,20 +65,51 @@ def exact_top1(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return rows
 
 
+FAR_NOISE = 0.5
+"""Noise of the second, harder query set (cosine ~0.89 to its source: a looser paraphrase,
+whose exact nearest neighbour is often another stored vector)."""
+
+
+def far_queries(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    base = vectors[rng.integers(0, len(vectors), QUERIES)]
+    noisy = base + rng.standard_normal(base.shape).astype(np.float32) * (FAR_NOISE / np.sqrt(DIM))
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+
+
 def gib(n: float) -> float:
     return round(n / 2**30, 2)
 
 
-def codes(n: int, rng: np.random.Generator) -> dict[str, Any]:
+def dataset(n: int, data: str, rng: np.random.Generator) -> np.ndarray:
+    """Unit vectors of one of bench_index's distributions (DATA: vectors a centre, noise)."""
+    if data == "sparse":  # bench_index's CPU data: 2,000 centres, noise 0.6
+        centres = rng.standard_normal((2000, DIM)).astype(np.float32)
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        return make_vectors(n, centres, rng)
+    per_centre, spread = DATA[data]
+    out = np.empty((n, DIM), dtype=np.float32)
+    centres = rng.standard_normal((max(1, n // per_centre), DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    for first in range(0, n, 100_000):  # in pieces: no float64 temporary of the whole set
+        last = min(n, first + 100_000)
+        part = rng.standard_normal((last - first, DIM), dtype=np.float32)
+        if per_centre > 1:
+            part = centres[rng.integers(0, len(centres), last - first)] + part * (
+                spread / np.sqrt(DIM))
+        out[first:last] = part / np.linalg.norm(part, axis=1, keepdims=True)
+    return out
+
+
+def codes(n: int, data: str, rng: np.random.Generator) -> dict[str, Any]:
     import faiss
 
-    centres = rng.standard_normal((2000, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = make_vectors(n, centres, rng)
+    vectors = dataset(n, data, rng)
     queries = make_queries(vectors, QUERIES, rng)
     truth = exact_top1(vectors, queries)
+    far = far_queries(vectors, rng)
+    far_truth = exact_top1(vectors, far)
     sample = vectors[rng.choice(n, size=min(n, 100_000), replace=False)]
-    out: dict[str, Any] = {"entries": n, "queries": QUERIES, "variants": {}}
+    out: dict[str, Any] = {"entries": n, "data": data, "queries": QUERIES, "variants": {}}
     ip = faiss.METRIC_INNER_PRODUCT
     variants: dict[str, Any] = {
         "fp32": lambda: faiss.IndexFlatIP(DIM),
@@ -108,9 +141,15 @@ def codes(n: int, rng: np.random.Generator) -> dict[str, Any]:
             "exhaustive_search_ms_per_query": round(search_ms, 2),
             "recall_at_1": round(float(np.mean(labels[:, 0] == truth)), 4),
             "at_10m_gib": gib(code * TEN_M)}
+        _, far_labels = index.search(far, 10)
+        res[f"recall_at_1_queries_noise_{FAR_NOISE}"] = round(
+            float(np.mean(far_labels[:, 0] == far_truth)), 4)
         if name.startswith("pq"):  # top 10 re-scored exactly against the fp32 rows
-            rescored = [int(row[np.argmax(vectors[row] @ q)]) for row, q in zip(labels, queries, strict=True)]
-            res["recall_at_1_top10_rescored"] = round(float(np.mean(np.array(rescored) == truth)), 4)
+            for key, lab, qs, tr in (("", labels, queries, truth),
+                                     (f"_queries_noise_{FAR_NOISE}", far_labels, far, far_truth)):
+                rescored = [int(row[np.argmax(vectors[row] @ q)]) for row, q in zip(lab, qs, strict=True)]
+                res[f"recall_at_1_top10_rescored{key}"] = round(
+                    float(np.mean(np.array(rescored) == tr)), 4)
         out["variants"][name] = res
         print(f"    {code} B/entry  recall@1 {res['recall_at_1']:.3f}", file=sys.stderr, flush=True)
         del index
@@ -127,13 +166,14 @@ def graph_bytes(graph: Any) -> int:
     return int(links + code * graph.ntotal)
 
 
-def hnsw(n: int, rng: np.random.Generator) -> dict[str, Any]:
-    centres = rng.standard_normal((2000, DIM)).astype(np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    vectors = make_vectors(n, centres, rng)
+def hnsw(n: int, data: str, rng: np.random.Generator) -> dict[str, Any]:
+    vectors = dataset(n, data, rng)
     queries = make_queries(vectors, QUERIES, rng)
     truth = exact_top1(vectors, queries)
-    out: dict[str, Any] = {"entries": n, "M": IndexSettings().hnsw_m, "variants": {}}
+    far = far_queries(vectors, rng)
+    far_truth = exact_top1(vectors, far)
+    out: dict[str, Any] = {"entries": n, "data": data, "M": IndexSettings().hnsw_m,
+                           "variants": {}}
     for storage in ("fp32", "fp16", "int8"):
         print(f"  hnsw {storage}", file=sys.stderr, flush=True)
         tracemalloc.start()
@@ -151,11 +191,14 @@ def hnsw(n: int, rng: np.random.Generator) -> dict[str, Any]:
             hits = scope.search(q, 1)
             times.append((time.perf_counter() - t) * 1e3)
             found.append(int(hits[0][0], 16) if hits else -1)
+        far_found = [int(hits[0][0], 16) if (hits := scope.search(q, 1)) else -1 for q in far]
         graph = graph_bytes(scope._graph)
         rows_bytes = DIM * 4
         out["variants"][storage] = {
             "build_s": round(build_s, 2), "search_p50_ms": round(float(np.median(times)), 3),
             "recall_at_1": round(float(np.mean(np.array(found) == truth)), 4),
+            f"recall_at_1_queries_noise_{FAR_NOISE}": round(
+                float(np.mean(np.array(far_found) == far_truth)), 4),
             "graph_bytes_per_entry": round(graph / n, 1),
             "scope_rows_bytes_per_entry": rows_bytes,
             "scope_python_bytes_per_entry": round((python_bytes - rows_bytes * n) / n, 1),
@@ -269,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hnsw-size", type=int, default=100_000)
     parser.add_argument("--redis-entries", type=int, default=200_000)
     parser.add_argument("--parts", default="codes,hnsw,redis")
+    parser.add_argument("--data", default="dense",
+                        help="distributions for codes and hnsw, of sparse (bench_index's CPU "
+                        "data), dense, uniform (bench_index.DATA)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -281,14 +327,16 @@ def main(argv: list[str] | None = None) -> int:
         previous = json.loads(out.read_text())
         results = {**previous, **results}
     started = time.monotonic()
-    if "codes" in parts:
-        print(f"codes at {args.codes_size:,}", file=sys.stderr)
-        results["codes"] = codes(args.codes_size, np.random.default_rng(1))
-        out.write_text(json.dumps(results, indent=2))
-    if "hnsw" in parts:
-        print(f"hnsw at {args.hnsw_size:,}", file=sys.stderr)
-        results["hnsw"] = hnsw(args.hnsw_size, np.random.default_rng(2))
-        out.write_text(json.dumps(results, indent=2))
+    for data in args.data.split(","):
+        suffix = "" if data == "sparse" else f"_{data}"
+        if "codes" in parts:
+            print(f"codes at {args.codes_size:,} ({data})", file=sys.stderr)
+            results[f"codes{suffix}"] = codes(args.codes_size, data, np.random.default_rng(1))
+            out.write_text(json.dumps(results, indent=2))
+        if "hnsw" in parts:
+            print(f"hnsw at {args.hnsw_size:,} ({data})", file=sys.stderr)
+            results[f"hnsw{suffix}"] = hnsw(args.hnsw_size, data, np.random.default_rng(2))
+            out.write_text(json.dumps(results, indent=2))
     if "redis" in parts:
         print(f"redis and start-up at {args.redis_entries:,}", file=sys.stderr)
         results.update(asyncio.run(redis_and_startup(args.redis_entries, np.random.default_rng(3))))
