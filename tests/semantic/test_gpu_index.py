@@ -157,3 +157,20 @@ def test_gpu_ivf_meets_its_recall_target(storage: str) -> None:
     _, labels = ivf.search(queries, 1)
     truth = np.argmax(queries @ vectors.T, axis=1)
     assert float(np.mean(labels[:, 0] == truth)) >= 0.9
+
+
+@pytest.mark.gpu
+def test_the_proxy_index_picks_faiss_on_the_gpu() -> None:
+    """VectorIndex as the proxy makes it (device "auto"): FAISS GPU where it is installed."""
+    if not faiss_gpu_available():
+        pytest.skip("the installed FAISS has no GPU support, or sees no GPU")
+    index = VectorIndex(DIM, IndexSettings(gpu_min_entries=100))
+    try:
+        assert index.stats()["gpu_backend"] == "faiss"
+        vectors = clustered(np.random.default_rng(4), 300)
+        index.load("s", [f"e{i}" for i in range(300)], vectors)
+        assert index.stats()["by_kind"] == {"gpu-flat": 300}
+        (best, sim), = index.search("s", vectors[123], 1)
+        assert best == "e123" and sim == pytest.approx(1.0, abs=1e-5)
+    finally:
+        index.close(5)
