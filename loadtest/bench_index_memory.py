@@ -262,7 +262,7 @@ async def redis_and_startup(n: int, vectors_rng: np.random.Generator) -> dict[st
             t = time.perf_counter()
             for first in range(0, n, 64):  # 64 writes in flight, as a busy proxy has
                 await asyncio.gather(*(store.put(entry(i)) for i in range(first, min(n, first + 64))))
-                if first % 50_000 == 0:
+                if first // 50_000 != (first + 64) // 50_000:
                     print(f"    redis: {first:,} of {n:,} entries written", file=sys.stderr, flush=True)
             write_s = time.perf_counter() - t
             info = await client.info("memory")
