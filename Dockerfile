@@ -24,7 +24,7 @@ RUN apt-get update \
 ENV SEMCACHE_DEVICE=cpu
 
 # One CUDA major throughout: this base's CUDA 12, and scripts/prepare's CUDA 12 builds of
-# torch (PyTorch's cu126 index), onnxruntime-gpu (1.19-1.23 on PyPI) and faiss-gpu-cu12.
+# torch (PyTorch's cu126 index), onnxruntime-gpu (1.19-1.23 on PyPI) and faiss-gpu (CUDA 12).
 FROM nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 AS base-cuda
 # hadolint ignore=DL3008
 RUN apt-get update \

@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .builder import INLINE, BuildContext, IndexBuilder
+from .gpu import IvfIndex
 from .rows import BLOCK_ROWS, Rows, slices, take
 
 if TYPE_CHECKING:
-    from .vectors import GpuSearch, IndexSettings
+    from .gpu import FaissSearch, TorchSearch
+    from .vectors import IndexSettings
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ CATCH_UP_UNDER_LOCK = 256
 """A rebuild swaps once at most this many rows added or removed during it remain to apply:
 that remainder is applied under the lock, the rest before taking it."""
 CATCH_UP_ROUNDS = 8
+SQ_TRAIN_ROWS = 65_536
+"""Rows that train an int8 graph's scalar quantizer (its per-dimension ranges)."""
 RETRY_AFTER_S = 60.0
 """A scope whose maintenance failed waits this long before the next attempt."""
 PROGRESS_EVERY_S = 10.0
@@ -123,10 +127,21 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
     """An HNSW graph of every row (labels = row numbers), built in chunks."""
     import faiss  # imported only when a scope grows this large
 
-    graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    blocks, total = rows.snapshot(), rows.count
+    graph: Any
+    if settings.hnsw_storage == "fp32":
+        graph = faiss.IndexHNSWFlat(rows.dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        qtype = {"fp16": faiss.ScalarQuantizer.QT_fp16,
+                 "int8": faiss.ScalarQuantizer.QT_8bit}[settings.hnsw_storage]
+        graph = faiss.IndexHNSWSQ(rows.dim, qtype, settings.hnsw_m,  # type: ignore[arg-type]
+                                  faiss.METRIC_INNER_PRODUCT)
+        if not graph.is_trained:  # int8: each dimension's range, from a sample of the rows
+            step = max(1, total // SQ_TRAIN_ROWS)
+            sample = take(blocks, np.arange(0, total, step)[:SQ_TRAIN_ROWS], rows.dim)
+            builder.heavy(graph.train, sample)
     graph.hnsw.efConstruction = settings.hnsw_ef_construction
     graph.hnsw.efSearch = settings.hnsw_ef_search
-    blocks, total = rows.snapshot(), rows.count
     started = last_log = time.monotonic()
     for first, chunk in slices(blocks, 0, total, BUILD_CHUNK):
         builder.check()
@@ -142,7 +157,8 @@ def build_graph(rows: Rows, settings: IndexSettings, builder: BuildContext) -> A
 class ScopeIndex:
     """The vectors of one scope."""
 
-    def __init__(self, dim: int, settings: IndexSettings, gpu: GpuSearch | None = None,
+    def __init__(self, dim: int, settings: IndexSettings,
+                 gpu: FaissSearch | TorchSearch | None = None,
                  builder: IndexBuilder | None = None) -> None:
         self.dim = dim
         self.settings = settings
@@ -168,6 +184,9 @@ class ScopeIndex:
         self._retry_at = 0.0
         self._bitmap: tuple[int, int, int, np.ndarray, Any] | None = None
         self._gpu_matrix: tuple[tuple[int, int], Any] | None = None
+        """The GPU backend's copy of the rows for flat search: ((gen, rows), handle)."""
+        self._gpu_lock = threading.Lock()
+        """Held while that copy is made or extended (by whichever search thread needs it)."""
         self.builds = 0
         self.last_build_s = 0.0
 
@@ -181,6 +200,8 @@ class ScopeIndex:
 
     @property
     def kind(self) -> str:
+        if isinstance(self._graph, IvfIndex):
+            return "gpu-ivf"
         if self._on_gpu(len(self._pos)):
             return "gpu-flat"
         return "hnsw" if self._graph is not None else "flat"
@@ -191,6 +212,15 @@ class ScopeIndex:
 
     def _on_gpu(self, n: int) -> bool:
         return self._gpu is not None and n >= self.settings.gpu_min_entries
+
+    def _graph_min(self) -> int | None:
+        """The size from which the scope is searched through a graph or an IVF index: HNSW
+        on the CPU, IVF on a GPU backend that has it, none on one that has not (exact)."""
+        if self._gpu is None:
+            return self.settings.hnsw_min_entries
+        if getattr(self._gpu, "supports_ivf", False):
+            return max(self.settings.gpu_ivf_min_entries, self.settings.gpu_min_entries)
+        return None
 
     # mutations (the event loop) -------------------------------------------------------
 
@@ -276,7 +306,8 @@ class ScopeIndex:
             return None
         n, live, graph_rows = self._rows.count, len(self._pos), self._graph_rows
         if self._graph is None:
-            if self._gpu is None and live >= self.settings.hnsw_min_entries:
+            graph_min = self._graph_min()
+            if graph_min is not None and live >= graph_min:
                 return "build"
             if self._dead * 4 > n and n > INLINE_COMPACT_ROWS:
                 return "compact"
@@ -330,10 +361,13 @@ class ScopeIndex:
             fresh.copy_live(blocks, ids, alive, 0, n0, builder)
             # Once built, a graph is kept down to half the threshold, so that a scope
             # hovering around it does not flip between kinds.
-            floor = self.settings.hnsw_min_entries // (2 if had_graph else 1)
+            graph_min = self._graph_min()
             graph = None
-            if self._gpu is None and len(fresh.pos) >= floor:
-                graph = build_graph(fresh.rows, self.settings, builder)
+            if graph_min is not None and len(fresh.pos) >= graph_min // (2 if had_graph else 1):
+                if self._gpu is not None:
+                    graph = self._gpu.build_ivf(fresh.rows, builder)  # type: ignore[union-attr]
+                else:
+                    graph = build_graph(fresh.rows, self.settings, builder)
             self._catch_up_and_swap(fresh, graph, n0, builder)
         finally:
             with self.lock:
@@ -367,6 +401,8 @@ class ScopeIndex:
         self._rows, self._ids, self._pos = fresh.rows, fresh.ids, fresh.pos
         self._alive, self._dead = fresh.alive, fresh.dead
         self._graph, self._graph_rows = graph, (graph.ntotal if graph is not None else 0)
+        if graph is not None:
+            self._gpu_matrix = None  # an IVF index replaces the flat copy on the GPU
         self._gen += 1
         self._deaths += 1  # row numbers changed: no cached bitmap applies
         self._retry_at = 0.0
@@ -403,11 +439,13 @@ class ScopeIndex:
             graph, graph_rows, dead, deaths = self._graph, self._graph_rows, self._dead, self._deaths
             on_gpu = self._on_gpu(len(self._pos))
         found: list[tuple[int, float]] = []
-        if on_gpu:
-            found = self._gpu_search(blocks, n, gen, dead, vector, k)
+        if on_gpu and graph is None:
+            found = rescore(blocks, n, self._gpu_search(blocks, n, gen, dead, vector, k), vector)
         else:
             if graph is not None and graph_rows:
                 found = self._graph_search(graph, graph_rows, alive, dead, deaths, gen, vector, k)
+                if isinstance(graph, IvfIndex) or self.settings.hnsw_storage != "fp32":
+                    found = rescore(blocks, n, found, vector)  # fp16 / int8 codes
             if n > graph_rows:
                 found += flat_search(blocks, alive, graph_rows, n, vector, k)
             found.sort(key=lambda pair: -pair[1])
@@ -426,6 +464,11 @@ class ScopeIndex:
 
     def _graph_search(self, graph: Any, graph_rows: int, alive: np.ndarray, dead: int,
                       deaths: int, gen: int, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        if isinstance(graph, IvfIndex):
+            # No ID selector on the GPU: ask for enough more than k to pass the tombstones.
+            sims, labels = graph.search(vector.reshape(1, -1), k + min(dead, 64))
+            return [(row, sim) for row, sim in zip(labels[0].tolist(), sims[0].tolist(),
+                                                   strict=True) if 0 <= row < graph_rows]
         params = None
         if dead:
             # Tombstoned rows are still in the graph: filter them inside the search, so a
@@ -447,18 +490,44 @@ class ScopeIndex:
     def _gpu_search(self, blocks: list[np.ndarray], n: int, gen: int, dead: int,
                     vector: np.ndarray, k: int) -> list[tuple[int, float]]:
         assert self._gpu is not None
-        cached = self._gpu_matrix
-        if cached is None or cached[0] != (gen, n):
-            matrix = np.concatenate([part for _, part in slices(blocks, 0, n)])
-            cached = self._gpu_matrix = ((gen, n), self._gpu.upload(matrix))
+        with self._gpu_lock:
+            cached = self._gpu_matrix
+            if cached is None or cached[0] != (gen, n):
+                extend = getattr(self._gpu, "extend", None)
+                if (cached is not None and extend is not None and cached[0][0] == gen
+                        and cached[0][1] < n):  # only rows appended since: add those
+                    extend(cached[1], np.concatenate(
+                        [part for _, part in slices(blocks, cached[0][1], n)]))
+                    cached = ((gen, n), cached[1])
+                else:
+                    matrix = np.concatenate([part for _, part in slices(blocks, 0, n)])
+                    cached = ((gen, n), self._gpu.upload(matrix))
+                if self._gen == gen:  # not replaced by a swap meanwhile
+                    self._gpu_matrix = cached
         return self._gpu.search(cached[1], vector, k + min(dead, 64))
 
     def nbytes(self) -> int:
         rows = self._rows.count * self.dim * 4
         graph = 0
+        if isinstance(self._graph, IvfIndex):  # the lists on the GPU
+            return rows + self._graph.nbytes(self.dim)
         if self._graph is not None:  # FAISS's own copy of the vectors, and level-0 links
-            graph = self._graph_rows * (self.dim * 4 + self.settings.hnsw_m * 2 * 4)
+            code = self.dim * {"fp32": 4, "fp16": 2, "int8": 1}[self.settings.hnsw_storage]
+            graph = self._graph_rows * (code + self.settings.hnsw_m * 2 * 4)
         return rows + graph
+
+
+def rescore(blocks: list[np.ndarray], n: int, found: list[tuple[int, float]],
+            vector: np.ndarray) -> list[tuple[int, float]]:
+    """Exact fp32 similarities for candidates that an index scored on compressed vectors
+    (fp16, int8): thresholds compare similarities, so they must not be approximate. Best
+    first; rows outside [0, n) are dropped."""
+    rows = np.array(sorted({row for row, _ in found if 0 <= row < n}), dtype=np.int64)
+    if not len(rows):
+        return []
+    sims = take(blocks, rows, len(vector)) @ vector
+    order = np.argsort(-sims, kind="stable")
+    return list(zip(rows[order].tolist(), sims[order].tolist(), strict=True))
 
 
 def flat_search(blocks: list[np.ndarray], alive: np.ndarray, start: int, stop: int,

@@ -11,10 +11,13 @@ Per scope (index/scope.py):
 - a FAISS HNSW graph once the scope holds `hnsw_min_entries` vectors; HNSW cannot delete,
   so deletions are tombstones (filtered inside the search) and the graph is rebuilt once a
   quarter of it is dead.
-- on a GPU (`device = "cuda"` and torch sees one), once a scope holds `gpu_min_entries`
-  vectors: an exact flat search as a matrix product on the GPU (torch, fp16 vectors): 1M
-  vectors are 768 MB and one pass reads them in well under a millisecond. Smaller scopes stay
-  on the CPU, where a search takes microseconds and a GPU round trip would cost more.
+- on a GPU, once a scope holds `gpu_min_entries` vectors (index/gpu.py): where the
+  installed FAISS has GPU support, an exact `GpuIndexFlatIP` (fp16 storage: 1M vectors are
+  768 MB and one pass reads them in well under a millisecond), and from
+  `gpu_ivf_min_entries` an IVF index on the GPU with nprobe set to meet `gpu_ivf_recall`,
+  built on the builder's thread and swapped in like an HNSW graph; without FAISS GPU, an
+  exact matrix product through torch. Smaller scopes stay on the CPU, where a search takes
+  microseconds and a GPU round trip would cost more.
 
 No index work that grows with the data runs on the caller's thread: adding and removing an
 entry is O(1), and graph builds, rebuilds after deletions and compaction run on the index
@@ -32,9 +35,21 @@ from typing import Any
 import numpy as np
 
 from .builder import IndexBuilder
+from .gpu import (
+    BACKENDS,
+    IVF_STORAGE,
+    FaissSearch,
+    TorchSearch,
+    faiss_gpu_available,
+    pick_backend,
+    torch_cuda_available,
+)
 from .scope import ScopeIndex
 
-__all__ = ["GpuSearch", "IndexSettings", "ScopeIndex", "VectorIndex"]
+__all__ = ["FaissSearch", "GpuSearch", "IndexSettings", "ScopeIndex", "TorchSearch", "VectorIndex"]
+
+GpuSearch = TorchSearch
+"""The torch backend under its former name (benchmarks import it)."""
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +69,33 @@ class IndexSettings:
     """HNSW build-time beam width."""
     hnsw_ef_search: int = 96
     """HNSW search beam width; recall against flat is measured by the index benchmark."""
+    hnsw_storage: str = "fp32"
+    """The vectors inside an HNSW graph: `fp32`, or `fp16` / `int8` (FAISS scalar quantizer:
+    768 / 384 bytes a 384-d vector instead of 1536). The scope keeps its own fp32 rows
+    either way (rebuilds, flat search of the tail), and a graph's candidates are re-scored
+    exactly against them, so similarities (what thresholds compare) stay exact; recall@1 of
+    each storage at 1M vectors: loadtest/results/index_memory_*.json."""
     gpu_min_entries: int = 20_000
     """On a GPU, a scope is searched there from this size (and never becomes HNSW); smaller
     ones take a CPU flat search of microseconds. A GPU search is a copy each way and a
     synchronisation on the device the encoder uses: measured on an H100 with 10 proxy
     processes, searching 500-entry scopes on the GPU took 27% of each event loop's time."""
+    gpu_backend: str = "auto"
+    """What searches scopes on the GPU: `auto` (FAISS GPU where the installed FAISS has GPU
+    support, else the torch matrix product), `faiss` or `torch`."""
+    gpu_flat_fp16: bool = True
+    """FAISS GPU flat indexes store fp16 vectors (half the memory and read time; exact
+    search on fp16 vectors, as the torch product does)."""
+    gpu_ivf_min_entries: int = 2_000_000
+    """With FAISS GPU, a scope of at least this many vectors is searched through an IVF
+    index (built off the event loop; exact flat search meanwhile)."""
+    gpu_ivf_storage: str = "fp16"
+    """Vectors in the IVF lists: `fp32` (IVFFlat), `fp16` or `int8` (scalar quantizer)."""
+    gpu_ivf_nlist: int = 0
+    """IVF lists; 0: 4 * sqrt(vectors)."""
+    gpu_ivf_recall: float = 0.95
+    """The IVF index searches the fewest lists (a power of two) that give this recall@1
+    against exact search, measured when it is built."""
     offload_min_entries: int = 4096
     """Scopes at least this large are searched in a worker thread, off the event loop;
     smaller ones take microseconds and are searched inline (a thread hop costs more)."""
@@ -74,33 +111,18 @@ class IndexSettings:
     the GIL for the moments between FAISS calls, and the event loop waits on it. Raise it on
     a machine whose spare CPU is reliably idle."""
 
-
-class GpuSearch:
-    """Exact flat search on a CUDA device, through torch (fp16 vectors, fp32 accumulation)."""
-
-    def __init__(self) -> None:
-        import torch  # only on the GPU path
-
-        self.torch = torch
-        self.device = torch.device("cuda")
-
-    @staticmethod
-    def available() -> bool:
-        try:
-            import torch
-        except ImportError:
-            return False
-        return bool(torch.cuda.is_available())
-
-    def upload(self, vectors: np.ndarray) -> Any:
-        return self.torch.from_numpy(vectors).to(self.device, dtype=self.torch.float16)
-
-    def search(self, matrix: Any, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        torch = self.torch
-        query = torch.from_numpy(vector).to(self.device, dtype=torch.float16)
-        sims = (matrix @ query).float()
-        top = torch.topk(sims, min(k, sims.shape[0]))
-        return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))
+    def __post_init__(self) -> None:
+        if self.gpu_backend not in BACKENDS:
+            raise ValueError(f"index.gpu_backend: one of {list(BACKENDS)}, got {self.gpu_backend!r}")
+        if self.hnsw_storage not in IVF_STORAGE:
+            raise ValueError(f"index.hnsw_storage: one of {list(IVF_STORAGE)}, got {self.hnsw_storage!r}")
+        if self.gpu_ivf_storage not in IVF_STORAGE:
+            raise ValueError(f"index.gpu_ivf_storage: one of {list(IVF_STORAGE)}, "
+                             f"got {self.gpu_ivf_storage!r}")
+        if not 0.0 < self.gpu_ivf_recall <= 1.0:
+            raise ValueError(f"index.gpu_ivf_recall: must be in (0, 1], got {self.gpu_ivf_recall!r}")
+        if self.gpu_ivf_min_entries <= 0 or self.gpu_ivf_nlist < 0:
+            raise ValueError("index.gpu_ivf_min_entries must be > 0 and gpu_ivf_nlist >= 0")
 
 
 class VectorIndex:
@@ -115,10 +137,7 @@ class VectorIndex:
         self.settings = settings or IndexSettings()
         self._scopes: dict[str, ScopeIndex] = {}
         self._scope_of: dict[str, str] = {}
-        use_gpu = self.settings.device == "cuda" or (
-            self.settings.device == "auto" and GpuSearch.available()
-        )
-        self._gpu = GpuSearch() if use_gpu else None
+        self._gpu = open_gpu_backend(self.settings)
         threads = self.settings.build_threads or max(1, (os.cpu_count() or 2) - 1)
         self.builder = IndexBuilder(threads=threads, nice=self.settings.build_nice)
 
@@ -176,8 +195,8 @@ class VectorIndex:
         index = self._scopes.get(scope)
         if index is None:
             return 0
-        return max(index.rows, index.settings.offload_min_entries) if index.kind == "hnsw" \
-            else index.rows
+        return max(index.rows, index.settings.offload_min_entries) \
+            if index.kind in ("hnsw", "gpu-ivf") else index.rows
 
     def search(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[str, float]]:
         index = self._scopes.get(scope)
@@ -219,8 +238,21 @@ class VectorIndex:
             "scopes": len(self._scopes),
             "by_kind": kinds,
             "bytes": sum(index.nbytes() for index in list(self._scopes.values())),
+            "gpu_backend": self._gpu.name if self._gpu is not None else None,
             "builder": {"scopes_waiting": building, "jobs_done": self.builder.jobs_done,
                         "jobs_failed": self.builder.jobs_failed,
                         "busy_s": round(self.builder.busy_s, 3),
                         "thread_alive": self.builder.alive},
         }
+
+
+def open_gpu_backend(settings: IndexSettings) -> FaissSearch | TorchSearch | None:
+    """The backend of this index's GPU searches (index/gpu.py: `pick_backend`), or None.
+    FAISS backends share the process's one GPU resources object (and its lock)."""
+    if settings.device == "cpu":
+        return None
+    choice = pick_backend(settings.device, settings.gpu_backend,
+                          faiss_gpu=faiss_gpu_available(), torch_cuda=torch_cuda_available())
+    if choice == "torch":
+        return TorchSearch()
+    return FaissSearch(settings) if choice == "faiss" else None

@@ -63,14 +63,14 @@ def proxy_command(port: int, upstream_url: str, redis_url: str, data_dir: Path,
 
 @contextlib.asynccontextmanager
 async def process(args: list[str], log: Path, ready_url: str, env: dict[str, str] | None = None,
-                  ) -> AsyncIterator[subprocess.Popen[bytes]]:
+                  ready_timeout_s: float = 60.0) -> AsyncIterator[subprocess.Popen[bytes]]:
     """A child process that is up once `ready_url` answers 200; SIGTERM on the way out."""
     with log.open("wb") as out:
         # Popen returns at once; readiness is awaited below.
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,  # noqa: ASYNC220
                                 stdin=subprocess.DEVNULL, env=env)
     try:
-        await wait_ready(ready_url, proc, log)
+        await wait_ready(ready_url, proc, log, ready_timeout_s)
         yield proc
     finally:
         if proc.poll() is None:

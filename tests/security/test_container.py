@@ -195,7 +195,10 @@ def test_prepare_uses_one_cuda_major(tmp_path: Path, cuda: str) -> None:
     ort = re.search(r"onnxruntime-gpu>=1\.(\d+),<(\S+)", calls)
     assert ort is not None
     assert (int(ort.group(1)) >= 29) if cuda == "13" else ort.group(2).startswith("1.24")
-    assert "faiss-gpu-cu12" in calls  # FAISS's GPU wheels on PyPI are CUDA 12 builds
+    # FAISS's own GPU wheels (CUDA 12 runtime wheels, which a CUDA 13 driver runs), and the
+    # CPU build out of the way (both ship the `faiss` package).
+    assert "pip install -q faiss-gpu>=1.15,<2" in calls
+    assert "uninstall -q -y onnxruntime faiss-cpu" in calls
 
 
 def test_images_keep_one_cuda_major_and_leave_torch_out_without_the_backend() -> None:

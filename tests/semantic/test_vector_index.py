@@ -92,3 +92,36 @@ def test_small_scopes_stay_off_the_gpu() -> None:
         scope.remove(f"e{i}")
     (best, _), *_ = scope.search(vectors[20], 2)
     assert best == "e20" and device.searches == 1 and scope.kind == "flat"
+
+
+@pytest.mark.parametrize("storage", ["fp16", "int8"])
+def test_compact_hnsw_storage_keeps_exact_similarities(storage: str) -> None:
+    """`hnsw_storage` fp16/int8: the graph holds scalar-quantized codes (a quarter or half
+    of fp32), finds the same nearest entries, and the similarities it reports are the exact
+    fp32 ones (re-scored against the scope's rows), since thresholds compare them."""
+    import faiss
+
+    rng = np.random.default_rng(11)
+    vectors = unit(rng, 600)
+    index = VectorIndex(384, IndexSettings(device="cpu", hnsw_min_entries=500,
+                                           hnsw_storage=storage))
+    try:
+        index.load("s", [f"e{i}" for i in range(600)], vectors)
+        assert index.wait_for_builds(30)
+        scope = index._scopes["s"]
+        assert isinstance(scope._graph, faiss.IndexHNSWSQ) and scope.kind == "hnsw"
+        assert faiss.downcast_index(scope._graph.storage).code_size == 384 * (2 if storage == "fp16" else 1)
+        for i in (3, 250, 599):
+            query = vectors[i] + 0.02 * unit(rng, 1)[0]
+            found = index.search("s", query, 3)
+            assert found[0][0] == f"e{i}"
+            for entry_id, sim in found:
+                exact = float(vectors[int(entry_id[1:])] @ query)
+                assert sim == pytest.approx(exact, abs=1e-6)
+        fp32 = VectorIndex(384, IndexSettings(device="cpu", hnsw_min_entries=500))
+        fp32.load("s", [f"e{i}" for i in range(600)], vectors)
+        assert fp32.wait_for_builds(30)
+        assert index.stats()["bytes"] < fp32.stats()["bytes"]
+        fp32.close(5)
+    finally:
+        index.close(5)
