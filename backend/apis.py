@@ -192,7 +192,9 @@ def _response_ids() -> tuple[str, str, int]:
 
 MESSAGES_HONOURED = frozenset({"model", "messages", "system", "max_tokens", "temperature",
                                "top_p", "stop_sequences", "stream"})
-MESSAGES_HARMLESS = frozenset({"metadata", "service_tier"})
+MESSAGES_HARMLESS = frozenset({"metadata", "service_tier", "cache_control", "inference_geo",
+                               "speed", "user_profile_id", "workspace_id"})
+"""Labels, routing and billing hints, and prompt-caching markers: nothing in the answer."""
 MESSAGES_UNHONOURED: Unhonoured = {
     "tools": (lambda v: v is None or v == [], _TOOLS),
     "tool_choice": (lambda v: v is None or v in ({"type": "none"}, {"type": "auto"}),
@@ -200,6 +202,10 @@ MESSAGES_UNHONOURED: Unhonoured = {
     "thinking": (lambda v: v is None or v == {"type": "disabled"},
                  "this backend's model does not think: no extended thinking"),
     "top_k": (_off(), "top_k sampling is not supported by this backend"),
+    "output_config": (lambda v: v is None or v == {}, "output formats and effort are not "
+                                                     "supported by this backend"),
+    "container": (_off(), "this backend has no containers"),
+    "diagnostics": (_off(), "this backend reports no diagnostics"),
 }
 _TEXT_BLOCK_KEYS = frozenset({"type", "text", "cache_control"})
 ANTHROPIC_ERRORS = {400: "invalid_request_error", 401: "authentication_error",
