@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from semcache.proxy.apis.base import sse_event
@@ -160,28 +160,33 @@ async def responses_events(completer: Completer, req: protocol.CompletionRequest
         sequence += 1
         return sse_event({"type": kind, **fields, "sequence_number": sequence - 1}, kind)
 
-    empty = ChoiceResult(0, "", "stop", 0)
-    shell = {**responses_body(req, opened[0][0], empty, completer.model_name, ids, body),
-             "status": "in_progress", "output": [], "usage": None,
-             "incomplete_details": None, "completed_at": None}
-    yield emit("response.created", response=shell)
-    yield emit("response.in_progress", response=shell)
-    item = {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant",
-            "content": []}
-    yield emit("response.output_item.added", output_index=0, item=item)
-    at = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    yield emit("response.content_part.added", **at,
-               part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
     finished: list[ChoiceResult] = []
-    async for text in _deltas(completer, req, opened, finished):
-        yield emit("response.output_text.delta", **at, delta=text, logprobs=[])
-    final = responses_body(req, opened[0][0], finished[0], completer.model_name, ids, body)
-    done = final["output"][0]
-    yield emit("response.output_text.done", **at, text=finished[0].text, logprobs=[])
-    yield emit("response.content_part.done", **at, part=done["content"][0])
-    yield emit("response.output_item.done", output_index=0, item=done)
-    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
-    yield emit(kind, response=final)
+    deltas = _deltas(completer, req, opened, finished)
+    try:
+        empty = ChoiceResult(0, "", "stop", 0)
+        shell = {**responses_body(req, opened[0][0], empty, completer.model_name, ids, body),
+                 "status": "in_progress", "output": [], "usage": None,
+                 "incomplete_details": None, "completed_at": None}
+        yield emit("response.created", response=shell)
+        yield emit("response.in_progress", response=shell)
+        item = {"type": "message", "id": item_id, "status": "in_progress", "role": "assistant",
+                "content": []}
+        yield emit("response.output_item.added", output_index=0, item=item)
+        at = {"item_id": item_id, "output_index": 0, "content_index": 0}
+        yield emit("response.content_part.added", **at,
+                   part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+        async for text in deltas:
+            yield emit("response.output_text.delta", **at, delta=text, logprobs=[])
+        final = responses_body(req, opened[0][0], finished[0], completer.model_name, ids, body)
+        done = final["output"][0]
+        yield emit("response.output_text.done", **at, text=finished[0].text, logprobs=[])
+        yield emit("response.content_part.done", **at, part=done["content"][0])
+        yield emit("response.output_item.done", output_index=0, item=done)
+        kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+        yield emit(kind, response=final)
+    finally:
+        await deltas.aclose()
+        _cancel(opened)
 
 
 def _response_ids() -> tuple[str, str, int]:
@@ -294,22 +299,27 @@ async def messages_events(completer: Completer, req: protocol.CompletionRequest,
     def emit(kind: str, **fields: Any) -> bytes:
         return sse_event({"type": kind, **fields}, kind)
 
-    mid = _message_id()
-    start = message_body(opened[0][0], ChoiceResult(0, "", "stop", 0), completer.model_name,
-                         mid)
-    yield emit("message_start", message={**start, "content": [], "stop_reason": None,
-                                         "stop_sequence": None})
-    yield emit("content_block_start", index=0, content_block={"type": "text", "text": ""})
-    yield emit("ping")
     finished: list[ChoiceResult] = []
-    async for text in _deltas(completer, req, opened, finished):
-        yield emit("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
-    yield emit("content_block_stop", index=0)
-    final = message_body(opened[0][0], finished[0], completer.model_name, mid)
-    yield emit("message_delta", delta={"stop_reason": final["stop_reason"],
-                                       "stop_sequence": final["stop_sequence"]},
-               usage={"output_tokens": final["usage"]["output_tokens"]})
-    yield emit("message_stop")
+    deltas = _deltas(completer, req, opened, finished)
+    try:
+        mid = _message_id()
+        start = message_body(opened[0][0], ChoiceResult(0, "", "stop", 0), completer.model_name,
+                             mid)
+        yield emit("message_start", message={**start, "content": [], "stop_reason": None,
+                                             "stop_sequence": None})
+        yield emit("content_block_start", index=0, content_block={"type": "text", "text": ""})
+        yield emit("ping")
+        async for text in deltas:
+            yield emit("content_block_delta", index=0, delta={"type": "text_delta", "text": text})
+        yield emit("content_block_stop", index=0)
+        final = message_body(opened[0][0], finished[0], completer.model_name, mid)
+        yield emit("message_delta", delta={"stop_reason": final["stop_reason"],
+                                           "stop_sequence": final["stop_sequence"]},
+                   usage={"output_tokens": final["usage"]["output_tokens"]})
+        yield emit("message_stop")
+    finally:
+        await deltas.aclose()
+        _cancel(opened)
 
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
@@ -348,8 +358,15 @@ def _chat_request(body: dict, messages: list[dict[str, str]], max_tokens: int | 
         model=model if isinstance(model, str) else None)
 
 
+def _cancel(opened: Opened) -> None:
+    """A stream left early (the client gone) frees its sequence at once, also before the
+    chat events (which cancel it) were started."""
+    for stream in opened[1]:
+        stream.cancel()
+
+
 async def _deltas(completer: Completer, req: protocol.CompletionRequest, opened: Opened,
-                  finished: list[ChoiceResult]) -> AsyncIterator[str]:
+                  finished: list[ChoiceResult]) -> AsyncGenerator[str, None]:
     """The text of the one choice as it is decoded; `finished` then holds its result."""
     events = completer.stream_events(req, opened, finished)
     try:

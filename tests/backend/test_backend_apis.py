@@ -14,7 +14,7 @@ from semcache.backend.server import build_app, build_engine
 from semcache.proxy.apis.messages import MessagesAssembler
 from semcache.proxy.apis.responses import ResponsesAssembler
 
-from .conftest import TINY_SETTINGS, make_model, torch
+from .conftest import TINY_SETTINGS, make_model, torch, until
 
 INSTRUCTIONS = "Answer briefly."
 QUESTION = "Hello there"
@@ -278,3 +278,18 @@ async def test_messages_require_max_tokens(backend) -> None:
         body = await resp.json()
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert body["error"]["message"].startswith("max_tokens: ")
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/responses", {"input": QUESTION, "max_output_tokens": 480}),
+    ("/v1/messages", {"messages": [{"role": "user", "content": QUESTION}], "max_tokens": 480}),
+])
+async def test_a_client_leaving_a_stream_frees_its_sequence(make_client, path, body) -> None:
+    """A client gone mid-stream: its sequence is cancelled, not run to its limit."""
+    client, engine = await make_client(max_seq_len=512)
+    resp = await client.post(path, json={"model": "tiny", "stream": True, **body})
+    await resp.content.readline()
+    resp.close()
+    before = engine.stats()["tokens_generated"]
+    await until(lambda: engine.stats()["running"] == 0)
+    assert engine.stats()["tokens_generated"] - before < 480
