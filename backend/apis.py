@@ -5,9 +5,10 @@ Each request becomes a chat request (`protocol.CompletionRequest`): Responses `i
 and Anthropic `system` as the system message, the input items or messages as the turns,
 `max_output_tokens` / `max_tokens` as the token limit. The answer is rendered in the
 request's own format, whole or as its own event stream, token by token as the chat route
-streams. The whole answers are built by the proxy's renderers (semcache.proxy.apis), so a
-response of the backend is exactly what the cache stores and replays; the streams follow the
-proxy's replays (`replay_events`) event for event, written as the tokens arrive.
+streams. A Responses answer is rendered by the proxy's own Responses format from the chat
+answer it is (semcache.proxy.apis.responses `answer_of`), and a Messages answer has the
+shape the proxy stores and replays; the streams carry the events of the proxy's replays
+(`replay_events`), in their order, each delta written as its tokens are decoded.
 
 What the backend cannot honour is refused with a 400 naming the parameter (as the chat route
 refuses, protocol.py): tools, images and files, reasoning and thinking, structured output,

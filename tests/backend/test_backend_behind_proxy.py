@@ -120,4 +120,15 @@ async def test_responses_and_messages_miss_then_hit(proxy_to_backend) -> None:
                                       extra_body={"temperature": 0}) as streamed:
         assert streamed.response.headers["x-semcache"] == "hit-exact"
         assert "".join([t async for t in streamed.text_stream]) == texts[0]
+    # The backend's own stream, a miss, is what the proxy stores: the next ask is a hit.
+    other = [{"role": "user", "content": "And what does it save?"}]
+    async with claude.messages.stream(model="tiny", max_tokens=5, messages=other,
+                                      extra_body={"temperature": 0}) as streamed:
+        assert streamed.response.headers["x-semcache"] == "miss"
+        said = "".join([t async for t in streamed.text_stream])
+    await service.drain(5)
+    raw = await claude.messages.with_raw_response.create(
+        model="tiny", max_tokens=5, messages=other, extra_body={"temperature": 0})
+    assert raw.headers["x-semcache"] == "hit-exact"
+    assert (await raw.parse()).content[0].text == said
     await claude.close()
