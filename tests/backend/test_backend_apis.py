@@ -293,3 +293,29 @@ async def test_a_client_leaving_a_stream_frees_its_sequence(make_client, path, b
     before = engine.stats()["tokens_generated"]
     await until(lambda: engine.stats()["running"] == 0)
     assert engine.stats()["tokens_generated"] - before < 480
+
+
+async def test_a_conversation_carried_in_input_and_messages(backend) -> None:
+    """The backend keeps no state: a second turn sends the first one back, Responses as the
+    output items the SDK returned, Messages as an assistant message; both answer as chat
+    does for the same three turns."""
+    openai_client, claude = _openai(backend), _anthropic(backend)
+    first = await openai_client.responses.create(model="tiny", input=QUESTION, temperature=0,
+                                                 max_output_tokens=6)
+    said = first.output_text
+    turns = [{"role": "user", "content": QUESTION}, {"role": "assistant", "content": said},
+             {"role": "user", "content": "Go on."}]
+    choice, usage = await _chat(openai_client, 6, turns)
+    items = [{"role": "user", "content": QUESTION},
+             *[item.model_dump(exclude_none=True) for item in first.output],
+             {"role": "user", "content": "Go on."}]
+    second = await openai_client.responses.create(model="tiny", input=items, temperature=0,
+                                                  max_output_tokens=6)
+    assert second.output_text == choice.message.content
+    assert second.usage.input_tokens == usage.prompt_tokens
+    message = await claude.messages.create(model="tiny", messages=turns, max_tokens=6,
+                                           extra_body=GREEDY)
+    assert message.content[0].text == choice.message.content
+    assert message.usage.input_tokens == usage.prompt_tokens
+    await openai_client.close()
+    await claude.close()
