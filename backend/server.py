@@ -17,7 +17,7 @@ from aiohttp import web
 from semcache.embeddings.settings import EmbeddingSettings
 from semcache.proxy.gc_tuning import tune_gc
 
-from . import protocol
+from . import apis, protocol
 from .embedding import Embedder, EmbeddingsUnavailable
 from .engine import Engine
 from .errors import BackendError, InvalidRequest, ModelLoadError
@@ -39,7 +39,12 @@ encoder loads wait for it instead of failing, and a failed load fails them with 
 DISCONNECT_POLL_S = 0.25
 
 
-def _error(status: int, message: str, type_: str, code: str, param: str | None = None):
+def _error(request: web.Request, status: int, message: str, type_: str, code: str,
+           param: str | None = None) -> web.Response:
+    if request.path.startswith("/v1/messages"):  # Anthropic's clients read their own shape
+        if param is not None:
+            message = f"{param}: {message}"
+        return web.json_response(apis.anthropic_error(status, message), status=status)
     return web.json_response(protocol.error_body(message, type_, code, param), status=status)
 
 
@@ -47,21 +52,22 @@ def _error(status: int, message: str, type_: str, code: str, param: str | None =
 async def errors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Every error leaves in the OpenAI shape; unexpected ones without their details."""
+    """Every error leaves in the OpenAI shape (Anthropic's under /v1/messages); unexpected
+    ones without their details."""
     try:
         return await handler(request)
     except BackendError as e:
         param = getattr(e, "param", None)
-        return _error(e.status, str(e), e.type, e.code, param)
+        return _error(request, e.status, str(e), e.type, e.code, param)
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        return _error(e.status, e.reason, "invalid_request_error", str(e.status))
+        return _error(request, e.status, e.reason, "invalid_request_error", str(e.status))
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
         log.exception("unexpected error serving %s", request.path)
-        return _error(500, "internal error in the inference backend", "server_error",
+        return _error(request, 500, "internal error in the inference backend", "server_error",
                       "internal_error")
 
 
@@ -72,25 +78,62 @@ async def _body(request: web.Request) -> Any:
         raise InvalidRequest("the request body is not valid JSON") from e
 
 
+Whole = Callable[[Completer, protocol.CompletionRequest], Awaitable[dict]]
+"""A route's non-streaming answer."""
+Events = Callable[[Completer, protocol.CompletionRequest, tuple], AsyncIterator[bytes]]
+"""A route's event stream, the SSE bytes of each event, over the opened sequences."""
+
+
+async def _chat_events(completer: Completer, req: protocol.CompletionRequest,
+                       opened: tuple) -> AsyncIterator[bytes]:
+    events: AsyncIterator[dict] = completer.stream_events(req, opened)
+    try:
+        async for payload in events:
+            yield b"data: " + json.dumps(payload).encode() + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=True)
-    return await _serve(request, req, marks)
+    return await _serve(request, req, marks, Completer.complete, _chat_events)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
     marks = {"arrived": time.perf_counter()}
     req = protocol.parse_request(await _body(request), chat=False)
-    return await _serve(request, req, marks)
+    return await _serve(request, req, marks, Completer.complete, _chat_events)
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    """The OpenAI Responses API over the chat engine (apis.py)."""
+    marks = {"arrived": time.perf_counter()}
+    body = await _body(request)
+    req = apis.parse_responses(body)
+    return await _serve(request, req, marks,
+                        lambda c, r: apis.responses_whole(c, r, body),
+                        lambda c, r, o: apis.responses_events(c, r, o, body))
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """The Anthropic Messages API over the chat engine (apis.py)."""
+    marks = {"arrived": time.perf_counter()}
+    body = await _body(request)
+    req = apis.parse_messages(body)
+    return await _serve(request, req, marks,
+                        lambda c, r: apis.messages_whole(c, r, body),
+                        lambda c, r, o: apis.messages_events(c, r, o, body))
 
 
 async def _serve(request: web.Request, req: protocol.CompletionRequest,
-                 marks: dict[str, float]) -> web.StreamResponse:
+                 marks: dict[str, float], whole: Whole, events: Events) -> web.StreamResponse:
     completer = request.app[COMPLETER]
     marks["parsed"] = time.perf_counter()
     if req.stream:
-        return await _stream(request, req, completer, marks)
-    task = asyncio.ensure_future(completer.complete(req))
+        return await _stream(request, req, completer, marks, events)
+    task = asyncio.ensure_future(whole(completer, req))
     try:
         # aiohttp does not cancel handlers when the client leaves, so watch the connection:
         # a sequence nobody will read must free its slot.
@@ -105,20 +148,20 @@ async def _serve(request: web.Request, req: protocol.CompletionRequest,
 
 
 async def _stream(request: web.Request, req: protocol.CompletionRequest,
-                  completer: Completer, marks: dict[str, float]) -> web.StreamResponse:
+                  completer: Completer, marks: dict[str, float],
+                  render: Events) -> web.StreamResponse:
     opened = await completer.open(req, marks)  # 429/400 still possible, before any header
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-cache"})
-    events: AsyncIterator[dict] = completer.stream_events(req, opened)
+    events = render(completer, req, opened)
     try:
         await response.prepare(request)
-        async for payload in events:
-            await response.write(b"data: " + json.dumps(payload).encode() + b"\n\n")
+        async for event in events:
+            await response.write(event)
             if "text" in marks and "written" not in marks:  # the first token's chunk
                 marks["written"] = time.perf_counter()
                 request.app[ENGINE].ttft.add(marks, prompt_tokens=opened[0][0],
                                              cached_tokens=opened[1][0].seq.cached)
-        await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
     except (ConnectionResetError, asyncio.CancelledError):
         log.debug("client left a stream; its sequences are cancelled")
@@ -201,6 +244,8 @@ def build_app(settings: BackendSettings, engine: Engine) -> web.Application:
     app.cleanup_ctx.append(engine_ctx)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/messages", messages)
     if settings.embedding_model != "off":
         app.cleanup_ctx.append(embedder_ctx)
         app.router.add_post("/v1/embeddings", embeddings)

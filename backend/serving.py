@@ -21,6 +21,9 @@ class ChoiceResult:
     text: str
     finish_reason: str
     tokens: int
+    stop_sequence: str | None = None
+    """The stop string that ended the choice (finish_reason "stop"); None for an end of
+    sequence token or the token limit."""
 
 
 class Completer:
@@ -129,7 +132,7 @@ class Completer:
             reason = "stop" if text.stopped else reason
             if out is not None:
                 out.put_nowait((index, delta, reason))
-            return ChoiceResult(index, text.text, reason, text.tokens)
+            return ChoiceResult(index, text.text, reason, text.tokens, text.matched)
         except Exception as e:  # tell the SSE writer, or it would wait for this choice forever
             if out is not None:
                 out.put_nowait((index, None, e))
@@ -137,22 +140,30 @@ class Completer:
         finally:
             stream.cancel()
 
-    async def complete(self, req: protocol.CompletionRequest) -> dict[str, Any]:
+    async def run(self, req: protocol.CompletionRequest) -> tuple[list[int], list[ChoiceResult]]:
+        """Every choice of a request to its end: the prompt lengths and the results."""
         lengths, streams = await self.open(req)
         tasks = [self._run_choice(i, s, req.stop, None) for i, s in enumerate(streams)]
         try:
-            results = await asyncio.gather(*tasks)
+            return lengths, list(await asyncio.gather(*tasks))
         finally:
             for stream in streams:
                 stream.cancel()
+
+    async def complete(self, req: protocol.CompletionRequest) -> dict[str, Any]:
+        lengths, results = await self.run(req)
         choices = [protocol.choice(req.chat, r.index, r.text, r.finish_reason) for r in results]
         use = protocol.usage(sum(lengths), sum(r.tokens for r in results))
         return protocol.response(req.chat, protocol.new_id(req.chat), self.model_name,
                                  choices, use)
 
     async def stream_events(self, req: protocol.CompletionRequest,
-                            opened: tuple[list[int], list[Stream]]) -> AsyncIterator[dict]:
-        """The SSE payloads of a streamed request, in order (without the final [DONE])."""
+                            opened: tuple[list[int], list[Stream]],
+                            finished: list[ChoiceResult] | None = None) -> AsyncIterator[dict]:
+        """The SSE payloads of a streamed request, in order (without the final [DONE]).
+
+        `finished` receives every choice's result once all have ended, before the usage
+        chunk: what the other wire formats (apis.py) say at a stream's end."""
         lengths, streams = opened
         rid, created = protocol.new_id(req.chat), int(time.time())
         out: asyncio.Queue = asyncio.Queue()
@@ -181,6 +192,8 @@ class Completer:
                     yield protocol.chunk(req.chat, rid, self.model_name, created, index,
                                          None, reason)
             results = [t.result() for t in tasks]
+            if finished is not None:
+                finished.extend(results)
             if req.include_usage:
                 use = protocol.usage(sum(lengths), sum(r.tokens for r in results))
                 yield protocol.usage_chunk(req.chat, rid, self.model_name, created, use)

@@ -24,6 +24,8 @@ class TextStream:
         self.text = ""  # all text decoded so far (before stop truncation)
         self._sent = 0  # characters of self.text already handed out
         self.stopped = False
+        self.matched: str | None = None
+        """The stop string that ended the text, if one did (Anthropic names it)."""
         self.tokens = 0  # tokens consumed, the completion's token count
 
     def _decode(self, ids: list[int]) -> str:
@@ -65,9 +67,11 @@ class TextStream:
     def _release(self, final: bool) -> str:
         if self._stop and not self.stopped:
             start = max(0, self._sent - self._hold)
-            hits = [i for i in (self.text.find(s, start) for s in self._stop) if i >= 0]
+            hits = [(i, s) for i, s in ((self.text.find(s, start), s) for s in self._stop)
+                    if i >= 0]
             if hits:
-                self.text = self.text[: min(hits)]
+                at, self.matched = min(hits, key=lambda hit: hit[0])
+                self.text = self.text[:at]
                 self.stopped = True
                 final = True
         end = len(self.text) if final else max(self._sent, len(self.text) - self._hold)

@@ -75,3 +75,60 @@ async def test_embeddings_through_the_proxy(proxy_to_backend) -> None:
     vectors = np.array([d.embedding for d in answer.data])
     assert vectors.shape == (2, 384) and answer.usage.prompt_tokens > 0
     await client.close()
+
+
+async def test_responses_and_messages_miss_then_hit(proxy_to_backend) -> None:
+    """The default set-up serves both APIs: the backend answers the miss in each API's own
+    format, and the proxy stores and serves it, whole and streamed."""
+    import anthropic
+    import openai
+
+    proxy, service, _ = proxy_to_backend
+    client = openai.AsyncOpenAI(base_url=str(proxy.make_url("/v1")), api_key="sk-test",
+                                max_retries=0)
+    outcomes, texts = [], []
+    for _ in range(2):
+        raw = await client.responses.with_raw_response.create(
+            model="tiny", instructions="Be brief.", input="What is semantic caching?",
+            max_output_tokens=6, temperature=0)
+        outcomes.append(raw.headers["x-semcache"])
+        texts.append(raw.parse().output_text)
+        await service.drain(5)
+    assert outcomes == ["miss", "hit-exact"] and texts[0] == texts[1] and texts[0]
+    stream = await client.responses.create(
+        model="tiny", instructions="Be brief.", input="What is semantic caching?",
+        max_output_tokens=6, temperature=0, stream=True)
+    events = [event async for event in stream]
+    assert events[-1].type == "response.incomplete"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == texts[0]
+    await client.close()
+
+    claude = anthropic.AsyncAnthropic(base_url=str(proxy.make_url("")), api_key="sk-ant-test",
+                                      max_retries=0)
+    turns = [{"role": "user", "content": "What is semantic caching?"}]
+    outcomes, texts = [], []
+    for _ in range(2):
+        raw = await claude.messages.with_raw_response.create(
+            model="tiny", max_tokens=6, messages=turns, extra_body={"temperature": 0})
+        outcomes.append(raw.headers["x-semcache"])
+        message = await raw.parse()
+        texts.append(message.content[0].text)
+        assert message.stop_reason == "max_tokens" and message.usage.output_tokens == 6
+        await service.drain(5)
+    assert outcomes == ["miss", "hit-exact"] and texts[0] == texts[1] and texts[0]
+    async with claude.messages.stream(model="tiny", max_tokens=6, messages=turns,
+                                      extra_body={"temperature": 0}) as streamed:
+        assert streamed.response.headers["x-semcache"] == "hit-exact"
+        assert "".join([t async for t in streamed.text_stream]) == texts[0]
+    # The backend's own stream, a miss, is what the proxy stores: the next ask is a hit.
+    other = [{"role": "user", "content": "And what does it save?"}]
+    async with claude.messages.stream(model="tiny", max_tokens=5, messages=other,
+                                      extra_body={"temperature": 0}) as streamed:
+        assert streamed.response.headers["x-semcache"] == "miss"
+        said = "".join([t async for t in streamed.text_stream])
+    await service.drain(5)
+    raw = await claude.messages.with_raw_response.create(
+        model="tiny", max_tokens=5, messages=other, extra_body={"temperature": 0})
+    assert raw.headers["x-semcache"] == "hit-exact"
+    assert (await raw.parse()).content[0].text == said
+    await claude.close()
