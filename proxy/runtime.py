@@ -1,6 +1,6 @@
 """Settings an operator changes while the proxy runs, shared by every replica through Redis.
 
-Today that is the semantic threshold. The value lives in the hash `{prefix}runtime`; each
+Today that is the semantic threshold. The value lives in the hash `Keys.runtime` (index/keys.py); each
 replica keeps a copy in memory (read on the request path without any I/O) and re-reads the
 hash every `refresh_s`, so a change made through any replica's admin API reaches all of them
 within that period, and survives restarts. While Redis is unreachable the last known value
@@ -18,6 +18,8 @@ from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from semcache.index.keys import Keys
 
 from .errors import ProxyError
 
@@ -52,7 +54,7 @@ class RuntimeState:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, refresh_s: float = REFRESH_S) -> None:
         self.client = client
-        self.key = f"{prefix}runtime"
+        self.key = Keys(prefix).runtime
         self.refresh_s = refresh_s
         self.threshold: float | None = None
         """Semantic threshold set at run time; None: use the configured one."""

@@ -67,7 +67,8 @@ class RedisObservations:
         """Encoded pool of every scope that has one."""
         self._scope_t: dict[tuple[str, float], float] = {}
         """Memo of (scope, default) -> scope threshold, dropped when the pool changes."""
-        self._seq = 0
+        self._seq: dict[int, int] = {}
+        """The latest sequence number read of each Redis shard's pools (index/keys.py)."""
 
     # the request path: memory only ------------------------------------------------------
 
@@ -122,7 +123,8 @@ class RedisObservations:
             seq, changed = await self.store.changed_pools(self._seq)
         except (RedisError, OSError):
             return
-        if seq < self._seq:  # Redis lost its data: forget everything read before
+        if any(n < self._seq.get(shard, 0) for shard, n in seq.items()):
+            # Redis lost its data: forget everything read before
             self._pools.clear()
             self._scope_t.clear()
         self._seq = seq
