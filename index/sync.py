@@ -59,12 +59,16 @@ class IndexSync:
         self.index = index
         self.tail_client = tail_client
         """A connection of its own: XREAD BLOCK holds it for up to TAIL_BLOCK_MS."""
-        self.streams = store.keys.streams()
-        """One per shard (index/keys.py); every replica tails them all."""
-        self.last_ids = dict.fromkeys(self.streams, "0-0")
+        self.last_ids: dict[str, str] = {}
+        """The last event applied of each shard's stream (none: from the start)."""
         self.events_applied = 0
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
+
+    @property
+    def streams(self) -> list[str]:
+        """One per shard (index/keys.py); every replica tails them all."""
+        return self.store.keys.streams()
 
     def stop(self) -> None:
         """Ask the tail (and a rebuild in progress) to end at their next step."""
@@ -168,7 +172,7 @@ class IndexSync:
         while not self.stopping:
             try:
                 reply = await self.tail_client.xread(
-                    {stream: self.last_ids[stream] for stream in streams}, count=500,
+                    {stream: self.last_ids.get(stream, "0-0") for stream in streams}, count=500,
                     block=TAIL_BLOCK_MS,
                 )
                 raise_if_cancelling()
