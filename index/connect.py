@@ -26,10 +26,17 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
+REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+"""What a Redis call raises when Redis is unavailable: redis-py's errors (a cluster whose
+nodes are all unreachable, or a slot left uncovered mid-failover, raise a
+RedisClusterException, which is no RedisError), and OSError from a socket below redis-py."""
 
 
 class RedisURLError(ValueError):

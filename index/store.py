@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from .connect import REDIS_ERRORS
 from .keys import SHARDS, Keys, shard_of
 
 T = TypeVar("T")
@@ -337,7 +337,7 @@ class Store:
                 return await op()
             async with self.deadline():
                 return await op()
-        except (RedisError, OSError) as e:
+        except REDIS_ERRORS as e:
             # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
             # that fails below redis-py. Either way, stop asking for a while.
             self.failures += 1
@@ -389,7 +389,7 @@ class Store:
                 ok = all(replies.values()) if isinstance(replies, dict) else bool(replies)
             else:
                 ok = bool(await self.client.ping())
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return False
         if ok:
             self._down_until = 0.0

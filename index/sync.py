@@ -27,8 +27,8 @@ from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from .connect import REDIS_ERRORS
 from .store import Store, is_cluster
 from .vectors import VectorIndex
 
@@ -97,7 +97,7 @@ class IndexSync:
                 loaded = await self._scan_all()
             finally:
                 self.index.resume_builds()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             raise_if_cancelling()
             raise
         self.ready.set()
@@ -179,7 +179,7 @@ class IndexSync:
                 for stream, events in cast(list[tuple[bytes, Any]], reply or []):
                     await self._apply(stream.decode(), events)
                     raise_if_cancelling()
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 raise_if_cancelling()
                 if self.stopping:
                     return

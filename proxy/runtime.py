@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.keys import Keys
 
 from .errors import ProxyError
@@ -129,7 +129,7 @@ class Periodic:
         while not self._stop.is_set():
             try:
                 await self.work()
-            except (RedisError, OSError):
+            except REDIS_ERRORS:
                 pass  # the cache's own probe reports the outage; try again next period
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a new
             # task each period, and a task that comes and goes looks like a leak to anyone

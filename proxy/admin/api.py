@@ -26,8 +26,8 @@ import numpy as np
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
-from redis.exceptions import RedisError
 
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.keys import SHARDS
 from semcache.index.store import Entry, Store
 
@@ -151,7 +151,7 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     """Opens what the admin API and /metrics need; runs after the Redis context."""
     settings, store, metrics = app[state.SETTINGS], app[state.STORE], app[state.METRICS]
     runtime = RuntimeState(store.client, prefix=settings.redis.key_prefix)
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(*REDIS_ERRORS):
         await runtime.refresh()  # a threshold set before this replica started applies at once
     app[state.RUNTIME] = runtime
     admin = AdminState(

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.keys import Keys
 
 from ..events import RequestEvent
@@ -141,7 +141,7 @@ class TimeSeries:
         self._ints, self._floats, self._hits, self._request_ids = {}, {}, defaultdict(int), {}
         try:
             await self._write(ints, floats, hits, request_ids)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             self._merge_back(ints, floats, hits, request_ids)
             raise
 
@@ -203,7 +203,7 @@ class TimeSeries:
         if self._loop is not None:
             await self._loop.stop()
             self._loop = None
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.flush()
 
     # reading ----------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.store import Entry, Store, decode_observations
 
 from .thresholds import applied_threshold, entry_threshold, scope_threshold
@@ -121,7 +120,7 @@ class RedisObservations:
         Redis is unavailable the pools last read stay in force."""
         try:
             seq, changed = await self.store.changed_pools(self._seq)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return
         if any(n < self._seq.get(shard, 0) for shard, n in seq.items()):
             # Redis lost its data: forget everything read before
