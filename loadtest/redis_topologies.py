@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -280,8 +281,8 @@ class LocalSentinel:
         for node in self.sentinels:
             c = node.client()
             try:
-                replicas = c.sentinel_slaves(self.service)
-                peers = c.sentinel_sentinels(self.service)
+                replicas = cast(list[dict[str, Any]], c.sentinel_slaves(self.service))
+                peers = cast(list[dict[str, Any]], c.sentinel_sentinels(self.service))
             finally:
                 c.close()
             up = [r for r in replicas if "s_down" not in r.get("flags", "")
@@ -293,7 +294,7 @@ class LocalSentinel:
     def master_port(self) -> int:
         c = self.sentinels[0].client()
         try:
-            _host, port = c.sentinel_get_master_addr_by_name(self.service)
+            _host, port = cast(tuple[str, int], c.sentinel_get_master_addr_by_name(self.service))
         finally:
             c.close()
         return int(port)
