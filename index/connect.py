@@ -19,6 +19,7 @@ transaction and script on one slot).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -37,6 +38,26 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, 
 """What a Redis call raises when Redis is unavailable: redis-py's errors (a cluster whose
 nodes are all unreachable, or a slot left uncovered mid-failover, raise a
 RedisClusterException, which is no RedisError), and OSError from a socket below redis-py."""
+
+
+
+
+def is_redis_failure(error: BaseException) -> bool:
+    """Whether `error` means Redis is unavailable: one of REDIS_ERRORS, or an AttributeError
+    or TypeError raised inside redis-py or asyncio's transports. redis-py leaks those when a
+    connection dies under it (a master killed while another coroutine is connecting, or a
+    peer reset on an idle connection: redis-py issues #4287 and #3835); seen here in
+    tests/cluster/test_failover.py. The same errors raised from semcache's own code are
+    bugs and are not swallowed."""
+    if isinstance(error, REDIS_ERRORS):
+        return True
+    if not isinstance(error, AttributeError | TypeError):
+        return False
+    tb, last = error.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    where = last.tb_frame.f_code.co_filename if last is not None else ""
+    return any(f"{os.sep}{package}{os.sep}" in where for package in ("redis", "asyncio"))
 
 
 class RedisURLError(ValueError):

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
-from .connect import REDIS_ERRORS
+from .connect import is_redis_failure
 from .keys import SHARDS, Keys, shard_of
 
 T = TypeVar("T")
@@ -337,9 +337,12 @@ class Store:
                 return await op()
             async with self.deadline():
                 return await op()
-        except REDIS_ERRORS as e:
+        except Exception as e:
             # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
-            # that fails below redis-py. Either way, stop asking for a while.
+            # that fails below redis-py, and redis-py leaks a few others when a connection
+            # dies under it (index/connect.py). Either way, stop asking for a while.
+            if not is_redis_failure(e):
+                raise
             self.failures += 1
             self._down_until = time.monotonic() + self.retry_after_s
             raise StoreUnavailableError(f"redis: {type(e).__name__}") from e
@@ -389,7 +392,9 @@ class Store:
                 ok = all(replies.values()) if isinstance(replies, dict) else bool(replies)
             else:
                 ok = bool(await self.client.ping())
-        except REDIS_ERRORS:
+        except Exception as e:
+            if not is_redis_failure(e):
+                raise
             return False
         if ok:
             self._down_until = 0.0

@@ -28,7 +28,7 @@ from typing import Any, cast
 import numpy as np
 import redis.asyncio as aioredis
 
-from .connect import REDIS_ERRORS
+from .connect import REDIS_ERRORS, is_redis_failure
 from .store import Store, is_cluster
 from .vectors import VectorIndex
 
@@ -179,7 +179,9 @@ class IndexSync:
                 for stream, events in cast(list[tuple[bytes, Any]], reply or []):
                     await self._apply(stream.decode(), events)
                     raise_if_cancelling()
-            except REDIS_ERRORS as e:
+            except Exception as e:
+                if not is_redis_failure(e):
+                    raise
                 raise_if_cancelling()
                 if self.stopping:
                     return

@@ -18,7 +18,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
-from semcache.index.connect import REDIS_ERRORS
+from semcache.index.connect import is_redis_failure
 from semcache.index.keys import Keys
 
 from .errors import ProxyError
@@ -129,8 +129,10 @@ class Periodic:
         while not self._stop.is_set():
             try:
                 await self.work()
-            except REDIS_ERRORS:
-                pass  # the cache's own probe reports the outage; try again next period
+            except Exception as e:
+                if not is_redis_failure(e):
+                    raise
+                # the cache's own probe reports the outage; try again next period
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a new
             # task each period, and a task that comes and goes looks like a leak to anyone
             # counting them (the reliability tests do)

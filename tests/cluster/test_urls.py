@@ -74,3 +74,23 @@ async def test_each_form_opens_redis_pys_own_client() -> None:
     finally:
         for client in (single, cluster, sentinel):
             await close_client(client)
+
+
+async def test_redis_py_internal_errors_count_as_redis_failures() -> None:
+    """redis-py leaks an AttributeError when a connection dies under a command (seen in the
+    cluster failover test); the store fails open on it, but not on one of its own bugs."""
+    from redis.asyncio.connection import Connection
+
+    from semcache.index.connect import is_redis_failure
+
+    try:
+        await Connection()._send_packed_command([b"PING"])  # no writer: never connected
+    except AttributeError as e:
+        assert is_redis_failure(e)
+    else:
+        raise AssertionError("redis-py no longer fails this way")
+    try:
+        None.missing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as e:
+        assert not is_redis_failure(e)
+    assert is_redis_failure(ConnectionRefusedError()) and not is_redis_failure(ValueError())
