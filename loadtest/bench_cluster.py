@@ -99,7 +99,11 @@ async def throughput(backend: str, workload: Workload, args: argparse.Namespace,
         print(f"throughput on {backend}", file=sys.stderr)
         result = await run_load("", round_robin(workload.items(), urls),
                                 concurrency=args.concurrency, duration_s=args.duration)
+    first = sorted(result.samples, key=lambda s: s.start_s)[: args.compare_first]
     return {"backend": backend, **run_summary(result.samples, result.wall_s),
+            # runs of equal length send different numbers of requests, and a longer prefix
+            # of the workload has more repeats: the hit rates compare on the same prefix
+            "hit_rate_first_requests": hit_rate(first), "first_requests": len(first),
             "timeseries": timeseries(result.samples)}
 
 
@@ -150,6 +154,10 @@ async def failover(workload: Workload, args: argparse.Namespace, up_url: str, tm
         "entries_lost": len(lost),
         "hit_rate_before": hit_rate(before),
         "hit_rate_after_recovery": hit_rate(after_recovery),
+        # the cache is still filling, so adjacent windows say more than the whole run's halves
+        "hit_rate_5s_before": hit_rate([s for s in before if s.start_s >= killed_at - 5]),
+        "hit_rate_5s_after_recovery": hit_rate(
+            [s for s in after_recovery if s.start_s <= served_again_at + 5]),
         "requests_before": len(before), "requests_after_recovery": len(after_recovery),
         "summary": summarize(samples, result.wall_s),
         "timeseries": timeseries(samples),
@@ -190,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=500)
     p.add_argument("--tenants", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-first", type=int, default=5000,
+                   help="hit rates of both throughput runs over this many first requests")
     p.add_argument("--upstream-delay", type=float, default=0.02, help="fake upstream latency (s)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -198,13 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / f"{stem}.json", result)
     for run in result["throughput"]:
         s = run["summary"]
-        print(f"{run['backend']}: {s['rps']:.0f} req/s, hit rate {run['hit_rate']:.3f}, "
+        print(f"{run['backend']}: {s['rps']:.0f} req/s, hit rate {run['hit_rate']:.3f} "
+              f"({run['hit_rate_first_requests']:.3f} over the first {run['first_requests']}), "
               f"failed {run['failed']}")
     f = result["failover"]
     print(f"failover: failed {f['failed_client_requests']}, hits back after "
           f"{f['hits_return_after_s']:.1f} s (cluster {f['cluster_failed_over_after_s']:.1f} s), "
           f"lost {f['entries_lost']} of {f['entries_before_kill']}, hit rate "
-          f"{f['hit_rate_before']:.3f} -> {f['hit_rate_after_recovery']}")
+          f"{f['hit_rate_before']:.3f} -> {f['hit_rate_after_recovery']:.3f} (5 s windows "
+          f"{f['hit_rate_5s_before']:.3f} -> {f['hit_rate_5s_after_recovery']:.3f})")
     print(f"wrote {args.out / stem}.json")
     return 0
 
