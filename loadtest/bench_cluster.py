@@ -99,12 +99,9 @@ async def throughput(backend: str, workload: Workload, args: argparse.Namespace,
         print(f"throughput on {backend}", file=sys.stderr)
         result = await run_load("", round_robin(workload.items(), urls),
                                 concurrency=args.concurrency, duration_s=args.duration)
-    first = sorted(result.samples, key=lambda s: s.start_s)[: args.compare_first]
     return {"backend": backend, **run_summary(result.samples, result.wall_s),
-            # runs of equal length send different numbers of requests, and a longer prefix
-            # of the workload has more repeats: the hit rates compare on the same prefix
-            "hit_rate_first_requests": hit_rate(first), "first_requests": len(first),
-            "timeseries": timeseries(result.samples)}
+            "timeseries": timeseries(result.samples),
+            "_samples": sorted(result.samples, key=lambda s: s.start_s)}
 
 
 async def failover(workload: Workload, args: argparse.Namespace, up_url: str, tmp: Path,
@@ -176,6 +173,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "--delay", str(args.upstream_delay)]
         async with process(fake, tmp / "fake.log", f"{up_url}/v1/models", env):
             runs = [await throughput(b, workload, args, up_url, tmp, env) for b in ("redis", "cluster")]
+            # Runs of equal length send different numbers of requests, and a longer prefix of
+            # the workload has more repeats: the hit rates compare on the same prefix.
+            first = min(len(run["_samples"]) for run in runs)
+            for run in runs:
+                run["hit_rate_first_requests"] = hit_rate(run.pop("_samples")[:first])
+                run["first_requests"] = first
             fail = await failover(workload, args, up_url, tmp, env)
     return {"benchmark": "bench_cluster", "machine": machine_info(),
             "redis_server": redis_server_version(find_redis_binary()),
@@ -198,8 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=500)
     p.add_argument("--tenants", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compare-first", type=int, default=5000,
-                   help="hit rates of both throughput runs over this many first requests")
     p.add_argument("--upstream-delay", type=float, default=0.02, help="fake upstream latency (s)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
