@@ -43,16 +43,16 @@ RedisClusterException, which is no RedisError), and OSError from a socket below 
 
 
 def is_redis_failure(error: BaseException) -> bool:
-    """Whether `error` means Redis is unavailable: one of REDIS_ERRORS, or an AttributeError
-    or TypeError raised inside redis-py or asyncio's transports. redis-py leaks those when a
+    """Whether `error` means Redis is unavailable: one of REDIS_ERRORS, or an AttributeError,
+    TypeError or RuntimeError raised inside redis-py or asyncio's transports. redis-py leaks those when a
     connection dies under it (a master killed while another coroutine is connecting, or a
     peer reset on an idle connection: redis-py issues #4287 and #3835); seen here in
     tests/cluster/test_failover.py. The same errors raised from semcache's own code are
     bugs and are not swallowed."""
     if isinstance(error, REDIS_ERRORS):
         return True
-    if not isinstance(error, AttributeError | TypeError):
-        return False
+    if not isinstance(error, AttributeError | TypeError | RuntimeError):
+        return False  # RuntimeError: uvloop's write on a transport that has closed
     tb, last = error.__traceback__, None
     while tb is not None:
         last, tb = tb, tb.tb_next

@@ -63,6 +63,26 @@ def entry_keys(cluster: LocalCluster) -> set[bytes]:
     return found
 
 
+def unhandled_errors(logs: list[Path]) -> list[list[str]]:
+    """The tracebacks the proxies logged for requests that failed (the frames' places and
+    the error), to say why a client request was not answered."""
+    found: list[list[str]] = []
+    for log in logs:
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        for i, line in enumerate(lines):
+            if "unhandled error" not in line:
+                continue
+            block = []
+            for nxt in lines[i + 1 : i + 80]:
+                if nxt.strip().startswith("File ") or not nxt.startswith(" "):
+                    block.append(nxt.strip())
+                if nxt and not nxt.startswith((" ", "Traceback")):
+                    break
+            if block not in found:
+                found.append(block)
+    return found
+
+
 @contextlib.asynccontextmanager
 async def replicas(redis_url: str, up_url: str, tmp: Path, env: dict[str, str], name: str):  # type: ignore[no-untyped-def]
     async with contextlib.AsyncExitStack() as stack:
@@ -127,6 +147,7 @@ async def failover(workload: Workload, args: argparse.Namespace, up_url: str, tm
                                     concurrency=args.concurrency, duration_s=args.failover_duration)
             await killer
             after = await asyncio.to_thread(entry_keys, cluster)
+        proxy_errors = unhandled_errors([tmp / f"proxy-failover-{r}.log" for r in range(2)])
     finally:
         await asyncio.to_thread(cluster.stop)
     killed_at, failed_over_at = marks["killed_at_s"], marks["failed_over_at_s"]
@@ -142,6 +163,7 @@ async def failover(workload: Workload, args: argparse.Namespace, up_url: str, tm
         "killed_at_s": killed_at,
         "failed_client_requests": sum(s.status != 200 for s in samples),
         "errors": sorted({s.error or str(s.status) for s in samples if s.status != 200}),
+        "proxy_unhandled_errors": proxy_errors,
         "cluster_failed_over_after_s": failed_over_at - killed_at,
         "hits_return_after_s": served_again_at - killed_at,
         "bypasses_after_kill": len(bypasses),
