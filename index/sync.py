@@ -27,9 +27,9 @@ from typing import Any, cast
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from .store import Store
+from .connect import REDIS_ERRORS, is_redis_failure
+from .store import Store, is_cluster
 from .vectors import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,16 @@ class IndexSync:
         self.index = index
         self.tail_client = tail_client
         """A connection of its own: XREAD BLOCK holds it for up to TAIL_BLOCK_MS."""
-        self.last_id = "0-0"
+        self.last_ids: dict[str, str] = {}
+        """The last event applied of each shard's stream (none: from the start)."""
         self.events_applied = 0
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
+
+    @property
+    def streams(self) -> list[str]:
+        """One per shard (index/keys.py); every replica tails them all."""
+        return self.store.keys.streams()
 
     def stop(self) -> None:
         """Ask the tail (and a rebuild in progress) to end at their next step."""
@@ -76,46 +82,53 @@ class IndexSync:
         """Load every entry that has a vector; returns how many were indexed."""
         client = self.store.client
         try:
-            # Remember where the stream is *before* scanning: events after this point are
+            # Remember where each stream is *before* scanning: events after this point are
             # replayed by the tail, so nothing written during the scan is missed.
-            last = cast(list[tuple[bytes, Any]],
-                        await client.xrevrange(self.store.stream_key, count=1))
+            pipe = client.pipeline(transaction=False)
+            for stream in self.streams:
+                pipe.xrevrange(stream, count=1)
+            lasts = cast(list[list[tuple[bytes, Any]]], await pipe.execute())
             raise_if_cancelling()
-            self.last_id = last[0][0].decode() if last else "0-0"
+            self.last_ids = {stream: (last[0][0].decode() if last else "0-0")
+                             for stream, last in zip(self.streams, lasts, strict=True)}
             self.index.start_builder()
             self.index.pause_builds()
             try:
                 loaded = await self._scan_all()
             finally:
                 self.index.resume_builds()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             raise_if_cancelling()
             raise
         self.ready.set()
         return loaded
 
     async def _scan_all(self) -> int:
-        client = self.store.client
+        """Every shard's entries; on a cluster the SCAN walks each master in turn."""
         started = last_log = time.monotonic()
         loaded = seen = 0
-        cursor: int = 0
-        pattern = self.store.entry_key("*")
-        while True:
+        batch: list[bytes] = []
+        scan = self.store.client.scan_iter(match=self.store.keys.all_entries_pattern,
+                                           count=SCAN_BATCH)
+        done = False
+        while not done:
             if self.stopping:
                 raise asyncio.CancelledError
-            cursor, keys = await client.scan(cursor, match=pattern, count=SCAN_BATCH)
+            try:
+                batch.append(await anext(scan))
+            except StopAsyncIteration:
+                done = True
             raise_if_cancelling()
-            if keys:
-                loaded += await self._load(cast(list[bytes], keys))
+            if batch and (done or len(batch) >= SCAN_BATCH):
+                loaded += await self._load(batch)
                 raise_if_cancelling()
-                seen += len(keys)
-            now = time.monotonic()
-            if now - last_log >= PROGRESS_EVERY_S:
-                last_log = now
-                log.info("rebuilding the vector index: %d entries read, %d indexed (%.0f/s)",
-                         seen, loaded, seen / (now - started))
-            if cursor == 0:
-                break
+                seen += len(batch)
+                batch = []
+                now = time.monotonic()
+                if now - last_log >= PROGRESS_EVERY_S:
+                    last_log = now
+                    log.info("rebuilding the vector index: %d entries read, %d indexed (%.0f/s)",
+                             seen, loaded, seen / (now - started))
         log.info("vector index rebuilt: %d entries in %.1f s", loaded, time.monotonic() - started)
         return loaded
 
@@ -126,13 +139,12 @@ class IndexSync:
         for key in keys:
             pipe.hmget(key, "scope", "embedding")
         rows = await pipe.execute()
-        prefix = len(self.store.entry_key(""))
         width = 4 * self.index.dim
         by_scope: dict[bytes, tuple[list[str], list[bytes]]] = {}
         for key, (scope, embedding) in zip(keys, rows, strict=True):
             if scope and embedding and len(embedding) == width:
                 ids, vectors = by_scope.setdefault(scope, ([], []))
-                ids.append(key.decode()[prefix:])
+                ids.append(self.store.keys.entry_id_of(key))
                 vectors.append(embedding)
         for scope, (ids, vectors) in by_scope.items():
             matrix = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(ids), -1)
@@ -146,17 +158,30 @@ class IndexSync:
         return True
 
     async def tail(self) -> None:
-        """Apply stream events until `stop()`; survives Redis outages by retrying."""
+        """Apply stream events until `stop()`; survives Redis outages by retrying.
+
+        A single Redis (or Sentinel's master) is read with one XREAD over every shard's
+        stream. A cluster refuses an XREAD across slots, so there each stream has a reader
+        of its own, blocking on its master."""
+        if is_cluster(self.tail_client):
+            await asyncio.gather(*(self._tail([stream]) for stream in self.streams))
+        else:
+            await self._tail(self.streams)
+
+    async def _tail(self, streams: list[str]) -> None:
         while not self.stopping:
             try:
                 reply = await self.tail_client.xread(
-                    {self.store.stream_key: self.last_id}, count=500, block=TAIL_BLOCK_MS
+                    {stream: self.last_ids.get(stream, "0-0") for stream in streams}, count=500,
+                    block=TAIL_BLOCK_MS,
                 )
                 raise_if_cancelling()
-                for _stream, events in cast(list[tuple[bytes, Any]], reply or []):
-                    await self._apply(events)
+                for stream, events in cast(list[tuple[bytes, Any]], reply or []):
+                    await self._apply(stream.decode(), events)
                     raise_if_cancelling()
-            except (RedisError, OSError) as e:
+            except Exception as e:
+                if not is_redis_failure(e):
+                    raise
                 raise_if_cancelling()
                 if self.stopping:
                     return
@@ -165,7 +190,7 @@ class IndexSync:
                     async with asyncio.timeout(RETRY_S):
                         await self._stopping.wait()
 
-    async def _apply(self, events: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+    async def _apply(self, stream: str, events: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         adds: list[str] = []
         for _event_id, fields in events:
             entry_id = fields.get(b"id", b"").decode()
@@ -181,7 +206,8 @@ class IndexSync:
                 self._apply_vector(entry_id, scope, embedding)
         # Only now: if fetching the vectors failed, the same events are read again (applying
         # a deletion twice is harmless).
-        self.last_id = events[-1][0].decode() if events else self.last_id
+        if events:
+            self.last_ids[stream] = events[-1][0].decode()
         self.events_applied += len(events)
 
     async def sweep(self) -> int:

@@ -76,7 +76,7 @@ async def main() -> int:
                 row["chains_all_cached"] = summary(await timed(
                     lambda req=req: _chained(chains, req)))
                 result["histories"][f"{turns}_assistant_turns"] = row
-            key = store.answer_key("t", "", answer_digest(conversation(1)[2]["content"]))
+            key = store.keys.answer("t", "", answer_digest(conversation(1)[2]["content"]))
             result["bytes_per_answer_key"] = int(await client.memory_usage(key) or 0)
         finally:
             await client.aclose()

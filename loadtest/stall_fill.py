@@ -28,6 +28,7 @@ import numpy as np
 import redis
 import redis.asyncio as aioredis
 
+from semcache.index.keys import shard_of
 from semcache.index.store import STREAM_MAXLEN, Store
 
 DIM = 384
@@ -77,7 +78,8 @@ def fill(client: redis.Redis, template: str, count: int, first: int, events: boo
                 b"embedding": vector.tobytes()})
             pipe.expire(store.entry_key(eid), ttl)
             if events:
-                pipe.xadd(store.stream_key, {"op": "add", "id": eid, "scope": base[b"scope"]},
+                pipe.xadd(store.keys.stream(shard_of(eid)),
+                          {"op": "add", "id": eid, "scope": base[b"scope"]},
                           maxlen=STREAM_MAXLEN, approximate=True)
         pipe.execute()
     return time.perf_counter() - started
@@ -92,7 +94,7 @@ def delete(client: redis.Redis, count: int, first: int, fraction: float) -> floa
         pipe = client.pipeline(transaction=False)
         for eid in victims[at : at + BATCH]:
             pipe.delete(store.entry_key(eid))
-            pipe.xadd(store.stream_key, {"op": "del", "id": eid, "scope": ""},
+            pipe.xadd(store.keys.stream(shard_of(eid)), {"op": "del", "id": eid, "scope": ""},
                       maxlen=STREAM_MAXLEN, approximate=True)
         pipe.execute()
         due = started + (at + BATCH) / DELETE_RATE

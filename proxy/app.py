@@ -15,10 +15,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from semcache.embeddings.service import EmbeddingService
+from semcache.index.connect import close_client, open_client
 from semcache.index.sync import IndexSync
 from semcache.index.vectors import VectorIndex
 
@@ -129,7 +129,7 @@ async def _semantic_ctx(app: web.Application) -> AsyncIterator[None]:
         state = app[SEMANTIC]
         if state.tier is not None:
             await state.tier.stop()
-            await state.tier.sync.tail_client.aclose()
+            await close_client(state.tier.sync.tail_client)
         if state.embeddings is not None and state.given_embeddings is None:
             await state.embeddings.close()
 
@@ -162,8 +162,8 @@ async def _start_semantic(app: web.Application) -> None:
                 )
             embeddings = state.embeddings
             index = VectorIndex(embeddings.dim, settings.index)
-            tail_client = aioredis.Redis.from_url(app[REDIS_URL], socket_timeout=5.0,
-                                                  socket_connect_timeout=2.0)
+            tail_client = open_client(app[REDIS_URL], cluster=settings.redis.cluster,
+                                      socket_timeout=5.0, socket_connect_timeout=2.0)
             tier = SemanticTier(embeddings, index, IndexSync(app[STORE], index, tail_client),
                                 offload_min_entries=settings.index.offload_min_entries)
             await tier.start()

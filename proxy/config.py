@@ -19,6 +19,7 @@ from typing import Any
 
 from semcache.backend.settings import BackendSettings
 from semcache.embeddings.settings import EmbeddingSettings
+from semcache.index.connect import RedisURLError, parse_redis_url
 from semcache.index.vectors import IndexSettings
 
 from .errors import ProxyError
@@ -90,7 +91,14 @@ class ServerSettings:
 @dataclass(frozen=True, kw_only=True)
 class RedisSettings:
     url: str = "embedded"
-    """`embedded` starts a managed redis-server child; or a redis:// or rediss:// URL."""
+    """`embedded` starts a managed redis-server child; or `redis://` / `rediss://` /
+    `unix://` (one server), `redis+cluster://host:port[,host:port]` (a Redis Cluster), or
+    `redis+sentinel://host:26379[,host:26379]/mymaster[/db]` (the master Sentinel names);
+    see index/connect.py."""
+
+    cluster: bool = False
+    """Treat a redis:// or rediss:// URL as a node of a Redis Cluster (the same as
+    redis+cluster://)."""
 
     key_prefix: str = "semcache:"
     """Prefix of every key semcache writes, so one Redis can hold other data too."""
@@ -399,10 +407,8 @@ def _validate(settings: Any, where: str) -> None:
         if 0 < settings.max_bytes < settings.max_entry_bytes:
             raise ConfigError(f"{where}max_bytes: must be at least max_entry_bytes "
                               f"({settings.max_entry_bytes}), or 0")
-    if isinstance(settings, RedisSettings) and not (
-        settings.url == "embedded" or settings.url.startswith(("redis://", "rediss://", "unix://"))
-    ):
-        raise ConfigError(f"{where}url: expected 'embedded' or a redis:// URL, got {settings.url!r}")
+    if isinstance(settings, RedisSettings):
+        _validate_redis(settings, where)
     if isinstance(settings, UpstreamSettings) and not (
         settings.base_url == "bundled" or settings.base_url.startswith(("http://", "https://"))
     ):
@@ -417,6 +423,21 @@ def _validate(settings: Any, where: str) -> None:
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 """An HTTP header name (RFC 9110 token)."""
+
+
+def _validate_redis(settings: RedisSettings, where: str) -> None:
+    if settings.url == "embedded":
+        if settings.cluster:
+            raise ConfigError(f"{where}cluster: the embedded Redis is one server; name a "
+                              "cluster's URL in redis.url")
+    else:
+        try:
+            parse_redis_url(settings.url, cluster=settings.cluster)
+        except RedisURLError as e:
+            raise ConfigError(f"{where}url: {e}") from e
+    if "{" in settings.key_prefix or "}" in settings.key_prefix:
+        raise ConfigError(f"{where}key_prefix: may not hold '{{' or '}}' (Redis Cluster hash "
+                          f"tags), got {settings.key_prefix!r}")
 
 
 def _validate_tenancy(settings: CacheSettings, where: str) -> None:

@@ -206,7 +206,9 @@ def item_id(scope: Scope, text: str) -> str:
 
 
 def entry_id(scope: Scope, req: ParsedRequest) -> str:
-    return _hash(b"entry\0" + _dumps([scope.id, req.query]))[:32]
+    """The entry's id starts with its scope's first hex digit, which names the Redis shard
+    (index/keys.py): every entry of a scope, and the scope's pool, share one hash slot."""
+    return scope.id[:1] + _hash(b"entry\0" + _dumps([scope.id, req.query]))[1:32]
 
 
 def _dumps(material: list[object]) -> bytes:

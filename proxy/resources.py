@@ -10,10 +10,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from semcache.embeddings.service import EmbeddingService
+from semcache.index.connect import close_client, open_client
 from semcache.index.redis_server import EmbeddedRedis
 from semcache.index.store import Store
 from semcache.index.vectors import VectorIndex
@@ -96,9 +96,8 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REDIS_URL] = url
     timeout_s = settings.redis.timeout_s
     hard_s = max(2.0, 8 * timeout_s)  # redis-py's timeouts run on the loop's clock
-    client = aioredis.Redis.from_url(
-        url, socket_timeout=hard_s, socket_connect_timeout=hard_s, max_connections=512,
-    )
+    client = open_client(url, cluster=settings.redis.cluster, socket_timeout=hard_s,
+                         socket_connect_timeout=hard_s, max_connections=512)
     lag = app[LOOP_LAG]
     store = Store(client, prefix=settings.redis.key_prefix, retry_after_s=settings.redis.retry_after_s,
                   max_entries=settings.cache.max_entries, max_bytes=settings.cache.max_bytes,
@@ -116,7 +115,7 @@ async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await prober.stop()
-        await client.aclose()
+        await close_client(client)
         if embedded is not None:
             await embedded.stop()
 

@@ -1,6 +1,6 @@
 """Settings an operator changes while the proxy runs, shared by every replica through Redis.
 
-Today that is the semantic threshold. The value lives in the hash `{prefix}runtime`; each
+Today that is the semantic threshold. The value lives in the hash `Keys.runtime` (index/keys.py); each
 replica keeps a copy in memory (read on the request path without any I/O) and re-reads the
 hash every `refresh_s`, so a change made through any replica's admin API reaches all of them
 within that period, and survives restarts. While Redis is unreachable the last known value
@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from semcache.index.connect import is_redis_failure
+from semcache.index.keys import Keys
 
 from .errors import ProxyError
 
@@ -52,7 +54,7 @@ class RuntimeState:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str, refresh_s: float = REFRESH_S) -> None:
         self.client = client
-        self.key = f"{prefix}runtime"
+        self.key = Keys(prefix).runtime
         self.refresh_s = refresh_s
         self.threshold: float | None = None
         """Semantic threshold set at run time; None: use the configured one."""
@@ -127,8 +129,10 @@ class Periodic:
         while not self._stop.is_set():
             try:
                 await self.work()
-            except (RedisError, OSError):
-                pass  # the cache's own probe reports the outage; try again next period
+            except Exception as e:
+                if not is_redis_failure(e):
+                    raise
+                # the cache's own probe reports the outage; try again next period
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for wraps the wait in a new
             # task each period, and a task that comes and goes looks like a leak to anyone
             # counting them (the reliability tests do)

@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
-from redis.exceptions import RedisError
 
+from semcache.index.connect import REDIS_ERRORS
+from semcache.index.keys import SHARDS
 from semcache.index.store import Entry, Store
 
 from .. import resources as state
@@ -61,7 +62,7 @@ INVENTORY_REFRESH_S = 30.0
 INVENTORY_MAX_AGE_S = 5.0
 """How old an inventory the stats endpoint accepts before measuring again."""
 FEEDBACK_LOG = 1000
-"""Hit reports kept in `{prefix}feedback` for the operator to read."""
+"""Hit reports kept in `Keys.feedback` for the operator to read."""
 
 
 def reply(body: Any, status: int = 200) -> web.Response:
@@ -90,7 +91,8 @@ class InventoryProbe:
         client = self.store.client
         count, complete = 0, True
         sample: list[Any] = []
-        async for key in client.scan_iter(match=f"{self.store.prefix}e:*", count=1000):
+        # On a cluster scan_iter walks every master in turn.
+        async for key in client.scan_iter(match=self.store.keys.all_entries_pattern, count=1000):
             count += 1
             if len(sample) < 20:
                 sample.append(key)
@@ -101,10 +103,14 @@ class InventoryProbe:
         for key in sample:
             pipe.memory_usage(key)
         sizes = [s for s in await pipe.execute() if s] if sample else []
-        info = await client.info("memory")
+        if self.store.cluster:  # {node: INFO} of each master; DBSIZE is summed over them
+            infos = await client.info("memory", target_nodes=client.PRIMARIES)
+            used = sum(int(i.get("used_memory", 0)) for i in infos.values())
+        else:
+            used = int((await client.info("memory")).get("used_memory", 0))
         return Inventory(
             entries=count, entry_bytes=int(sum(sizes) / len(sizes) * count) if sizes else 0,
-            used_memory=int(info.get("used_memory", 0)), keys=int(await client.dbsize()),
+            used_memory=used, keys=int(await client.dbsize()),
             complete=complete, at=time.time(),
         )
 
@@ -145,7 +151,7 @@ async def admin_ctx(app: web.Application) -> AsyncIterator[None]:
     """Opens what the admin API and /metrics need; runs after the Redis context."""
     settings, store, metrics = app[state.SETTINGS], app[state.STORE], app[state.METRICS]
     runtime = RuntimeState(store.client, prefix=settings.redis.key_prefix)
-    with contextlib.suppress(RedisError, OSError):
+    with contextlib.suppress(*REDIS_ERRORS):
         await runtime.refresh()  # a threshold set before this replica started applies at once
     app[state.RUNTIME] = runtime
     admin = AdminState(
@@ -341,36 +347,45 @@ async def scan_entries(
     store: Store, cursor: int, want: int, keep: Callable[[dict[str, Any], bytes | None], bool],
     *, with_embedding: bool = False,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Walk `{prefix}e:*` from `cursor` until `want` entries are kept or the per-call budget
-    is spent; returns them and the cursor to continue from (0: done)."""
-    client, prefix = store.client, f"{store.prefix}e:"
+    """Walk the entries shard by shard (ZSCAN of each shard's LRU set, which every entry
+    written is in: no SCAN across a cluster's nodes) from `cursor` until `want` entries are
+    kept or the per-call budget is spent; returns them and the cursor to continue from (0:
+    done). The cursor is the shard's ZSCAN cursor times SHARDS, plus the shard."""
+    client = store.client
     fields = (*SUMMARY_FIELDS, "embedding") if with_embedding else SUMMARY_FIELDS
     kept: list[dict[str, Any]] = []
     examined = 0
+    shard, zcursor = cursor % SHARDS, cursor // SHARDS
     while True:
-        cursor, keys = await client.scan(cursor=cursor, match=prefix + "*", count=SCAN_BATCH)
-        examined += len(keys)
+        zcursor, members = await client.zscan(store.keys.lru(shard), cursor=zcursor,
+                                              count=SCAN_BATCH)
+        ids = [m.decode() for m, _ in members]
+        examined += len(ids)
         pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hmget(key, *fields)
-            pipe.pttl(key)
-        results = await pipe.execute() if keys else []
-        for i, key in enumerate(keys):
+        for entry_id in ids:
+            pipe.hmget(store.entry_key(entry_id), *fields)
+            pipe.pttl(store.entry_key(entry_id))
+        results = await pipe.execute() if ids else []
+        for i, entry_id in enumerate(ids):
             values, pttl = results[2 * i], results[2 * i + 1]
             if values[0] is None:
-                continue  # expired between SCAN and HMGET
-            entry = summary_json(key.decode()[len(prefix):], values[: len(SUMMARY_FIELDS)], pttl)
+                continue  # expired: its id lingers in the LRU set until evicted
+            entry = summary_json(entry_id, values[: len(SUMMARY_FIELDS)], pttl)
             if keep(entry, values[-1] if with_embedding else None):
                 kept.append(entry)
-        if cursor == 0 or len(kept) >= want or examined >= MAX_SCAN_PER_CALL:
-            return kept, cursor
+        if zcursor == 0:
+            shard += 1
+            if shard == SHARDS:
+                return kept, 0
+        if len(kept) >= want or examined >= MAX_SCAN_PER_CALL:
+            return kept, zcursor * SHARDS + shard
 
 
 @dataclass(frozen=True)
 class PageCursor:
     """Where a listing resumes: just after the entry at (score, id) of the LRU index.
 
-    Entries are listed in the order of `{prefix}lru` (by last use, oldest first, ties by id),
+    Entries are listed in the order of the shards' LRU sets (by last use, oldest first, ties by id),
     a total order that survives between calls, so a page ends exactly where its last entry
     is and the next one starts right after it: none is skipped. An entry hit meanwhile moves
     to the end, so it can show up again on a later page, never go missing; SCAN, whose
@@ -397,36 +412,51 @@ class PageCursor:
         return cls(value, entry_id)
 
 
+async def _lru_after(store: Store, shard: int, after: PageCursor | None, size: int
+                     ) -> tuple[list[tuple[float, str]], bool]:
+    """The next ids of one shard's LRU set after `after`, as (score, id), and whether the
+    set has no more."""
+    low, offset = (repr(after.score) if after is not None else "-inf"), 0
+    while True:
+        batch = await store.client.zrange(store.keys.lru(shard), low, "+inf", byscore=True,
+                                          offset=offset, num=size, withscores=True)
+        fresh = [(float(sc), m.decode()) for m, sc in batch]
+        if after is not None:  # ids at the cursor's own score, up to its id, came before
+            fresh = [(sc, m) for sc, m in fresh if (sc, m) > (after.score, after.entry_id)]
+        if fresh or len(batch) < size:
+            return fresh, len(batch) < size
+        offset += len(batch)  # a whole batch of ties at one score: step over it
+
+
 async def page_entries(
     store: Store, after: PageCursor | None, want: int, keep: Callable[[dict[str, Any]], bool],
 ) -> tuple[list[dict[str, Any]], PageCursor | None]:
     """Up to `want` kept entries after `after`, and the cursor of the last one examined (None:
     the end). Examines at most MAX_SCAN_PER_CALL ids per call, so a search that keeps few
-    entries still answers quickly and goes on from its cursor."""
-    client, lru = store.client, store.lru_key
+    entries still answers quickly and goes on from its cursor.
+
+    The LRU sets are per shard (index/keys.py): each round reads the next ids of every shard
+    and takes, of their union, as many as the shortest unfinished shard's read: the union of
+    each shard's first n holds the first n of all shards, so the order stays global."""
+    client = store.client
+    size = min(SCAN_BATCH, max(want, 100))
     kept: list[dict[str, Any]] = []
-    examined, offset, last = 0, 0, after
+    examined, last = 0, after
     while examined < MAX_SCAN_PER_CALL:
-        # Each batch starts from the last id examined, the way the next call will, so that a
+        # Each round starts from the last id examined, the way the next call will, so that a
         # deletion meanwhile cannot shift what comes next.
-        low = repr(last.score) if last is not None else "-inf"
-        batch = await client.zrange(lru, low, "+inf", byscore=True, offset=offset, num=SCAN_BATCH,
-                                    withscores=True)
-        fresh = [(m.decode(), float(sc)) for m, sc in batch]
-        if last is not None:  # ids at the cursor's own score, up to its id, came before
-            fresh = [(m, sc) for m, sc in fresh if (sc, m) > (last.score, last.entry_id)]
-        if not fresh:
-            if len(batch) < SCAN_BATCH:
-                return kept, None
-            offset += len(batch)  # a whole batch of ties at one score: step over it
-            continue
-        offset = 0
+        reads = await asyncio.gather(*(_lru_after(store, s, last, size) for s in range(SHARDS)))
+        union = sorted(item for fresh, _ in reads for item in fresh)
+        if not union:
+            return kept, None
+        unfinished = [len(fresh) for fresh, done in reads if not done]
+        take = union[: min(unfinished)] if unfinished else union
         pipe = client.pipeline(transaction=False)
-        for entry_id, _ in fresh:
+        for _, entry_id in take:
             pipe.hmget(store.entry_key(entry_id), *SUMMARY_FIELDS)
             pipe.pttl(store.entry_key(entry_id))
         results = await pipe.execute()
-        for i, (entry_id, score) in enumerate(fresh):
+        for i, (score, entry_id) in enumerate(take):
             examined += 1
             last = PageCursor(score, entry_id)
             values, pttl = results[2 * i], results[2 * i + 1]
@@ -436,7 +466,7 @@ async def page_entries(
                     kept.append(entry)
             if len(kept) >= want:
                 return kept, last
-        if len(batch) < SCAN_BATCH:
+        if not unfinished and len(take) == len(union):
             return kept, None
     return kept, last
 
@@ -663,7 +693,7 @@ async def feedback(request: web.Request) -> web.Response:
     report = {"entry_id": entry_id, "request_id": request_id, "reason": reason[:500], "at": now,
               "query": entry.query[:500] if entry is not None else None, "correct": correct,
               "similarity": similarity, "result": result, "threshold": threshold}
-    log_key = f"{app[state.SETTINGS].redis.key_prefix}feedback"
+    log_key = app[state.STORE].keys.feedback
     pipe = series.client.pipeline(transaction=False)
     pipe.lpush(log_key, orjson.dumps(report))
     pipe.ltrim(log_key, 0, FEEDBACK_LOG - 1)
@@ -675,7 +705,7 @@ async def feedback(request: web.Request) -> web.Response:
 @admin_api
 async def list_feedback(request: web.Request) -> web.Response:
     limit = int_param(request, "limit", 50, 1, FEEDBACK_LOG)
-    key = f"{request.app[state.SETTINGS].redis.key_prefix}feedback"
+    key = request.app[state.STORE].keys.feedback
     raw = await request.app[state.STORE].client.lrange(key, 0, limit - 1)
     return reply({"reports": [orjson.loads(r) for r in raw]})
 

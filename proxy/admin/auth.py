@@ -16,8 +16,8 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.store import StoreError
 
 from ..errors import ProxyError, UnauthorizedError
@@ -102,7 +102,7 @@ def admin_api(handler: Handler) -> Handler:
                   request.headers.get("Authorization"), request.remote)
         try:
             return await handler(request)
-        except (RedisError, OSError, StoreError) as e:
+        except (*REDIS_ERRORS, StoreError) as e:
             raise AdminUnavailableError("redis is unavailable; try again shortly",
                                         code="redis_unavailable") from e
 

@@ -1,6 +1,6 @@
 """Per-minute figures in Redis, shared by every replica and kept across restarts.
 
-One hash per minute, `{prefix}ts:{minute}` (minute = unix time // 60), whose fields are
+One hash per minute, `Keys.minute` (index/keys.py; minute = unix time // 60), whose fields are
 counters that replicas add to with HINCRBY, so a dashboard on any replica sees the traffic of
 all of them. Fields:
 
@@ -11,8 +11,8 @@ all of them. Fields:
                              that had a semantic candidate
     tok:prompt, tok:completion, cost, saved_s, feedback
 
-`{prefix}totals` holds the same counters (no histograms) without a TTL: the savings since the
-cache was first started. `{prefix}top` ranks entries by hits, and `{prefix}req:{request_id}`
+`Keys.totals` holds the same counters (no histograms) without a TTL: the savings since the
+cache was first started. `Keys.top` ranks entries by hits, and `Keys.request`
 remembers which entry answered a hit, and at what similarity ("{entry_id} {similarity}"), for
 a while, so any replica can resolve a report on a hit by request id.
 
@@ -32,7 +32,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from semcache.index.connect import REDIS_ERRORS
+from semcache.index.keys import Keys
 
 from ..events import RequestEvent
 from ..metrics import LATENCY_BUCKETS
@@ -77,7 +79,7 @@ class TimeSeries:
         retention_minutes: int = RETENTION_MINUTES,
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.flush_s = flush_s
         self.retention_minutes = retention_minutes
         self._ints: dict[int, dict[str, int]] = {}
@@ -89,18 +91,18 @@ class TimeSeries:
         """Minutes of counters dropped while Redis was unreachable."""
 
     def minute_key(self, minute: int) -> str:
-        return f"{self.prefix}ts:{minute}"
+        return self.keys.minute(minute)
 
     @property
     def totals_key(self) -> str:
-        return f"{self.prefix}totals"
+        return self.keys.totals
 
     @property
     def top_key(self) -> str:
-        return f"{self.prefix}top"
+        return self.keys.top
 
     def request_key(self, request_id: str) -> str:
-        return f"{self.prefix}req:{request_id}"
+        return self.keys.request(request_id)
 
     # recording (request path: memory only) ----------------------------------------------
 
@@ -139,7 +141,7 @@ class TimeSeries:
         self._ints, self._floats, self._hits, self._request_ids = {}, {}, defaultdict(int), {}
         try:
             await self._write(ints, floats, hits, request_ids)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             self._merge_back(ints, floats, hits, request_ids)
             raise
 
@@ -201,7 +203,7 @@ class TimeSeries:
         if self._loop is not None:
             await self._loop.stop()
             self._loop = None
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.flush()
 
     # reading ----------------------------------------------------------------------------

@@ -28,8 +28,7 @@ from collections import deque
 from dataclasses import replace
 from typing import Any
 
-from redis.exceptions import RedisError
-
+from semcache.index.connect import REDIS_ERRORS
 from semcache.index.store import Entry, Store, decode_observations
 
 from .thresholds import applied_threshold, entry_threshold, scope_threshold
@@ -67,7 +66,8 @@ class RedisObservations:
         """Encoded pool of every scope that has one."""
         self._scope_t: dict[tuple[str, float], float] = {}
         """Memo of (scope, default) -> scope threshold, dropped when the pool changes."""
-        self._seq = 0
+        self._seq: dict[int, int] = {}
+        """The latest sequence number read of each Redis shard's pools (index/keys.py)."""
 
     # the request path: memory only ------------------------------------------------------
 
@@ -120,9 +120,10 @@ class RedisObservations:
         Redis is unavailable the pools last read stay in force."""
         try:
             seq, changed = await self.store.changed_pools(self._seq)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             return
-        if seq < self._seq:  # Redis lost its data: forget everything read before
+        if any(n < self._seq.get(shard, 0) for shard, n in seq.items()):
+            # Redis lost its data: forget everything read before
             self._pools.clear()
             self._scope_t.clear()
         self._seq = seq

@@ -3,8 +3,8 @@
 The scope of a chat request holds a fingerprint of every message before the last one. Taken
 word for word, one reworded first turn would keep every later turn of that conversation
 from ever hitting, even when the cache answered that first turn. So every answer the cache
-gives or stores is remembered by a hash of its text (`{prefix}ans:{tenant}:{namespace}:
-{hash}` -> the entry that gave it); when a history's assistant message is such an answer,
+gives or stores is remembered by a hash of its text (`Keys.answer`: tenant, namespace and
+hash -> the entry that gave it); when a history's assistant message is such an answer,
 that assistant turn and the user turns it answered are represented by the entry, not by
 their wording. Two conversations whose first turns were paraphrases served from one entry
 then share the context of their second turn; a first turn that differs in meaning was
@@ -74,7 +74,7 @@ class Chains:
         assistants = [i for i, m in enumerate(history)
                       if m.get("role") == "assistant" and isinstance(m.get("content"), str)
                       and m["content"].strip()]
-        keys = [self.store.answer_key(tenant, namespace, answer_digest(history[i]["content"]))
+        keys = [self.store.keys.answer(tenant, namespace, answer_digest(history[i]["content"]))
                 for i in assistants]
         try:
             found = await self.store.answers(keys)
@@ -105,5 +105,5 @@ class Chains:
         text, so the record stands for both)."""
         if not answer.strip():
             return
-        key = self.store.answer_key(tenant, namespace, answer_digest(answer))
+        key = self.store.keys.answer(tenant, namespace, answer_digest(answer))
         await self.store.remember_answer(key, f"{entry_id}\n{prompt[:PREVIOUS_CHARS]}", ttl_s)

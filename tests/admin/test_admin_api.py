@@ -11,6 +11,7 @@ from conftest import make_settings
 from semcache.embeddings.fake import HashEncoder
 from semcache.embeddings.service import EmbeddingService
 from semcache.embeddings.settings import EmbeddingSettings
+from semcache.index.keys import shard_of
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.admin import ADMIN
 from semcache.proxy.app import RUNTIME, STORE, build_app
@@ -110,7 +111,7 @@ async def test_delete_entry_makes_the_next_request_a_miss(proxy: Any, upstream: 
     assert (await ask(proxy, "delete me")).headers["X-Semcache"] == "miss"
     # the deletion is announced on the stream every replica's index tails
     store = proxy.app[STORE]
-    events = await store.client.xrange(store.stream_key)
+    events = await store.client.xrange(store.keys.stream(shard_of(entry_id)))
     assert any(f[b"op"] == b"del" and f[b"id"].decode() == entry_id for _, f in events)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from conftest import make_settings
 
+from semcache.index.keys import SHARDS, Keys
 from semcache.index.store import Entry, Store
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE, build_app
@@ -17,13 +18,27 @@ CHAT = "/v1/chat/completions"
 
 
 def entry(i: int, answer_bytes: int = 1000) -> Entry:
-    return Entry(id=f"e{i:03d}", scope="s", tenant="t", namespace="", endpoint="chat", model="m",
+    """Entry i, in shard i (index/keys.py): the bounds hold over all shards together."""
+    return Entry(id=eid(i), scope="s", tenant="t", namespace="", endpoint="chat", model="m",
                  query=f"question {i}", response=b"x" * answer_bytes, created=1e9 + i,
                  ttl_s=3600)
 
 
+def eid(i: int) -> str:
+    return f"{i % SHARDS:x}e{i:03d}"
+
+
 async def stored_ids(client: aioredis.Redis) -> set[str]:
-    return {k.decode().rsplit(":", 1)[1] for k in await client.keys("semcache:e:*")}
+    keys = Keys()
+    return {keys.entry_id_of(k) for k in await client.keys(keys.all_entries_pattern)}
+
+
+async def total_bytes(store: Store) -> int:
+    return sum([int(await store.client.get(store.keys.bytes(s)) or 0) for s in range(SHARDS)])
+
+
+async def events(store: Store) -> list[bytes]:
+    return [f[b"op"] for s in range(SHARDS) for _, f in await store.client.xrange(store.keys.stream(s))]
 
 
 async def test_bytes_are_counted_and_the_least_recently_used_evicted(redis_url: str) -> None:
@@ -33,21 +48,20 @@ async def test_bytes_are_counted_and_the_least_recently_used_evicted(redis_url: 
     try:
         for i in range(5):
             await store.put(entry(i))
-        assert int(await client.get(store.bytes_key)) == 5 * size
+        assert await total_bytes(store) == 5 * size
         await store.put(entry(2))  # replacing an entry does not count it twice
-        assert int(await client.get(store.bytes_key)) == 5 * size
-        await store.record_hits({"e000": (1, 1e9 + 100)})  # e000 is used again
+        assert await total_bytes(store) == 5 * size
+        await store.record_hits({eid(0): (1, 1e9 + 100)})  # e000 is used again
         await store.put(entry(5))  # over the bound: the least recently used (e001) goes
-        assert await stored_ids(client) == {"e000", "e002", "e003", "e004", "e005"}
-        assert int(await client.get(store.bytes_key)) == 5 * size
+        assert await stored_ids(client) == {eid(i) for i in (0, 2, 3, 4, 5)}
+        assert await total_bytes(store) == 5 * size
         await store.put(entry(6, answer_bytes=3 * size))  # a big one evicts several
-        assert await stored_ids(client) == {"e000", "e005", "e006"}, await stored_ids(client)
+        assert await stored_ids(client) == {eid(i) for i in (0, 5, 6)}, await stored_ids(client)
         assert store.evicted == 4
-        assert await store.delete("e006")
-        assert int(await client.get(store.bytes_key)) == 2 * size
-        assert await client.hlen(store.sizes_key) == 2
-        events = [f[b"op"] for _, f in await client.xrange(store.stream_key)]
-        assert events.count(b"del") == 5  # every eviction announced to the replicas
+        assert await store.delete(eid(6))
+        assert await total_bytes(store) == 2 * size
+        assert sum([await client.hlen(store.keys.sizes(s)) for s in range(SHARDS)]) == 2
+        assert (await events(store)).count(b"del") == 5  # every eviction announced to the replicas
     finally:
         await client.aclose()
 
@@ -58,8 +72,8 @@ async def test_entry_and_byte_bounds_together(redis_url: str) -> None:
     try:
         for i in range(6):
             await store.put(entry(i))
-        assert await stored_ids(client) == {"e003", "e004", "e005"}
-        assert int(await client.get(store.bytes_key)) == 3 * entry(0).size_bytes()
+        assert await stored_ids(client) == {eid(i) for i in (3, 4, 5)}
+        assert await total_bytes(store) == 3 * entry(0).size_bytes()
     finally:
         await client.aclose()
 

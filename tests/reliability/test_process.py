@@ -15,6 +15,7 @@ import psutil
 import pytest
 import redis
 
+from semcache.index.keys import Keys
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.loadtest.loadgen import Sample, WorkItem, run_load
 from semcache.loadtest.workload import Workload, WorkloadSpec, load_pairs
@@ -87,8 +88,8 @@ def prefill(redis_url: str, count: int, dim: int = 384) -> None:
     for start in range(0, count, 1000):
         pipe = client.pipeline(transaction=False)
         for i in range(start, min(start + 1000, count)):
-            pipe.hset(f"semcache:e:{i:064x}", mapping={"scope": "prefilled",
-                                                         "embedding": vectors[i].tobytes()})
+            pipe.hset(Keys().entry(f"{i:064x}"), mapping={"scope": "prefilled",
+                                                          "embedding": vectors[i].tobytes()})
         pipe.execute()
     client.close()
 

@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from semcache.index import sync as sync_module
+from semcache.index.keys import Keys
 from semcache.index.store import Store
 from semcache.index.sync import TAIL_BLOCK_MS, IndexSync
 from semcache.index.vectors import IndexSettings, VectorIndex
@@ -98,7 +99,7 @@ async def test_cancelling_a_rebuild_stops_the_tier(
     vectors = rng.standard_normal((5000, DIM)).astype(np.float32)
     pipe = client.pipeline(transaction=False)
     for i, vector in enumerate(vectors):
-        pipe.hset(f"semcache:e:{i:08x}", mapping={"scope": "s", "embedding": vector.tobytes()})
+        pipe.hset(Keys().entry(f"{i:08x}"), mapping={"scope": "s", "embedding": vector.tobytes()})
     await pipe.execute()
     tier = tier_for(client, tail, IndexSettings(device="cpu", hnsw_min_entries=1000))
     starting = asyncio.create_task(tier.start())

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from conftest import make_settings
 
+from semcache.index.keys import Keys
 from semcache.loadtest.fake_upstream import FakeUpstream
 from semcache.proxy.app import SERVICE, build_app
 from semcache.proxy.pipeline.sse import SSEParser, StreamAssembler
@@ -185,7 +186,7 @@ async def test_replicas_agree_on_the_generated_secret_and_keys_never_reach_redis
     assert (await ask(second, "q", key))[0] == "hit-exact"  # the same tenant on both
     client = aioredis.Redis.from_url(redis_url)
     try:
-        secret = await client.get("semcache:tenant-secret")
+        secret = await client.get(Keys().tenant_secret)
         assert secret is not None and len(secret) == 64
         for name in await client.keys("*"):
             kind = (await client.type(name)).decode()

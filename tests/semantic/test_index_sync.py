@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from semcache.index import sync as sync_module
+from semcache.index.keys import Keys
 from semcache.index.store import Store
 from semcache.index.sync import IndexSync
 from semcache.index.vectors import IndexSettings, VectorIndex
@@ -31,7 +32,7 @@ async def write_entries(client: aioredis.Redis, scope: str, vectors: np.ndarray,
     """Entry hashes with the two fields a rebuild reads (the rest is the store's business)."""
     pipe = client.pipeline(transaction=False)
     for i, vector in enumerate(vectors, first):
-        pipe.hset(f"semcache:e:{i:08x}", mapping={"scope": scope, "embedding": vector.tobytes()})
+        pipe.hset(Keys().entry(f"{i:08x}"), mapping={"scope": scope, "embedding": vector.tobytes()})
     await pipe.execute()
 
 
@@ -45,7 +46,7 @@ async def test_rebuild_loads_in_bulk_and_builds_each_large_scope_once(
     small = rng.standard_normal((40, DIM)).astype(np.float32)
     await write_entries(client, "big", big, 0)
     await write_entries(client, "small", small, 10_000)
-    await client.hset("semcache:e:broken", mapping={"scope": "small", "embedding": b"short"})
+    await client.hset(Keys().entry("broken"), mapping={"scope": "small", "embedding": b"short"})
     index = VectorIndex(DIM, IndexSettings(device="cpu", hnsw_min_entries=1000))
     loads: list[tuple[str, int]] = []
     real_load = index.load
@@ -80,8 +81,9 @@ async def test_events_after_the_rebuild_reach_the_index(client: aioredis.Redis) 
     sync = IndexSync(store, index, client)
     await sync.rebuild()
     await write_entries(client, "s", vectors[2:], 2)
-    await client.xadd(store.stream_key, {"op": "add", "id": f"{2:08x}", "scope": "s"})
-    await client.xadd(store.stream_key, {"op": "del", "id": f"{0:08x}", "scope": "s"})
+    # on the streams of two different shards
+    await client.xadd(store.keys.stream(0), {"op": "add", "id": f"{2:08x}", "scope": "s"})
+    await client.xadd(store.keys.stream(5), {"op": "del", "id": f"{0:08x}", "scope": "s"})
     tail = asyncio.create_task(sync.tail())
     try:
         for _ in range(500):  # polls the counter the tail bumps (no event to wait on)
