@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from semcache.proxy.apis.base import sse_event
@@ -30,11 +30,10 @@ from semcache.proxy.apis.responses import Responses
 from . import protocol
 from .engine import Stream
 from .errors import InvalidRequest, UnsupportedParameter
-from .protocol import _integer, _number, _off
+from .protocol import Unhonoured, _integer, _number, _off
 from .serving import ChoiceResult, Completer
 
 Opened = tuple[list[int], list[Stream]]
-Unhonoured = dict[str, tuple[Callable[[Any], bool], str]]
 
 # ---- Responses ------------------------------------------------------------------------------
 
@@ -76,7 +75,7 @@ def parse_responses(body: Any) -> protocol.CompletionRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", "stream")
-    _refuse(body, RESPONSES_HONOURED, RESPONSES_HARMLESS, RESPONSES_UNHONOURED)
+    protocol.refuse(body, RESPONSES_HONOURED, RESPONSES_HARMLESS, RESPONSES_UNHONOURED)
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise InvalidRequest("'instructions' must be a string", "instructions")
@@ -226,7 +225,7 @@ def parse_messages(body: Any) -> protocol.CompletionRequest:
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean", "stream")
-    _refuse(body, MESSAGES_HONOURED, MESSAGES_HARMLESS, MESSAGES_UNHONOURED)
+    protocol.refuse(body, MESSAGES_HONOURED, MESSAGES_HARMLESS, MESSAGES_UNHONOURED)
     max_tokens = _integer(body, "max_tokens", 1)
     if max_tokens is None:
         raise InvalidRequest("max_tokens: Field required", "max_tokens")
@@ -333,19 +332,6 @@ def _message_id() -> str:
 
 
 # ---- shared -------------------------------------------------------------------------------
-
-
-def _refuse(body: dict, honoured: frozenset[str], harmless: frozenset[str],
-            unhonoured: Unhonoured) -> None:
-    """UnsupportedParameter naming the first parameter that would otherwise be ignored."""
-    for key, value in body.items():
-        if key in honoured or key in harmless:
-            continue
-        if key not in unhonoured:
-            raise UnsupportedParameter(f"unrecognised request argument: {key!r}", key)
-        neutral, message = unhonoured[key]
-        if not neutral(value):
-            raise UnsupportedParameter(message, key)
 
 
 def _chat_request(body: dict, messages: list[dict[str, str]], max_tokens: int | None,

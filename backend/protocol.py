@@ -38,7 +38,9 @@ def _text_format(value: Any) -> bool:
 # Parameters the backend cannot honour, each with the values that ask for nothing (which
 # are fine) and what a client is told otherwise. An answer that ignored any of them would
 # look like one that honoured it, and the proxy would cache it as such.
-UNHONOURED_CHAT: dict[str, tuple[Callable[[Any], bool], str]] = {
+Unhonoured = dict[str, tuple[Callable[[Any], bool], str]]
+"""Parameter -> (whether its value asks for nothing, the refusal's message)."""
+UNHONOURED_CHAT: Unhonoured = {
     "tools": (lambda v: v is None or v == [], "tool calling is not supported by this backend"),
     "tool_choice": (_off("none"), "tool calling is not supported by this backend "
                                   "(only tool_choice 'none')"),
@@ -67,7 +69,7 @@ UNHONOURED_CHAT: dict[str, tuple[Callable[[Any], bool], str]] = {
     "web_search_options": (_off(), "web search is not supported by this backend"),
     "store": (_off(False), "this backend stores no completions (store must be false)"),
 }
-UNHONOURED_TEXT: dict[str, tuple[Callable[[Any], bool], str]] = {
+UNHONOURED_TEXT: Unhonoured = {
     "logprobs": (_off(0), "logprobs are not supported by this backend"),
     "echo": (_off(False), "echo is not supported by this backend"),
     "best_of": (_off(1), "best_of is not supported by this backend (only 1)"),
@@ -81,10 +83,15 @@ UNHONOURED_TEXT: dict[str, tuple[Callable[[Any], bool], str]] = {
 def refuse_unhonoured(body: dict, *, chat: bool) -> None:
     """Raise UnsupportedParameter, naming the first parameter the backend would otherwise
     ignore: a known one set to a value that asks for something, or one it does not know."""
-    unhonoured = UNHONOURED_CHAT if chat else UNHONOURED_TEXT
-    honoured = HONOURED_CHAT if chat else HONOURED_TEXT
+    refuse(body, HONOURED_CHAT if chat else HONOURED_TEXT, HARMLESS,
+           UNHONOURED_CHAT if chat else UNHONOURED_TEXT)
+
+
+def refuse(body: dict, honoured: frozenset[str], harmless: frozenset[str],
+           unhonoured: Unhonoured) -> None:
+    """`refuse_unhonoured` for any API's tables (apis.py: Responses, Messages)."""
     for key, value in body.items():
-        if key in honoured or key in HARMLESS:
+        if key in honoured or key in harmless:
             continue
         if key not in unhonoured:
             raise UnsupportedParameter(f"unrecognised request argument: {key!r}", key)
