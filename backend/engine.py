@@ -70,6 +70,9 @@ class Engine:
         self.steps = 0
         self.peak_running = 0
         self.tokens_generated = 0
+        self.model_s = 0.0
+        """Seconds the worker spent in model stages (prefill and steps, sampling included);
+        against wall time, how busy the device side is and how much is everything else."""
         self.error: BaseException | None = None
         self.ttft = TtftStats()
         """Where streamed requests' time to first token went (the HTTP layer records)."""
@@ -119,7 +122,8 @@ class Engine:
         with self._lock:
             own = {"running": len(self.running), "waiting": len(self.waiting),
                    "steps": self.steps, "peak_running": self.peak_running,
-                   "tokens_generated": self.tokens_generated}
+                   "tokens_generated": self.tokens_generated,
+                   "model_s": round(self.model_s, 4)}
         return {**own, **self.decoder.stats(), "ttft_breakdown": self.ttft.summary()}
 
     # ---- requests -----------------------------------------------------------------------
@@ -217,12 +221,18 @@ class Engine:
         for i, seq in enumerate(seqs):
             seq.slot, seq.admitted_step = first + i, self.steps
         self.running.extend(seqs)
-        self._accept(seqs, self.decoder.prefill(seqs, first))
+        t0 = time.perf_counter()
+        gained = self.decoder.prefill(seqs, first)
+        self.model_s += time.perf_counter() - t0
+        self._accept(seqs, gained)
         self.decoder.index_prompts([s for s in seqs if s.slot >= 0])
 
     def _decode(self) -> None:
         seqs = list(self.running)
-        self._accept(seqs, self.decoder.step(seqs))
+        t0 = time.perf_counter()
+        gained = self.decoder.step(seqs)
+        self.model_s += time.perf_counter() - t0
+        self._accept(seqs, gained)
 
     def _accept(self, seqs: list[Sequence], gained: list[list[int]]) -> None:
         """Append each sequence's new tokens up to the first that finishes it, hand them to

@@ -14,20 +14,27 @@ draft length, and the logits of every position come back; prefill is W = the pro
 only the part of it after a prefix whose KV was copied in from the prefix pool. Because a
 query reads only positions up to its own, rolling back rejected drafts costs nothing: the
 sequence's length is simply set back, and the stale K/V past it is never read before the
-next tokens overwrite it. The cache is `max_draft` positions longer than max_seq_len so
-that the padding queries of a short draft in a wide step land in room no real token uses.
+next tokens overwrite it. The cache is `max_draft` positions (at least one) longer than
+max_seq_len so that padding queries (a short draft in a wide step, a short prompt in a wide
+prefill, a padding row) land in room no real token uses.
 
 The forward pass is written here over the Hugging Face module's own submodules (projections,
 norms, MLP, rotary embedding), because the library's cache objects assume one position per
 batch; this supports the Llama family's layout (Llama, SmolLM, Mistral, Qwen2/3).
-On CUDA, decoding and verifying steps are captured as CUDA graphs, one per (batch, length,
-width) bucket: for a small model the step is otherwise all Python and kernel-launch overhead.
+A small model's step is bound by how many kernels it launches, not by arithmetic, so the
+layers launch few: the projections that share an input are one matrix product each (queries,
+keys and values; gate and up), norms are torch's fused RMSNorm, queries and keys rotate in
+one pass, and residual adds ride on the output projections. On CUDA, decoding and verifying
+steps are captured as CUDA graphs, one per (batch, length, width) bucket, and so are short
+prefills (up to 128 new tokens: the question after a cached prefix), whose eager launch
+cost would otherwise be most of the time to first token.
 
 Only the engine's worker thread calls a runner.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,15 +45,68 @@ from .prefix_cache import BLOCK_TOKENS
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
+PREFILL_GRAPH_WIDTHS = (32, 128)
+"""Prefill widths that get CUDA graphs: a prefill of at most 128 new tokens (the question
+after a cached system prompt or conversation, a short prompt) is padded to the next of
+these and replayed, where eagerly it costs as many kernel launches as a long prompt's."""
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+PREFILL_GRAPH_TOKENS = 1024
+"""Most tokens (batch bucket x width) a prefill graph feeds; larger prefills run eagerly,
+where the device's work, not the launches, is most of their cost."""
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: [R, H, q, D]; cos/sin: [R, q, D]
-    return x * cos[:, None] + _rotate_half(x) * sin[:, None]
+def _rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x [rows, q, heads, D] with cos/sin_signed [rows, q, 1, D].
+
+    The Llama layout rotates the two halves of each head: x * cos + rotate_half(x) * sin,
+    where rotate_half(x) = cat(-x2, x1). That is roll(x, D/2) = cat(x2, x1) times sin with
+    its first half negated (`sin_signed`, made once per step): three kernels, not five."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
+
+
+def _rms(norm: Any, x: torch.Tensor) -> torch.Tensor:
+    """A Llama-style RMSNorm module applied as one fused kernel (torch's F.rms_norm)."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+
+
+@dataclass
+class _Fused:
+    """One layer's projections that read the same input, as one matrix each: the queries,
+    keys and values; the MLP's gate and up projections."""
+
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    gate_up: torch.Tensor
+    gate_up_bias: torch.Tensor | None
+
+
+def _fuse(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenate linear layers' weights (and biases) along the output, and point the
+    modules' own parameters at slices of the result, so the model keeps one copy."""
+    with torch.no_grad():
+        weight = torch.cat([m.weight for m in linears])
+        biased = [m.bias is not None for m in linears]
+        bias = None
+        if any(biased):
+            bias = torch.cat([m.bias if m.bias is not None
+                              else m.weight.new_zeros(m.out_features) for m in linears])
+        at = 0
+        for m in linears:
+            n = m.out_features
+            m.weight = torch.nn.Parameter(weight[at : at + n], requires_grad=False)
+            if m.bias is not None:
+                m.bias = torch.nn.Parameter(bias[at : at + n], requires_grad=False)
+            at += n
+    return weight, bias
+
+
+def _add_linear(h: torch.Tensor, x: torch.Tensor, linear: Any) -> None:
+    """h += linear(x), in place: the residual add rides on the matrix product (beta = 1)."""
+    h2 = h.view(-1, h.shape[-1])
+    h2.addmm_(x.reshape(-1, x.shape[-1]), linear.weight.t())
+    if linear.bias is not None:
+        h2.add_(linear.bias)
 
 
 def _buckets(limit: int, first: int) -> list[int]:
@@ -91,7 +151,7 @@ class ModelRunner:
         self.slots, self.max_seq_len, self.max_draft = slots, max_seq_len, max_draft
         # Room past max_seq_len for the padding queries of a verifying step, rounded to 64
         # so that every length bucket keeps the attention mask aligned for the fused kernels.
-        self.cache_len = -(-(max_seq_len + max_draft) // 64) * 64
+        self.cache_len = -(-(max_seq_len + max(max_draft, 1)) // 64) * 64
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         shape = (len(self.layers), slots, self.kv_heads, self.cache_len, self.head_dim)
@@ -115,54 +175,88 @@ class ModelRunner:
         self._tokens = torch.zeros(slots, self.widths[-1], dtype=torch.long, device=self.device)
         self._positions = torch.zeros(slots, self.widths[-1], dtype=torch.long,
                                       device=self.device)
+        # Prefill graphs: one static buffer per width of tokens, positions, slot and last
+        # position of each row (see _prefill_graphed).
+        self.prefill_widths = tuple(w for w in PREFILL_GRAPH_WIDTHS if w < self.cache_len)
+        self._prefill_graphs: dict[tuple[int, int, int], tuple[Any, torch.Tensor]] = {}
+        self._prefill_buffers: dict[int, torch.Tensor] = {}
+        # Each layer's projections that share an input, as one matrix (fewer, larger
+        # kernels: a small model's step is bound by how many kernels it launches).
+        self.fused = []
+        for layer in self.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            qkv, qkv_bias = _fuse([attn.q_proj, attn.k_proj, attn.v_proj])
+            gate_up, gate_up_bias = _fuse([mlp.gate_proj, mlp.up_proj])
+            self.fused.append(_Fused(qkv, qkv_bias, gate_up, gate_up_bias))
 
     # ---- the layers -------------------------------------------------------------------
 
-    def _attention(self, layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                   store: Any, idx: int) -> torch.Tensor:
+    def _attention(self, layer: Any, fused: _Fused, x: torch.Tensor, cos: torch.Tensor,
+                   sin: torch.Tensor, store: Any, idx: int) -> torch.Tensor:
+        """Attention of x [rows, q, hidden]; returns its output before o_proj, [rows, q,
+        heads * head_dim]. Tensors stay [rows, q, heads, D], the layout the cache store
+        indexes by (row, position), so keys and values go in without a transpose."""
         attn = layer.self_attn
         rows, q_len, _ = x.shape
-        q = attn.q_proj(x).view(rows, q_len, self.heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(rows, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(rows, q_len, self.kv_heads, self.head_dim).transpose(1, 2)
-        if hasattr(attn, "q_norm"):  # Qwen3 normalises queries and keys per head
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-        keys, values, mask = store(idx, k, v)
-        groups = self.heads // self.kv_heads
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        qkv = F.linear(x, fused.qkv, fused.qkv_bias).view(rows, q_len, heads + 2 * kv_heads, dim)
+        if hasattr(attn, "q_norm"):  # Qwen3 normalises queries and keys per head first
+            q = _rope(_rms(attn.q_norm, qkv[:, :, :heads]), cos, sin)
+            k = _rope(_rms(attn.k_norm, qkv[:, :, heads : heads + kv_heads]), cos, sin)
+        else:  # queries and keys rotate together
+            qk = _rope(qkv[:, :, : heads + kv_heads], cos, sin)
+            q, k = qk[:, :, :heads], qk[:, :, heads:]
+        keys, values, mask = store(idx, k, qkv[:, :, heads + kv_heads :])
+        groups = heads // kv_heads
         # Grouped-query attention: fold each KV head's query heads into the query axis, so
         # attention reads each cached key once instead of expanding the cache `groups` times
         # (query head h uses KV head h // groups; the mask is tiled to match).
-        q = q.reshape(rows, self.kv_heads, groups * q_len, self.head_dim)
+        q = q.view(rows, q_len, kv_heads, groups, dim).permute(0, 2, 3, 1, 4)
+        q = q.reshape(rows, kv_heads, groups * q_len, dim)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-        out = out.reshape(rows, self.heads, q_len, self.head_dim)
-        return attn.o_proj(out.transpose(1, 2).reshape(rows, q_len, -1))
+        out = out.view(rows, kv_heads, groups, q_len, dim).permute(0, 3, 1, 2, 4)
+        return out.reshape(rows, q_len, heads * dim)
 
     def _layers(self, ids: torch.Tensor, positions: torch.Tensor, store: Any) -> torch.Tensor:
         h = self.embed(ids)
         cos, sin = self.rotary(h, positions)
-        for idx, layer in enumerate(self.layers):
-            h = h + self._attention(layer, layer.input_layernorm(h), cos, sin, store, idx)
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
+        half = cos.shape[-1] // 2
+        cos = cos[:, :, None].to(h.dtype)
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)[:, :, None].to(h.dtype)
+        for idx, (layer, fused) in enumerate(zip(self.layers, self.fused, strict=True)):
+            attn = self._attention(layer, fused, _rms(layer.input_layernorm, h), cos, sin,
+                                   store, idx)
+            _add_linear(h, attn, layer.self_attn.o_proj)
+            gate, up = F.linear(_rms(layer.post_attention_layernorm, h), fused.gate_up,
+                                fused.gate_up_bias).chunk(2, dim=-1)
+            _add_linear(h, layer.mlp.act_fn(gate) * up, layer.mlp.down_proj)
         return h
 
-    def _rows(self, first: int, ids: torch.Tensor, positions: torch.Tensor,
+    def _rows(self, slots: slice | torch.Tensor, ids: torch.Tensor, positions: torch.Tensor,
               kv_len: int) -> torch.Tensor:
         """Hidden states [rows, width, hidden] of rows feeding ids[r, j] at positions[r, j]
-        into slots first.. (graph-capturable: no host syncs, shapes fixed by the arguments)."""
+        into the slots `slots` (a range, or a tensor of slot numbers, one per row), reading
+        their caches up to kv_len. Graph-capturable: no host syncs, shapes fixed by the
+        arguments."""
         rows, width = ids.shape
         keys_pos = torch.arange(kv_len, device=self.device)
         mask = (keys_pos[None, None, :] <= positions[:, :, None])[:, None]  # [rows,1,width,kv]
         groups = self.heads // self.kv_heads
         if width > 1 and groups > 1:
             mask = mask.repeat(1, 1, groups, 1)
-        slot_ids = torch.arange(first, first + rows, device=self.device)[:, None]
+        if isinstance(slots, slice):
+            slot_ids = torch.arange(slots.start, slots.stop, device=self.device)[:, None]
+        else:
+            slot_ids = slots[:, None]
 
         def store(idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple:
-            self.k_cache[idx, slot_ids, :, positions] = k.transpose(1, 2)
-            self.v_cache[idx, slot_ids, :, positions] = v.transpose(1, 2)
-            return (self.k_cache[idx, first : first + rows, :, :kv_len],
-                    self.v_cache[idx, first : first + rows, :, :kv_len], mask)
+            self.k_cache[idx, slot_ids, :, positions] = k
+            self.v_cache[idx, slot_ids, :, positions] = v
+            if isinstance(slots, slice):
+                return (self.k_cache[idx, slots, :, :kv_len],
+                        self.v_cache[idx, slots, :, :kv_len], mask)
+            return (self.k_cache[idx, :, :, :kv_len].index_select(0, slots),
+                    self.v_cache[idx, :, :, :kv_len].index_select(0, slots), mask)
 
         return self._layers(ids, positions, store)
 
@@ -181,20 +275,73 @@ class ModelRunner:
 
         Prompts are right-padded to the longest; a padding query writes its K/V past its
         row's last real position (clamped into the spare room at the end of the cache),
-        where no real query looks. Returns float32 logits of each prompt's last position,
-        [len(prompts), vocab]."""
+        where no real query looks. Short prefills (the new part of a prompt whose prefix
+        was cached, a short question) replay a CUDA graph; long ones run eagerly. Returns
+        float32 logits of each prompt's last position, [len(prompts), vocab]."""
         starts = starts or [0] * len(prompts)
         rows, width = len(prompts), max(len(p) for p in prompts)
+        graphed = self._prefill_shape(rows, width)
+        if graphed is not None:
+            return self._prefill_graphed(first_slot, prompts, starts, *graphed)
         ids = torch.zeros(rows, width, dtype=torch.long)
         for i, p in enumerate(prompts):
             ids[i, : len(p)] = torch.tensor(p, dtype=torch.long)
         begin = torch.tensor(starts, dtype=torch.long)
         positions = (begin[:, None] + torch.arange(width)).clamp_(max=self.cache_len - 1)
         need = max(s + len(p) for s, p in zip(starts, prompts, strict=True))
-        h = self._rows(first_slot, ids.to(self.device), positions.to(self.device),
-                       self._kv_len(need))
+        h = self._rows(slice(first_slot, first_slot + rows), ids.to(self.device),
+                       positions.to(self.device), self._kv_len(need))
         last = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
         h = h[torch.arange(rows, device=self.device), last]
+        return self.lm_head(self.norm(h)).float()
+
+    def _prefill_shape(self, rows: int, width: int) -> tuple[int, int] | None:
+        """(batch, width) bucket of the prefill graph for this many rows this wide, or None
+        when the prefill runs eagerly (no graphs, or too many tokens)."""
+        if not self.use_graphs:
+            return None
+        for w in self.prefill_widths:
+            if width <= w:
+                batch = next((b for b in self.batch_buckets if b >= rows), 0)
+                return (batch, w) if batch and batch * w <= PREFILL_GRAPH_TOKENS else None
+        return None
+
+    def _prefill_graphed(self, first_slot: int, prompts: list[list[int]], starts: list[int],
+                         batch: int, width: int) -> torch.Tensor:
+        rows = len(prompts)
+        need = max(starts) + width
+        kv_len = next(n for n in self.len_buckets if n >= min(need, self.cache_len))
+        # One host-to-device copy of every input: tokens, positions, slot, last position.
+        # Padding rows write their K/V at the last cache position of the first row's slot,
+        # room past max_seq_len that no real query reads.
+        host = torch.zeros(batch, 2 * width + 2, dtype=torch.long)
+        host[:, width : 2 * width] = self.cache_len - 1
+        host[:, 2 * width] = first_slot
+        for i, (p, s) in enumerate(zip(prompts, starts, strict=True)):
+            host[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+            host[i, width : 2 * width] = torch.arange(s, s + width).clamp_(max=self.cache_len - 1)
+            host[i, 2 * width] = first_slot + i
+            host[i, 2 * width + 1] = len(p) - 1
+        graph, out = self._prefill_graph(batch, kv_len, width)  # before filling its inputs
+        self._prefill_inputs(width)[:batch].copy_(host)
+        graph.replay()
+        return out[:rows]
+
+    def _prefill_inputs(self, width: int) -> torch.Tensor:
+        """The static input buffer of the prefill graphs of one width, [slots, 2w + 2]."""
+        if width not in self._prefill_buffers:
+            self._prefill_buffers[width] = torch.zeros(self.slots, 2 * width + 2,
+                                                       dtype=torch.long, device=self.device)
+        return self._prefill_buffers[width]
+
+    def _run_prefill_static(self, batch: int, width: int, kv_len: int) -> torch.Tensor:
+        """The body of a prefill graph: float32 logits [batch, vocab] of each row's last
+        real position, from the static buffer of this width."""
+        buf = self._prefill_inputs(width)[:batch]
+        ids, positions = buf[:, :width], buf[:, width : 2 * width]
+        slots, last = buf[:, 2 * width], buf[:, 2 * width + 1]
+        h = self._rows(slots, ids, positions, kv_len)
+        h = h[torch.arange(batch, device=self.device), last]
         return self.lm_head(self.norm(h)).float()
 
     # ---- decode and verify ------------------------------------------------------------
@@ -202,7 +349,8 @@ class ModelRunner:
     def _run_static(self, rows: int, width: int, kv_len: int) -> torch.Tensor:
         """One step of slots 0..rows-1 reading the static input buffers: the graph body.
         Returns float32 logits [rows, width, vocab]."""
-        h = self._rows(0, self._tokens[:rows, :width], self._positions[:rows, :width], kv_len)
+        h = self._rows(slice(0, rows), self._tokens[:rows, :width],
+                       self._positions[:rows, :width], kv_len)
         return self.lm_head(self.norm(h)).float()
 
     @torch.inference_mode()
@@ -245,6 +393,21 @@ class ModelRunner:
         graph.replay()
         return out[:rows]
 
+    def _capture(self, body: Any) -> tuple[Any, torch.Tensor]:
+        """A CUDA graph of body() after two warm-up runs on a side stream; (graph, output)."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # warm up kernels and allocator outside the capture
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        with torch.cuda.graph(graph, pool=self._pool):
+            out = body()
+        return graph, out
+
     def _graph(self, batch: int, kv_len: int, width: int) -> tuple[Any, torch.Tensor]:
         key = (batch, kv_len, width)
         if key not in self._graphs:
@@ -255,21 +418,22 @@ class ModelRunner:
                      self.v_cache[:, :batch, :, :width].clone())
             self._positions[:batch, :width] = torch.arange(width, device=self.device)
             self._tokens[:batch, :width].zero_()
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm up kernels and allocator outside the capture
-                    self._run_static(batch, width, kv_len)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            with torch.cuda.graph(graph, pool=self._pool):
-                out = self._run_static(batch, width, kv_len)
-            self._graphs[key] = (graph, out)
+            self._graphs[key] = self._capture(lambda: self._run_static(batch, width, kv_len))
             self.k_cache[:, :batch, :, :width] = saved[0]
             self.v_cache[:, :batch, :, :width] = saved[1]
         return self._graphs[key]
+
+    def _prefill_graph(self, batch: int, kv_len: int, width: int) -> tuple[Any, torch.Tensor]:
+        key = (batch, kv_len, width)
+        if key not in self._prefill_graphs:
+            # Captured with every row writing only the last cache position of slot 0, room
+            # past max_seq_len that no real query reads, so live sequences are untouched.
+            buf = self._prefill_inputs(width)[:batch]
+            buf.zero_()
+            buf[:, width : 2 * width] = self.cache_len - 1
+            self._prefill_graphs[key] = self._capture(
+                lambda: self._run_prefill_static(batch, width, kv_len))
+        return self._prefill_graphs[key]
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -279,8 +443,19 @@ class ModelRunner:
                 for batch in self.batch_buckets:
                     for kv_len in self.len_buckets:
                         self._graph(batch, kv_len, width)
+            for width in self.prefill_widths:
+                for batch in self.batch_buckets:
+                    if batch * width <= PREFILL_GRAPH_TOKENS:
+                        for kv_len in self.len_buckets:
+                            if kv_len >= width:
+                                self._prefill_graph(batch, kv_len, width)
         else:
             self.decode([0], [0])
+
+    @property
+    def graph_count(self) -> int:
+        return len(self._graphs) + len(self._prefill_graphs)
+
 
     # ---- slots and the prefix pool ----------------------------------------------------
 

@@ -122,7 +122,7 @@ class Backend:
                 "decode_s": (last or end) - (first or end)}
 
 
-def delta(before: dict[str, Any], after: dict[str, Any], *keys: str) -> dict[str, int]:
+def delta(before: dict[str, Any], after: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: after[k] - before[k] for k in keys}
 
 
@@ -179,7 +179,9 @@ async def single_requests(backends: dict[str, Backend], texts: list[str],
 async def ttft_waves(backends: dict[str, Backend], system: str,
                      levels: list[int]) -> dict[str, list[dict[str, Any]]]:
     """Per level and server: one request puts the shared system prompt in the cache (where
-    there is one), then that many requests with it and distinct questions arrive at once."""
+    there is one), then that many requests with it and distinct questions arrive at once;
+    small levels repeat the wave (8 requests in all at least), as one request's time is
+    noise on a shared machine."""
     out: dict[str, list[dict[str, Any]]] = {name: [] for name in backends}
     for i, level in enumerate(levels):
         for name, backend in turns(backends, i):
@@ -187,13 +189,18 @@ async def ttft_waves(backends: dict[str, Backend], system: str,
                     {"role": "user", "content": "Hello, who are you?"}]
             await backend.chat(warm, max_tokens=2, temperature=0)
             before = await backend.stats()
-            wave = await asyncio.gather(*(
-                backend.chat([{"role": "system", "content": system},
-                              {"role": "user", "content": f"{prompts.QUESTIONS[j % 20]} (#{j})"}],
-                             max_tokens=8, temperature=0)
-                for j in range(level)))
-            ttfts = sorted(r["ttft_s"] for r in wave)
-            row = {"concurrency": level, "ttft_mean_s": round(statistics.mean(ttfts), 4),
+            ttfts = []
+            for wave_no in range(max(1, 8 // level)):
+                wave = await asyncio.gather(*(
+                    backend.chat([{"role": "system", "content": system},
+                                  {"role": "user",
+                                   "content": f"{prompts.QUESTIONS[j % 20]} (#{j})"}],
+                                 max_tokens=8, temperature=0)
+                    for j in range(wave_no * level, (wave_no + 1) * level)))
+                ttfts += [r["ttft_s"] for r in wave]
+            ttfts.sort()
+            row = {"concurrency": level, "requests": len(ttfts),
+                   "ttft_mean_s": round(statistics.mean(ttfts), 4),
                    "ttft_p50_s": round(ttfts[len(ttfts) // 2], 4),
                    "ttft_max_s": round(ttfts[-1], 4),
                    **delta(before, await backend.stats(), "prefill_tokens",
@@ -220,7 +227,10 @@ async def throughput_waves(backends: dict[str, Backend], levels: list[int],
                 for j in range(level)))
             wall = time.perf_counter() - start
             spec = delta(before, await backend.stats(), "steps", "tokens_generated",
-                         "draft_tokens", "draft_tokens_accepted")
+                         "draft_tokens", "draft_tokens_accepted", "model_s")
+            # The worker's share of the wall time in model stages: near 1, the model is the
+            # bound; well below, the rest (HTTP, detokenising, scheduling) is.
+            spec["model_busy"] = round(spec.pop("model_s") / wall, 3)
             ttfts = sorted(r["ttft_s"] for r in runs)
             row = {"concurrency": level, "output_tokens": sum(r["tokens"] for r in runs),
                    "wall_s": round(wall, 3),

@@ -128,13 +128,68 @@ def _timed(fn: Any, sync: Any, repeats: int = 7, idle_s: float = 0.0) -> dict[st
             "total_ms": round(statistics.median(total), 3)}
 
 
+def _load_baseline(path: str) -> Any:
+    """An earlier backend/runner.py (say, `git show REV:backend/runner.py > FILE`), loaded as
+    a module of semcache.backend so that its relative imports resolve."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("semcache.backend._baseline_runner", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.ModelRunner
+
+
+def _steps(runner: Any, ids: list[int], cached: int, sync: Any) -> dict[str, Any]:
+    """The model steps of one runner: prefills (graphed where the runner has prefill graphs,
+    and eagerly), the prefix copy, decoding at batch 1 and at the runner's full batch."""
+    from semcache.backend.prefix_cache import BLOCK_TOKENS
+    from semcache.backend.sampling import sample
+
+    def eager(fn: Any) -> Any:
+        def run() -> Any:
+            graphs, runner.use_graphs = runner.use_graphs, False
+            try:
+                return fn()
+            finally:
+                runner.use_graphs = graphs
+        return run
+
+    t0 = time.perf_counter()
+    runner.warmup()
+    warmup_s = time.perf_counter() - t0
+    runner.prefill(0, [ids])
+    logits = runner.decode([ids[-1]], [len(ids)])
+    after_prefix = lambda: runner.prefill(0, [ids[cached:]], [cached])  # noqa: E731
+    one_token = lambda: runner.prefill(0, [ids[-1:]], [len(ids) - 1])  # noqa: E731
+    full = runner.slots
+    return {
+        "graph_warmup_s": round(warmup_s, 2),
+        "graphs": len(getattr(runner, "_graphs", {})) + len(getattr(runner, "_prefill_graphs",
+                                                                    {})),
+        "prefill_whole_prompt": _timed(lambda: runner.prefill(0, [ids]), sync),
+        "prefill_after_cached_prefix": _timed(after_prefix, sync),
+        "prefill_after_cached_prefix_eager": _timed(eager(after_prefix), sync),
+        "prefill_after_cached_prefix_after_1s_idle": _timed(after_prefix, sync, repeats=5,
+                                                            idle_s=1.0),
+        "prefill_one_token": _timed(one_token, sync),
+        "prefill_one_token_eager": _timed(eager(one_token), sync),
+        "load_prefix": _timed(lambda: runner.load_prefix(1, list(range(cached // BLOCK_TOKENS))),
+                              sync),
+        "decode_step": _timed(lambda: runner.decode([ids[-1]], [len(ids)]), sync),
+        f"decode_step_batch_{full}": _timed(
+            lambda: runner.decode([ids[-1]] * full, [len(ids)] * full), sync),
+        "sample_greedy": _timed(lambda: sample(logits, [0.0], [1.0], [0.5]), sync),
+    }
+
+
 def model_part(args: argparse.Namespace, system: str) -> dict[str, Any]:
     import torch
 
     from semcache.backend.model import load_model
     from semcache.backend.prefix_cache import BLOCK_TOKENS
     from semcache.backend.runner import ModelRunner
-    from semcache.backend.sampling import sample
 
     loaded = load_model(args.model, args.data_dir, args.device)
     def prompt(question: str) -> list[int]:
@@ -147,35 +202,35 @@ def model_part(args: argparse.Namespace, system: str) -> dict[str, Any]:
     shared = next((i for i, (a, b) in enumerate(zip(ids, warm, strict=False)) if a != b),
                   len(warm))
     cached = shared // BLOCK_TOKENS * BLOCK_TOKENS
-    runner = ModelRunner(loaded.model, slots=8, max_seq_len=args.max_seq_len,
-                         cuda_graphs=True, max_draft=6, prefix_blocks=len(ids) // BLOCK_TOKENS)
-    cuda = runner.device.type == "cuda"
+    cuda = loaded.model.device.type == "cuda"
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    t0 = time.perf_counter()
-    runner.warmup()
-    warmup_s = time.perf_counter() - t0
-    runner.prefill(0, [ids])
-    logits = runner.decode([ids[-1]], [len(ids)])
-    return {
-        "prompt_tokens": len(ids), "cached_tokens": cached, "device": str(runner.device),
-        "dtype": str(runner.dtype), "cuda_graphs": runner.use_graphs,
-        "graph_warmup_s": round(warmup_s, 2),
-        "prefill_whole_prompt": _timed(lambda: runner.prefill(0, [ids]), sync),
-        "prefill_after_cached_prefix": _timed(
-            lambda: runner.prefill(0, [ids[cached:]], [cached]), sync),
-        "prefill_after_cached_prefix_after_1s_idle": _timed(
-            lambda: runner.prefill(0, [ids[cached:]], [cached]), sync, repeats=5, idle_s=1.0),
-        "load_prefix": _timed(lambda: runner.load_prefix(1, list(range(cached // BLOCK_TOKENS))),
-                              sync),
-        "prefill_one_token": _timed(lambda: runner.prefill(0, [ids[-1:]], [len(ids) - 1]),
-                                    sync),
-        "decode_step": _timed(lambda: runner.decode([ids[-1]], [len(ids)]), sync),
-        "sample_greedy": _timed(lambda: sample(logits, [0.0], [1.0], [0.5]), sync),
-    }
+    def made(cls: Any) -> Any:
+        return cls(loaded.model, slots=args.model_slots, max_seq_len=args.max_seq_len,
+                   cuda_graphs=True, max_draft=6, prefix_blocks=len(ids) // BLOCK_TOKENS)
+
+    out: dict[str, Any] = {
+        "prompt_tokens": len(ids), "cached_tokens": cached, "device": str(loaded.model.device),
+        "dtype": str(loaded.model.dtype), "cuda_graphs": cuda, "slots": args.model_slots}
+    if args.baseline_runner:
+        # The earlier runner first, on the model as loaded (this runner re-points the
+        # model's projection weights at its fused matrices, the same values).
+        baseline = made(_load_baseline(args.baseline_runner))
+        out["baseline"] = {"runner": args.baseline_runner,
+                           **_steps(baseline, ids, cached, sync)}
+        del baseline
+        if cuda:
+            torch.cuda.empty_cache()
+    out.update(_steps(made(ModelRunner), ids, cached, sync))
+    if "baseline" in out:
+        out["speedup_over_baseline"] = {
+            k: round(out["baseline"][k]["total_ms"] / v["total_ms"], 2)
+            for k, v in out.items() if isinstance(v, dict) and "total_ms" in v
+            and k in out["baseline"]}
+    return out
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -188,6 +243,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-seq-len", type=int, default=2048)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--skip-model-steps", action="store_true")
+    parser.add_argument("--model-slots", type=int, default=64,
+                        help="slots of the runners timed in the model steps (the full batch)")
+    parser.add_argument("--baseline-runner", default="",
+                        help="an earlier backend/runner.py to time beside this one")
     return parser.parse_args(argv)
 
 

@@ -56,6 +56,45 @@ def test_verify_graphs_match_eager() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_prefill_graphs_match_eager() -> None:
+    """Short prefills replayed from captured graphs (padded to a graph width, batch padded
+    with rows that write only spare room, after a prefix copied from the pool) give the
+    eager prefill's logits and K/V, leave another slot's cache alone, and decoding after
+    them goes on identically."""
+    model = make_model(99).to("cuda", torch.float32)
+    system = [3 + i % 90 for i in range(3 * 16 + 5)]
+    prompts = [system + q for q in ([70, 71, 72], [80, 81], [90, 91, 92, 93])]
+    runs = []
+    for graphs in (False, True):
+        runner = ModelRunner(model, slots=8, max_seq_len=256, cuda_graphs=graphs,
+                             max_draft=4, prefix_blocks=8)
+        if graphs:
+            runner.warmup()
+            assert runner._prefill_graphs and runner.graph_count > len(runner._graphs)
+        runner.prefill(0, [system + [7, 8, 9]])  # slot 0: a bystander's cache
+        bystander = runner.k_cache[:, 0, :, :256].clone()
+        runner.prefill(4, [system])
+        runner.save_prefix(4, [(0, 0), (1, 1), (2, 2)])
+        for slot in (1, 2, 3):
+            runner.load_prefix(slot, [0, 1, 2])
+        logits = runner.prefill(1, [p[48:] for p in prompts], [48] * 3)
+        assert torch.equal(runner.k_cache[:, 0, :, :256], bystander)
+        tokens = [[t] for t in logits.argmax(-1).tolist()]
+        runner.move_slot(1, 0, 256)  # slots 0..2 now hold the three prompts
+        runner.move_slot(2, 1, 256)
+        runner.move_slot(3, 2, 256)
+        for step in range(20):
+            nxt = runner.decode([t[-1] for t in tokens],
+                                [len(p) + step for p in prompts]).argmax(-1).tolist()
+            for t, n in zip(tokens, nxt, strict=True):
+                t.append(n)
+        runs.append((logits.cpu(), runner.k_cache[:, :3, :, :60].cpu(), tokens))
+    torch.testing.assert_close(runs[1][0], runs[0][0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(runs[1][1], runs[0][1], atol=1e-4, rtol=1e-4)
+    assert runs[1][2] == runs[0][2]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 async def test_engine_on_cuda_speculation_and_prefix_cache(dtype: torch.dtype) -> None:
     """The whole engine on the GPU with graphs: concurrent greedy requests sharing a

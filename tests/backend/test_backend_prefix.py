@@ -80,6 +80,45 @@ def test_prefix_reuse_gives_identical_logits(tiny) -> None:
         token = int(both[0].argmax())
 
 
+def test_prefill_graph_after_a_prefix_gives_the_eager_logits(tiny) -> None:
+    """The short-prefill graph path (static buffer, width padded to 32, the batch padded
+    with rows that write only the spare cache position, slots read by index) gives the
+    eager prefill's logits and K/V, after a cached prefix too, and leaves the cache of a
+    sequence in another slot untouched. The CUDA graph is replaced by running its body,
+    so this checks the path's logic on the CPU; test_backend_gpu replays real graphs."""
+    from .test_backend_speculative import fake_graphs
+
+    eager = ModelRunner(tiny[0], slots=8, max_seq_len=256, cuda_graphs=False, prefix_blocks=8)
+    graphed = ModelRunner(tiny[0], slots=8, max_seq_len=256, cuda_graphs=False,
+                          prefix_blocks=8)
+    _, prefills = fake_graphs(graphed)
+    bystander = SYSTEM + [7, 8, 9]
+    prompts = [SYSTEM + q for q in QUESTIONS[:3]]
+    for runner in (eager, graphed):
+        runner.prefill(0, [bystander])  # slot 0: a live sequence's cache
+        runner.prefill(4, [SYSTEM])  # slot 4: the prefix, then saved into the pool
+        runner.save_prefix(4, [(0, 0), (1, 1), (2, 2)])
+    before = graphed.k_cache[:, 0].clone()
+    cached = 3 * BLOCK_TOKENS
+    results = []
+    for runner in (eager, graphed):
+        for slot in (1, 2, 3):
+            runner.load_prefix(slot, [0, 1, 2])
+        results.append(runner.prefill(1, [p[cached:] for p in prompts], [cached] * 3))
+    assert prefills == {(1, 128, 128), (4, 128, 32)}  # bystander/prefix, then 3 rows -> 4
+    torch.testing.assert_close(results[1], results[0], atol=1e-5, rtol=1e-5)
+    for slot, p in zip((1, 2, 3), prompts, strict=True):
+        torch.testing.assert_close(graphed.k_cache[:, slot, :, : len(p)],
+                                   eager.k_cache[:, slot, :, : len(p)], atol=1e-5, rtol=1e-5)
+    assert torch.equal(graphed.k_cache[:, 0, :, : graphed.max_seq_len],
+                       before[:, :, : graphed.max_seq_len])
+    # A prefill too long for the graphs runs eagerly.
+    long = [3 + i % 90 for i in range(130)]
+    torch.testing.assert_close(graphed.prefill(5, [long]), eager.prefill(5, [long]),
+                               atol=1e-5, rtol=1e-5)
+    assert all(w <= 128 for _, _, w in prefills) and len(prefills) == 2
+
+
 # ---- the engine -------------------------------------------------------------------------
 
 

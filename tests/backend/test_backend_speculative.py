@@ -369,17 +369,43 @@ def test_sample_is_what_exact_acceptance_compares_against() -> None:
 
 
 class EagerGraph:
-    """Stands in for a captured CUDA graph on the CPU: replaying runs the same static step
-    into the same output buffer, so the graph path's own logic (batch and length buckets,
-    the fixed verify width, padding rows and queries, static inputs) runs without a GPU."""
+    """Stands in for a captured CUDA graph on the CPU: replaying runs the same static body
+    (a step, or a prefill) into the same output buffer, so the graph path's own logic (batch
+    and length buckets, the fixed verify width, padded prefills, padding rows and queries,
+    static inputs) runs without a GPU."""
 
-    def __init__(self, runner: ModelRunner, batch: int, kv_len: int, width: int) -> None:
-        self.runner, self.shape = runner, (batch, width, kv_len)
-        self.out = torch.empty(batch, width, runner.vocab_size)
+    def __init__(self, body: Any, out: torch.Tensor, batch: int, kv_len: int,
+                 width: int) -> None:
+        self.body, self.out, self.shape = body, out, (batch, width, kv_len)
 
     def replay(self) -> None:
-        batch, width, kv_len = self.shape
-        self.out.copy_(self.runner._run_static(batch, width, kv_len))
+        self.out.copy_(self.body(*self.shape))
+
+
+def fake_graphs(runner: ModelRunner) -> tuple[set, set]:
+    """Put EagerGraphs in place of the runner's CUDA graphs; returns the (batch, kv_len,
+    width) shapes of the steps and of the prefills that ran."""
+    steps: set[tuple[int, int, int]] = set()
+    prefills: set[tuple[int, int, int]] = set()
+    made: dict[tuple, EagerGraph] = {}
+
+    def graph(kind: str, body: Any, shapes: set) -> Any:
+        def get(batch: int, kv_len: int, width: int) -> tuple[EagerGraph, torch.Tensor]:
+            shapes.add((batch, kv_len, width))
+            key = (kind, batch, kv_len, width)
+            if key not in made:
+                # A step's logits are [batch, width, vocab]; a prefill's [batch, vocab].
+                shape = (batch, width) if kind == "step" else (batch,)
+                out = torch.empty(*shape, runner.vocab_size)
+                made[key] = EagerGraph(body, out, batch, kv_len, width)
+            return made[key], made[key].out
+        return get
+
+    runner._graph = graph("step", runner._run_static, steps)  # type: ignore[method-assign]
+    runner._prefill_graph = graph(  # type: ignore[method-assign]
+        "prefill", runner._run_prefill_static, prefills)
+    runner.use_graphs = True
+    return steps, prefills
 
 
 async def test_graph_path_buckets_and_padding_give_the_eager_answers(engines) -> None:
@@ -387,16 +413,11 @@ async def test_graph_path_buckets_and_padding_give_the_eager_answers(engines) ->
                           lambda i: greedy(LENGTHS[i]), False)
     engine = engines(**NGRAM_ALL, max_batch=8)
     runner = engine.runner
-    shapes: set[tuple[int, int, int]] = set()
-
-    def graph(batch: int, kv_len: int, width: int) -> tuple[EagerGraph, torch.Tensor]:
-        shapes.add((batch, kv_len, width))
-        fake = EagerGraph(runner, batch, kv_len, width)
-        return fake, fake.out
-
-    runner._graph = graph  # type: ignore[method-assign]
-    runner.use_graphs = True
+    shapes, prefills = fake_graphs(runner)
     assert await outputs(engine, lambda i: greedy(LENGTHS[i])) == plain
+    # The prompts (2-23 tokens) were prefilled through the 32-wide prefill graphs.
+    assert prefills and {w for _, _, w in prefills} == {32}
+    assert {b for b, _, _ in prefills} <= set(runner.batch_buckets)
     widths = {w for _, _, w in shapes}
     assert widths == {1, 7}  # decoding, and verifying at the fixed width 1 + max_draft
     assert {b for b, _, _ in shapes} <= set(runner.batch_buckets)
