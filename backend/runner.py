@@ -34,6 +34,7 @@ Only the engine's worker thread calls a runner.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,8 @@ import torch.nn.functional as F
 
 from .errors import ModelLoadError
 from .prefix_cache import BLOCK_TOKENS
+
+log = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -95,7 +98,7 @@ def _fuse(linears: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         for m in linears:
             n = m.out_features
             m.weight = torch.nn.Parameter(weight[at : at + n], requires_grad=False)
-            if m.bias is not None:
+            if m.bias is not None and bias is not None:
                 m.bias = torch.nn.Parameter(bias[at : at + n], requires_grad=False)
             at += n
     return weight, bias
@@ -240,7 +243,11 @@ class ModelRunner:
         arguments."""
         rows, width = ids.shape
         keys_pos = torch.arange(kv_len, device=self.device)
-        mask = (keys_pos[None, None, :] <= positions[:, :, None])[:, None]  # [rows,1,width,kv]
+        visible = (keys_pos[None, None, :] <= positions[:, :, None])[:, None]  # [rows,1,w,kv]
+        # An additive mask made once per step: given a boolean one, attention converts it
+        # in every layer.
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device)
+        mask.masked_fill_(~visible, float("-inf"))
         groups = self.heads // self.kv_heads
         if width > 1 and groups > 1:
             mask = mask.repeat(1, 1, groups, 1)
@@ -282,7 +289,9 @@ class ModelRunner:
         rows, width = len(prompts), max(len(p) for p in prompts)
         graphed = self._prefill_shape(rows, width)
         if graphed is not None:
-            return self._prefill_graphed(first_slot, prompts, starts, *graphed)
+            logits = self._prefill_graphed(first_slot, prompts, starts, *graphed)
+            if logits is not None:
+                return logits
         ids = torch.zeros(rows, width, dtype=torch.long)
         for i, p in enumerate(prompts):
             ids[i, : len(p)] = torch.tensor(p, dtype=torch.long)
@@ -307,7 +316,7 @@ class ModelRunner:
         return None
 
     def _prefill_graphed(self, first_slot: int, prompts: list[list[int]], starts: list[int],
-                         batch: int, width: int) -> torch.Tensor:
+                         batch: int, width: int) -> torch.Tensor | None:
         rows = len(prompts)
         need = max(starts) + width
         kv_len = next(n for n in self.len_buckets if n >= min(need, self.cache_len))
@@ -322,7 +331,10 @@ class ModelRunner:
             host[i, width : 2 * width] = torch.arange(s, s + width).clamp_(max=self.cache_len - 1)
             host[i, 2 * width] = first_slot + i
             host[i, 2 * width + 1] = len(p) - 1
-        graph, out = self._prefill_graph(batch, kv_len, width)  # before filling its inputs
+        captured = self._prefill_graph(batch, kv_len, width)  # before filling its inputs
+        if captured is None:
+            return None
+        graph, out = captured
         self._prefill_inputs(width)[:batch].copy_(host)
         graph.replay()
         return out[:rows]
@@ -423,16 +435,30 @@ class ModelRunner:
             self.v_cache[:, :batch, :, :width] = saved[1]
         return self._graphs[key]
 
-    def _prefill_graph(self, batch: int, kv_len: int, width: int) -> tuple[Any, torch.Tensor]:
+    def _prefill_graph(self, batch: int, kv_len: int,
+                       width: int) -> tuple[Any, torch.Tensor] | None:
+        """The prefill graph of this shape, captured on first use; None when prefill graphs
+        could not be captured on this device (prefills then run eagerly: slower, same
+        logits)."""
         key = (batch, kv_len, width)
         if key not in self._prefill_graphs:
+            if not self.prefill_widths:
+                return None
             # Captured with every row writing only the last cache position of slot 0, room
             # past max_seq_len that no real query reads, so live sequences are untouched.
             buf = self._prefill_inputs(width)[:batch]
             buf.zero_()
             buf[:, width : 2 * width] = self.cache_len - 1
-            self._prefill_graphs[key] = self._capture(
-                lambda: self._run_prefill_static(batch, width, kv_len))
+            try:
+                self._prefill_graphs[key] = self._capture(
+                    lambda: self._run_prefill_static(batch, width, kv_len))
+            except RuntimeError as e:  # torch.AcceleratorError: a kernel refused capture
+                log.warning("prefill graph %s could not be captured (%s); prefills run "
+                            "eagerly", key, str(e).splitlines()[0])
+                torch.cuda.synchronize()
+                self.prefill_widths = ()
+                self._prefill_graphs.clear()
+                return None
         return self._prefill_graphs[key]
 
     @torch.inference_mode()
@@ -443,12 +469,11 @@ class ModelRunner:
                 for batch in self.batch_buckets:
                     for kv_len in self.len_buckets:
                         self._graph(batch, kv_len, width)
-            for width in self.prefill_widths:
-                for batch in self.batch_buckets:
-                    if batch * width <= PREFILL_GRAPH_TOKENS:
-                        for kv_len in self.len_buckets:
-                            if kv_len >= width:
-                                self._prefill_graph(batch, kv_len, width)
+            shapes = [(b, n, w) for w in self.prefill_widths for b in self.batch_buckets
+                      if b * w <= PREFILL_GRAPH_TOKENS for n in self.len_buckets if n >= w]
+            for batch, kv_len, width in shapes:
+                if self._prefill_graph(batch, kv_len, width) is None:
+                    break
         else:
             self.decode([0], [0])
 
