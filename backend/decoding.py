@@ -177,7 +177,13 @@ class Decoder:
             return drafts, dists
         limit = self.spec.tokens
         if self.spec.step_tokens:
-            limit = min(limit, self.spec.step_tokens // len(seqs) - 1)
+            if self.runner.use_graphs:
+                # A graphed verifying step feeds the full width per row whatever the drafts'
+                # lengths: draft fully within the bound, or not at all.
+                fits = len(seqs) * self.runner.widths[-1] <= self.spec.step_tokens
+                limit = limit if fits else 0
+            else:
+                limit = min(limit, self.spec.step_tokens // len(seqs) - 1)
         out = []
         for seq in seqs:
             drafter = seq.drafter

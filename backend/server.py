@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -334,8 +333,6 @@ def parse_args(argv: list[str]) -> BackendSettings:
     parser.add_argument("--default-max-tokens", dest="default_max_tokens", type=int)
     parser.add_argument("--max-prefill-tokens", dest="max_prefill_tokens", type=int)
     parser.add_argument("--threads", type=int, help="torch threads on CPU (0: all cores)")
-    parser.add_argument("--switch-interval-ms", dest="switch_interval_ms", type=float,
-                        help="Python thread switch interval (default 0.5)")
     parser.add_argument("--model-name", dest="model_name", help="model id to report")
     parser.add_argument("--embedding-model", dest="embedding_model",
                         help="encoder of /v1/embeddings: 'packaged', a local folder, or 'off'")
@@ -389,7 +386,6 @@ def main(argv: list[str]) -> int:
     # full collection walks them all with every thread stopped (1.1 s on a shared 2-core
     # CPU), and would land on some request's way to its first token. Freeze them.
     tune_gc()
-    sys.setswitchinterval(settings.switch_interval_ms / 1000)
     app = build_app(settings, engine)
     # No access log: at thousands of streamed tokens a second the backend's one line per
     # request is noise next to the proxy's own log and metrics.

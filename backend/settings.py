@@ -12,6 +12,9 @@ CUDA_DEFAULT_MAX_TOKENS = 512
 CPU_STEP_TOKENS = 32
 """See speculative_step_tokens."""
 
+CUDA_STEP_TOKENS = 64
+"""See speculative_step_tokens: with 7-wide verifying graphs, up to 9 sequences draft."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class BackendSettings:
@@ -66,12 +69,6 @@ class BackendSettings:
     threads: int = 0
     """torch intra-op threads on CPU; 0 keeps torch's default (all cores)."""
 
-    switch_interval_ms: float = 0.5
-    """Python's thread switch interval in the backend process (sys.setswitchinterval). The
-    model worker and the event loop that streams tokens share the GIL; at Python's 5 ms
-    default, a worker whose device step is done can wait most of that for the loop to let
-    go, so a 4 ms step becomes 6 to 9 under load. Shorter costs a little switching."""
-
     speculative: str = "ngram"
     """Speculative decoding. `ngram`: prompt lookup, where the last few tokens occurred
     before (in the prompt or the answer so far), the tokens that followed them there are
@@ -97,7 +94,11 @@ class BackendSettings:
     speculative_step_tokens: int = 0
     """Most tokens (sequences x (1 + drafts)) one verifying step may feed; prompt-lookup
     drafts are cut to fit. 0 picks by device: CPU_STEP_TOKENS on the CPU, where a wide step
-    of many sequences costs what it computes; no bound on CUDA, where it does not."""
+    of many sequences costs what it computes; CUDA_STEP_TOKENS on CUDA, where a verifying
+    step replayed from a graph always feeds 1 + speculative_tokens per sequence, so past
+    about ten sequences drafting costs more than the drafts it keeps (measured in
+    loadtest/results/backend_nvidia-h200.json: at 32 and 64 concurrent stories, drafting
+    lost 2-13 % of throughput)."""
 
     draft_model: str = ""
     """A local Hugging Face folder of a smaller model with the same tokenizer (and the same
@@ -128,9 +129,6 @@ class BackendSettings:
         for name in ("default_max_tokens", "speculative_step_tokens", "prefix_cache_tokens"):
             if getattr(self, name) < 0:
                 raise ValueError(f"backend.{name} must be 0 or more, not {getattr(self, name)}")
-        if not 0 < self.switch_interval_ms <= 100:
-            raise ValueError(f"backend.switch_interval_ms must be in (0, 100], "
-                             f"not {self.switch_interval_ms}")
         if self.speculative not in ("ngram", "model", "off"):
             raise ValueError(f"backend.speculative must be ngram, model or off, "
                              f"not {self.speculative!r}")
@@ -156,4 +154,4 @@ class BackendSettings:
         """The bound on a verifying step's tokens on this device (0: none)."""
         if self.speculative_step_tokens:
             return self.speculative_step_tokens
-        return 0 if device == "cuda" else CPU_STEP_TOKENS
+        return CUDA_STEP_TOKENS if device == "cuda" else CPU_STEP_TOKENS

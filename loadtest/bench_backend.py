@@ -48,8 +48,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STORY_TOPICS = ["the sea", "a lighthouse keeper", "autumn", "a lost key", "the first snow",
                 "a robot learning to paint", "a busy market", "an old bridge"]
 SERVERS = {"default": [], "no_speculation": ["--speculative", "off"],
-           "no_prefix_cache": ["--prefix-cache-tokens", "0"],
-           "python_switch_interval": ["--switch-interval-ms", "5"]}
+           "no_prefix_cache": ["--prefix-cache-tokens", "0"]}
 
 
 # ---- one server ---------------------------------------------------------------------------
@@ -279,12 +278,6 @@ async def measure(args: argparse.Namespace, system: str) -> dict[str, Any]:
             pair = {"default": default, "no_prefix_cache": cold}
             for name, rows in (await ttft_waves(pair, system, args.ttft_levels)).items():
                 report[name]["ttft_shared_prefix"] = rows
-        print("GIL switch interval: defaults against Python's own 5 ms", flush=True)
-        async with Backend(args, SERVERS["python_switch_interval"]) as slow_switch:
-            pair = {"default": default, "python_switch_interval": slow_switch}
-            waves = await throughput_waves(pair, args.levels[-1:], args.throughput_tokens)
-            for name, rows in waves.items():
-                report[name]["throughput_switch_interval"] = rows
         report["default"]["first_impression"] = await first_impression(default)
         report["default"]["healthz"] = await default.stats()
     return report
@@ -313,12 +306,6 @@ def summarise(report: dict[str, Any]) -> dict[str, Any]:
         {"concurrency": s["concurrency"], "speculative": s["output_tok_s"],
          "plain": p["output_tok_s"]}
         for s, p in zip(on["throughput"], off["throughput"], strict=True)]
-    switch = report["python_switch_interval"]["throughput_switch_interval"]
-    summary["switch_interval"] = [
-        {"concurrency": d["concurrency"], "tok_s_default": d["output_tok_s"],
-         "tok_s_python_5ms": p["output_tok_s"],
-         "speedup": round(d["output_tok_s"] / p["output_tok_s"], 2)}
-        for d, p in zip(on["throughput_switch_interval"], switch, strict=True)]
     first = on["first_impression"]
     summary["first_impression"] = {"latency_p50_s": first["latency_p50_s"],
                                    "latency_max_s": first["latency_max_s"],

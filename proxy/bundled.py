@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 FORWARDED = ("max_batch", "max_queue", "max_seq_len", "default_max_tokens", "max_prefill_tokens",
-             "threads", "switch_interval_ms", "speculative", "speculative_tokens", "speculative_ngram_max",
+             "threads", "speculative", "speculative_tokens", "speculative_ngram_max",
              "speculative_ngram_min", "speculative_step_tokens", "prefix_cache_tokens",
              "embedding_model")
 """The [backend] settings `semcache serve` hands to the child, as its flags: every one that
