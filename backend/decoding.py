@@ -184,6 +184,11 @@ class Decoder:
                 limit = limit if fits else 0
             else:
                 limit = min(limit, self.spec.step_tokens // len(seqs) - 1)
+        if limit <= 0:
+            # No room for drafts this step: skip the drafters (each catches up on the
+            # tokens it missed the next time it drafts), so a full batch pays nothing for
+            # speculation it does not use.
+            return [[] for _ in seqs], none
         out = []
         for seq in seqs:
             drafter = seq.drafter
