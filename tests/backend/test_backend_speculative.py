@@ -423,3 +423,18 @@ async def test_graph_path_buckets_and_padding_give_the_eager_answers(engines) ->
     assert {b for b, _, _ in shapes} <= set(runner.batch_buckets)
     assert {n for _, n, _ in shapes} <= set(runner.len_buckets)
     assert any(b > 1 for b, _, _ in shapes)  # padded batches ran too
+
+
+async def test_graphed_steps_draft_only_where_the_full_width_fits(engines) -> None:
+    """Under CUDA graphs a verifying step is always 1 + k wide, so the step bound is all or
+    nothing: with room for two rows of 7, steps of more rows decode plainly (the drafters
+    skipped) and the answers stay those of plain decoding."""
+    plain = await outputs(engines(speculative="off", prefix_cache_tokens=0),
+                          lambda i: greedy(LENGTHS[i]), False)
+    engine = engines(**NGRAM_ALL, max_batch=8, speculative_step_tokens=14)
+    steps, _ = fake_graphs(engine.runner)
+    assert await outputs(engine, lambda i: greedy(LENGTHS[i])) == plain
+    wide = {b for b, _, w in steps if w == 7}
+    assert wide and wide <= {1, 2}  # verify graphs ran, only for batches of 1-2 rows
+    assert any(b > 2 for b, _, w in steps if w == 1)  # fuller batches decoded plainly
+    assert engine.stats()["draft_tokens"] > 0
