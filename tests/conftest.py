@@ -85,6 +85,21 @@ def settings(redis_url: str, upstream: FakeUpstream, tmp_path: Path) -> Settings
     return make_settings(redis_url, upstream.base_url, tmp_path)
 
 
+async def start_judged_proxy(aiohttp_client: Callable[..., object], settings: Settings):  # type: ignore[no-untyped-def]
+    """A test client for a proxy whose semantic tier is ready and whose pair model (loaded in
+    the background after start) is in place."""
+    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+
+    client = await aiohttp_client(build_app(settings))  # type: ignore[operator]
+    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
+    for _ in range(600):
+        if client.app[SERVICE].pair_model is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert client.app[SERVICE].pair_model is not None, "the pair model did not load"
+    return client
+
+
 @pytest.fixture
 async def proxy(aiohttp_client: Callable[..., object], settings: Settings):  # type: ignore[no-untyped-def]
     """A test client for the proxy, in front of the fake upstream and the real Redis."""

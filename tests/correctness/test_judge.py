@@ -186,20 +186,15 @@ async def test_the_proxy_and_eval_decide_the_same(aiohttp_client: Any, redis_url
     request, each pair in its own namespace) get the verdicts `semcache eval` reports."""
     from dataclasses import replace
 
-    from conftest import make_settings
+    from conftest import make_settings, start_judged_proxy
 
-    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+    from semcache.proxy.app import SERVICE
     from semcache.proxy.judge.evaluate import _Scorer, embed_all, judge_verdicts
     from semcache.proxy.judge.model import load_scorer
 
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
                              judge__model=True)
-    client = await aiohttp_client(build_app(settings))
-    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    for _ in range(600):
-        if client.app[SERVICE].pair_model is not None:
-            break
-        await asyncio.sleep(0.05)
+    client = await start_judged_proxy(aiohttp_client, settings)
     proxied = []
     for i, (a, b) in enumerate(PAIRS):
         headers = {"X-Semcache-Namespace": f"pair-{i}"}

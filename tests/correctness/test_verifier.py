@@ -202,21 +202,15 @@ class _Fixed:
 @pytest.mark.slow
 async def test_proxy_asks_the_verifier_in_its_band(aiohttp_client: Any, redis_url: str,
                                                    upstream: Any, model_dir: Path) -> None:
-    import asyncio
+    from conftest import make_settings, start_judged_proxy
 
-    from conftest import make_settings
-
-    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+    from semcache.proxy.app import SERVICE
 
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
                              judge__model=True, judge__threshold=0.99, judge__model_floor=0.8,
                              judge__verify_below=0.999)
-    client = await aiohttp_client(build_app(settings))
-    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    for _ in range(300):  # the app loads the bundled verifier; swap in stand-ins after it
-        if client.app[SERVICE].pair_model is not None:
-            break
-        await asyncio.sleep(0.05)
+    # The app loads the bundled verifier; swap in stand-ins after it.
+    client = await start_judged_proxy(aiohttp_client, settings)
     client.app[SERVICE].pair_model = None
     question = {"role": "user", "content": "How do I learn Python quickly?"}
     body = {"model": "fake-model", "messages": [question]}
@@ -241,24 +235,16 @@ async def test_default_decision_through_the_proxy(aiohttp_client: Any, redis_url
     """The shipped configuration, end to end with the real encoder and bundled verifier:
     typo'd and shortened paraphrases hit (they score as low as 0.3 on cosine), near misses
     of each kind stay misses."""
-    import asyncio
+    from conftest import make_settings, start_judged_proxy
 
-    from conftest import make_settings
-
-    from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+    from semcache.proxy.app import SERVICE
     from semcache.proxy.config import load_settings
 
     shipped = load_settings(environ={}).judge
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
                              judge__model=True, judge__model_floor=shipped.model_floor,
                              judge__model_min=shipped.model_min)
-    client = await aiohttp_client(build_app(settings))
-    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    for _ in range(600):
-        if client.app[SERVICE].pair_model is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert client.app[SERVICE].pair_model is not None
+    client = await start_judged_proxy(aiohttp_client, settings)
 
     async def ask(text: str) -> Any:
         body = {"model": "fake-model", "messages": [{"role": "user", "content": text}]}

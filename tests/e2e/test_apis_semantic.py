@@ -4,17 +4,16 @@ same paraphrase under other instructions (another scope) is not."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import openai
 import pytest
-from conftest import make_settings
+from conftest import make_settings, start_judged_proxy
 
 from semcache.loadtest.fake_upstream import FakeUpstream
-from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+from semcache.proxy.app import SERVICE
 
 pytestmark = pytest.mark.slow
 
@@ -26,14 +25,7 @@ PARAPHRASE = "What's the way to make a sourdough starter from scratch?"
 async def proxy(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, model_dir: Path) -> Any:
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
                              judge__model=True)
-    client = await aiohttp_client(build_app(settings))
-    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    for _ in range(600):
-        if client.app[SERVICE].pair_model is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert client.app[SERVICE].pair_model is not None
-    return client
+    return await start_judged_proxy(aiohttp_client, settings)
 
 
 async def test_responses_paraphrase_is_a_semantic_hit(proxy: Any, upstream: FakeUpstream) -> None:

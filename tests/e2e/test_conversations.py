@@ -4,16 +4,15 @@ turn they follow, long prompts compared without their layout."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
 import openai
 import pytest
-from conftest import make_settings
+from conftest import make_settings, start_judged_proxy
 
 from semcache.loadtest.fake_upstream import FakeUpstream
-from semcache.proxy.app import SEMANTIC, SERVICE, build_app
+from semcache.proxy.app import SERVICE
 
 pytestmark = pytest.mark.slow
 
@@ -23,14 +22,7 @@ async def proxy(aiohttp_client: Any, redis_url: str, upstream: FakeUpstream, mod
     upstream.answer_with_history = True  # a model's answer depends on the conversation
     settings = make_settings(redis_url, upstream.base_url, model_dir, cache__semantic=True,
                              judge__model=True)
-    client = await aiohttp_client(build_app(settings))
-    await asyncio.wait_for(client.app[SEMANTIC].ready.wait(), 60)
-    for _ in range(600):
-        if client.app[SERVICE].pair_model is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert client.app[SERVICE].pair_model is not None
-    return client
+    return await start_judged_proxy(aiohttp_client, settings)
 
 
 class Chat:
